@@ -1,0 +1,98 @@
+"""One entry point for every stage: `python -m pipelines <stage>` or `idf-pipeline <stage>`.
+
+Each stage reads params.yaml, does its I/O under the project root and prints a short JSON
+summary. Stage modules are imported lazily so `--help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from pipelines.config import Params, Paths, load_params
+
+# stage name -> (module, function, one-line help)
+STAGES: dict[str, tuple[str, str, str]] = {
+    "generate": ("pipelines.generate", "run_generate",
+                 "simulate SNDS-shaped raw exports (data/raw) and their ground truth (data/truth)"),
+    "clean": ("pipelines.clean", "run_clean",
+              "type, repair and validate raw exports with Polars (data/clean, data/quarantine)"),
+    "warehouse": ("pipelines.warehouse", "run_warehouse",
+                  "dbt build: staging, episodes, readmissions, marts and data tests (data/warehouse.duckdb)"),
+    "features": ("pipelines.features", "run_features",
+                 "export the ML feature mart to data/features/ml_readmission_features.parquet"),
+    "train": ("pipelines.train", "run_train",
+              "Optuna-tune a Random Forest for recall at a precision floor; log to MLflow; register"),
+    "evaluate": ("pipelines.evaluate", "run_evaluate",
+                 "score the untouched test window against LACE, logistic regression and the oracle"),
+}
+
+# Errors that are the user's to fix: print them plainly, without a traceback.
+_USER_ERRORS: tuple[str, ...] = (
+    "pipelines.config.ParamsError",
+    "pipelines.clean.RawFileError",
+    "pipelines.warehouse.WarehouseError",
+)
+
+
+def _is_user_error(exc: BaseException) -> bool:
+    names = {f"{c.__module__}.{c.__qualname__}" for c in type(exc).__mro__}
+    return bool(names & set(_USER_ERRORS))
+
+
+def _run_stage(name: str, paths: Paths, params: Params, quiet: bool) -> dict[str, Any]:
+    module_name, func_name, _ = STAGES[name]
+    func: Callable[..., dict[str, Any]] = getattr(importlib.import_module(module_name), func_name)
+    kwargs: dict[str, Any] = {}
+    if name == "generate":
+        kwargs["progress"] = not quiet
+    return func(paths, params, **kwargs)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="idf-pipeline",
+        description=(
+            "Île-de-France 30-day readmission pipeline on simulated SNDS data. "
+            "Every stage is also a DVC stage: `dvc repro` runs them in order and skips what is up to date."
+        ),
+    )
+    parser.add_argument("--root", type=Path, default=Path.cwd(),
+                        help="project root holding params.yaml, data/, reports/ (default: current folder)")
+    parser.add_argument("--params", type=Path, default=None,
+                        help="params file (default: <root>/params.yaml)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    sub = parser.add_subparsers(dest="stage", required=True, metavar="STAGE")
+    for name, (_, _, help_text) in STAGES.items():
+        sub.add_parser(name, help=help_text, description=help_text)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    root: Path = args.root.resolve()
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("DBT_SEND_ANONYMOUS_USAGE_STATS", "False")
+    started = time.perf_counter()
+    try:
+        params = load_params(args.params or root / "params.yaml")
+        summary = _run_stage(args.stage, Paths(root), params, args.quiet)
+    except Exception as exc:  # user errors get one clear line; bugs keep their traceback
+        if _is_user_error(exc):
+            print(f"error: {args.stage}: {exc}", file=sys.stderr)
+            return 2
+        raise
+    summary = {"stage": args.stage, "seconds": round(time.perf_counter() - started, 1), **summary}
+    print(json.dumps(summary, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,162 @@
+"""Typed params (params.yaml is the one source of truth) and the project's paths."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DirtRates(_Strict):
+    """Share of rows hit by each corruption kind (see contracts.CORRUPTION_KINDS)."""
+
+    department_format: float = Field(0.04, ge=0, le=1)
+    icd_format: float = Field(0.04, ge=0, le=1)
+    decimal_comma: float = Field(0.05, ge=0, le=1)
+    discharge_before_admission: float = Field(0.002, ge=0, le=1)
+    missing_cost: float = Field(0.002, ge=0, le=1)
+    negative_cost: float = Field(0.001, ge=0, le=1)
+    unknown_finess: float = Field(0.001, ge=0, le=1)
+    impossible_age: float = Field(0.001, ge=0, le=1)
+    impossible_birth_year: float = Field(0.002, ge=0, le=1)
+    malformed_line: float = Field(0.0005, ge=0, le=1)
+    duplicate_row: float = Field(0.003, ge=0, le=1)
+
+
+class EffectParams(_Strict):
+    """Log-odds effects of the simulator's readmission model (the planted truth)."""
+
+    intercept: float = -2.85
+    age_per_decade: float = 0.42  # centred on 65 years
+    log_cost: float = 0.85  # per log-euro, centred on 4,000 euros
+    poverty_per_point: float = 0.016  # per point of department poverty rate above 15.5%
+    prior_stay: float = 0.12  # per unplanned episode in the 365 days before, up to 5
+    emergency: float = 0.20
+    charlson_point: float = 0.08  # per Charlson point, up to 6
+    male: float = 0.10
+
+
+class GenerateParams(_Strict):
+    scale: float = Field(1.0, gt=0)
+    patients: int = Field(30000, gt=0)
+    hospitals: int = Field(64, ge=8)
+    start_date: date = date(2022, 1, 1)
+    end_date: date = date(2024, 12, 31)
+    chunk_patients: int = Field(20000, gt=0)
+    dirt: DirtRates = DirtRates()
+    effects: EffectParams = EffectParams()
+
+    @property
+    def n_patients(self) -> int:
+        return max(1, round(self.patients * self.scale))
+
+
+class CleanParams(_Strict):
+    min_age: int = 0
+    max_age: int = 115
+    min_birth_year: int = 1900
+
+
+class Params(BaseModel):
+    """All params. Sections of later stages are kept as plain mappings until typed."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    seed: int = 20240601
+    generate: GenerateParams = GenerateParams()
+    clean: CleanParams = CleanParams()
+
+
+T = TypeVar("T", bound=BaseModel)
+
+
+def section(params: Params, name: str, model: type[T]) -> T:
+    """Validate one extra section of params.yaml (e.g. 'train') against its typed model."""
+    extra = params.model_extra or {}
+    try:
+        return model.model_validate(extra.get(name, {}))
+    except ValidationError as exc:
+        raise ParamsError(f"params.yaml section '{name}': {exc}") from exc
+
+
+class ParamsError(ValueError):
+    """params.yaml is missing, unreadable or holds a value of the wrong type."""
+
+
+def load_params(path: Path | str = "params.yaml") -> Params:
+    path = Path(path)
+    try:
+        raw: Any = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ParamsError(f"{path}: params file not found") from exc
+    except yaml.YAMLError as exc:
+        raise ParamsError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{path}: expected a mapping of sections at the top level")
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as exc:
+        raise ParamsError(f"{path}: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Every location the stages read or write, relative to the project root."""
+
+    root: Path
+
+    @property
+    def data(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def raw(self) -> Path:
+        return self.data / "raw"
+
+    @property
+    def truth(self) -> Path:
+        return self.data / "truth"
+
+    @property
+    def clean(self) -> Path:
+        return self.data / "clean"
+
+    @property
+    def quarantine(self) -> Path:
+        return self.data / "quarantine"
+
+    @property
+    def features(self) -> Path:
+        return self.data / "features"
+
+    @property
+    def warehouse(self) -> Path:
+        return self.data / "warehouse.duckdb"
+
+    @property
+    def reports(self) -> Path:
+        return self.root / "reports"
+
+    @property
+    def metrics(self) -> Path:
+        return self.reports / "metrics"
+
+    @property
+    def models(self) -> Path:
+        return self.root / "models"
+
+    @property
+    def mlruns(self) -> Path:
+        return self.root / "mlruns"
+
+    @property
+    def dbt(self) -> Path:
+        return self.root / "dbt"

@@ -1,0 +1,158 @@
+"""The simulator: SNDS shape, determinism, realism and the planted effects."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from pipelines.config import Params, Paths
+from pipelines.contracts import (
+    CORRUPTION_KINDS,
+    RAW_SEPARATOR,
+    RAW_TABLES,
+    TRUTH_CORRUPTION_COLUMNS,
+    TRUTH_CORRUPTIONS_FILE,
+    TRUTH_STAY_COLUMNS,
+    TRUTH_STAYS_FILE,
+)
+from pipelines.generate import run_generate
+
+
+def small_params(patients: int = 4000, seed: int = 7, **dirt: float) -> Params:
+    data = Params().model_dump()
+    data["seed"] = seed
+    data["generate"]["patients"] = patients
+    data["generate"]["chunk_patients"] = 1500
+    data["generate"]["dirt"].update(dirt)
+    return Params.model_validate(data)
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("gen")
+    run_generate(Paths(root), small_params(), progress=False)
+    return root
+
+
+def _raw(root: Path, table: str) -> pl.DataFrame:
+    return pl.read_csv(
+        root / "data" / "raw" / RAW_TABLES[table].file, separator=RAW_SEPARATOR, infer_schema=False,
+        truncate_ragged_lines=True,
+    )
+
+
+def _digest(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+
+
+def test_raw_files_have_snds_headers_and_dates(generated: Path) -> None:
+    for table in RAW_TABLES.values():
+        header = (generated / "data" / "raw" / table.file).read_text(encoding="utf-8").split("\n", 1)[0]
+        assert header.split(RAW_SEPARATOR) == list(table.columns)
+    stays = _raw(generated, "stays")
+    assert stays["EXE_SOI_DTD"].str.contains(r"^\d{2}/\d{2}/\d{4}$").mean() > 0.99  # type: ignore[operator]
+    assert stays["ETA_NUM"].str.len_chars().eq(9).all()
+
+
+def test_same_seed_same_bytes_and_other_seed_differs(generated: Path, tmp_path: Path) -> None:
+    run_generate(Paths(tmp_path), small_params(), progress=False)
+    assert _digest(tmp_path / "data" / "raw") == _digest(generated / "data" / "raw")
+    assert _digest(tmp_path / "data" / "truth") == _digest(generated / "data" / "truth")
+    other = tmp_path / "other"
+    run_generate(Paths(other), small_params(seed=8), progress=False)
+    assert _digest(other / "data" / "raw") != _digest(generated / "data" / "raw")
+
+
+def test_scale_multiplies_the_population(tmp_path: Path) -> None:
+    params = small_params(patients=1000)
+    doubled = params.model_copy(update={"generate": params.generate.model_copy(update={"scale": 2.0})})
+    a = run_generate(Paths(tmp_path / "a"), params, progress=False)["rows"]
+    b = run_generate(Paths(tmp_path / "b"), doubled, progress=False)["rows"]
+    assert 1.8 < b["patients"] / a["patients"] < 2.2
+    assert 1.7 < b["stays"] / a["stays"] < 2.3
+    assert b["hospitals"] == a["hospitals"]
+
+
+def test_truth_files_match_their_contracts(generated: Path) -> None:
+    truth = pl.read_parquet(generated / "data" / "truth" / TRUTH_STAYS_FILE)
+    assert dict(truth.schema) == TRUTH_STAY_COLUMNS
+    assert truth["stay_id"].is_unique().all()
+    unplanned = truth.filter(~pl.col("planned"))
+    assert unplanned["true_probability"].is_between(0, 1).all()
+    assert truth.filter(pl.col("planned"))["true_probability"].is_null().all()
+    log = pl.read_parquet(generated / "data" / "truth" / TRUTH_CORRUPTIONS_FILE)
+    assert dict(log.schema) == TRUTH_CORRUPTION_COLUMNS
+    assert set(log["kind"].unique()) <= set(CORRUPTION_KINDS)
+
+
+def test_every_logged_corruption_points_at_a_raw_row(generated: Path) -> None:
+    log = pl.read_parquet(generated / "data" / "truth" / TRUTH_CORRUPTIONS_FILE)
+    for table, spec in RAW_TABLES.items():
+        raw = _raw(generated, table)
+        keys = set(raw.select(pl.concat_str(list(spec.key), separator="|")).to_series().to_list())
+        logged = log.filter(pl.col("table") == table)
+        assert set(logged["row_key"].to_list()) <= keys, table
+        for row in logged.filter(pl.col("column") != "").iter_rows(named=True):
+            assert row["raw_value"] != row["original_value"], row
+
+
+def test_dirt_rates_are_params(tmp_path: Path) -> None:
+    zero = dict.fromkeys(Params().generate.dirt.model_dump(), 0.0)
+    run_generate(Paths(tmp_path), small_params(patients=800, **zero), progress=False)
+    assert pl.read_parquet(tmp_path / "data" / "truth" / TRUTH_CORRUPTIONS_FILE).height == 0
+
+
+def test_population_is_realistic(generated: Path) -> None:
+    stays = _raw(generated, "stays").with_columns(age=pl.col("AGE_ANN").cast(pl.Int32, strict=False))
+    share_65 = stays.filter(pl.col("age").is_between(0, 115))["age"].ge(65).mean()
+    assert 0.28 < share_65 < 0.48  # type: ignore[operator]
+    assert stays["ENT_PRV"].eq("5").mean() > 0.25  # type: ignore[operator]
+    assert stays["SOR_MOD"].eq("9").sum() > 0
+    assert stays["SOR_MOD"].eq("7").sum() > 0
+    assert stays["DGN_PAL"].str.to_uppercase().str.starts_with("Z511").sum() > 0
+    patients = _raw(generated, "patients")
+    departments = patients["BEN_RES_DPT"].str.strip_chars().str.slice(0, 3).str.strip_chars_start("0")
+    assert set(departments.str.slice(0, 2).unique()) == {"75", "77", "78", "91", "92", "93", "94", "95"}
+
+
+def test_deaths_are_final(generated: Path) -> None:
+    """No stay starts after the patient's recorded death date."""
+    patients = _raw(generated, "patients").filter(pl.col("BEN_DCD_DTE") != "")
+    deaths = patients.select(
+        pl.col("BEN_NIR_PSA").alias("NIR_ANO_17"),
+        pl.col("BEN_DCD_DTE").str.to_date("%d/%m/%Y").alias("death"),
+    )
+    stays = _raw(generated, "stays").with_columns(
+        adm=pl.col("EXE_SOI_DTD").str.to_date("%d/%m/%Y", strict=False)
+    )
+    late = stays.join(deaths, on="NIR_ANO_17").filter(pl.col("adm") > pl.col("death"))
+    assert late.height == 0
+    assert deaths.height > 0
+
+
+def test_planted_effects_hold_in_the_truth(generated: Path) -> None:
+    """Older and costlier stays carry a higher true readmission probability; 93 is above average."""
+    stays = _raw(generated, "stays").with_columns(
+        stay_id=pl.concat_str(["ETA_NUM", pl.lit("-"), "RSA_NUM"]),
+        age=pl.col("AGE_ANN").cast(pl.Int32, strict=False),
+        cost=pl.col("MNT_TOT_AM").str.replace(",", ".").cast(pl.Float64, strict=False),
+    )
+    truth = pl.read_parquet(generated / "data" / "truth" / TRUTH_STAYS_FILE)
+    episodes = stays.join(truth, on="stay_id").filter(
+        ~pl.col("planned"), pl.col("stay_id") == pl.col("episode_id"), pl.col("true_probability") > 0
+    )
+    older = episodes.filter(pl.col("age") >= 75)["true_probability"].mean()
+    younger = episodes.filter(pl.col("age").is_between(18, 50))["true_probability"].mean()
+    assert older > 1.5 * younger  # type: ignore[operator]
+    q = episodes["cost"].quantile(0.5)
+    costly = episodes.filter(pl.col("cost") > q)["true_probability"].mean()
+    cheap = episodes.filter(pl.col("cost") <= q)["true_probability"].mean()
+    assert costly > 1.3 * cheap  # type: ignore[operator]
+    adults = episodes.filter(pl.col("age") >= 18)
+    rate_93 = adults.filter(pl.col("BDI_DEP") == "93")["true_probability"].mean()
+    assert rate_93 > 1.05 * adults["true_probability"].mean()  # type: ignore[operator]
+    # The draw follows the probability: observed rate within 2 points of the mean probability.
+    assert abs(adults["readmitted_30d"].mean() - adults["true_probability"].mean()) < 0.02  # type: ignore[operator]
