@@ -34,7 +34,7 @@ class DirtRates(_Strict):
 class EffectParams(_Strict):
     """Log-odds effects of the simulator's readmission model (the planted truth)."""
 
-    intercept: float = -2.85
+    intercept: float = -3.0
     age_per_decade: float = 0.42  # centred on 65 years
     log_cost: float = 0.85  # per log-euro, centred on 4,000 euros
     poverty_per_point: float = 0.016  # per point of department poverty rate above 15.5%
@@ -42,6 +42,17 @@ class EffectParams(_Strict):
     emergency: float = 0.20
     charlson_point: float = 0.08  # per Charlson point, up to 6
     male: float = 0.10
+
+
+class DriftParams(_Strict):
+    """Shifts a region really sees, applied to admissions from `start_date` (the monitored window)."""
+
+    enabled: bool = False  # false: the no-drift setting
+    start_date: date = date(2024, 4, 1)
+    older_population: float = Field(0.35, ge=0, lt=1)  # share of under-65 episodes that no longer happen
+    cost_inflation: float = Field(0.15, ge=0, le=2)  # tariffs rise; the risk does not
+    new_hospital_share: float = Field(0.4, ge=0, le=1)  # share of 93 residents' stays going to a new clinic
+    coding_intensity: float = Field(0.4, ge=0, le=1)  # chance a stay gains an extra coded comorbidity
 
 
 class GenerateParams(_Strict):
@@ -53,6 +64,7 @@ class GenerateParams(_Strict):
     chunk_patients: int = Field(20000, gt=0)
     dirt: DirtRates = DirtRates()
     effects: EffectParams = EffectParams()
+    drift: DriftParams = DriftParams()
 
     @property
     def n_patients(self) -> int:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import polars as pl
 
-from pipelines.config import EffectParams
+from pipelines.config import DriftParams, EffectParams
 from pipelines.generate import catalog
 from pipelines.generate.population import (
     BoolArray,
@@ -26,6 +26,7 @@ from pipelines.generate.population import (
 )
 
 COND_NAMES: tuple[str, ...] = tuple(catalog.CONDITIONS)
+_BURN_IN_DAYS = 365
 _HISTORY = 6  # admissions remembered per patient: enough for counts capped at 5
 _TRANSFER_RATE = 0.05
 _LISTING_RATE = 0.85  # chance a known comorbidity is coded on a given stay
@@ -118,7 +119,10 @@ def _pick_codes(rng: np.random.Generator, cond: IntArray) -> StrArray:
 def _pick_hospitals(
     rng: np.random.Generator, hosp: Hospitals, department: StrArray, teaching_only: BoolArray
 ) -> IntArray:
-    """80% stay in their department (weighted by beds), the rest go to Paris."""
+    """80% stay in their department (weighted by beds), the rest go to Paris.
+
+    Hospitals flagged `opens_with_drift` only take patients through `_drift_hospital`.
+    """
     n = department.size
     target = np.where(rng.random(n) < 0.8, department, "75")
     out = np.zeros(n, dtype=np.int64)
@@ -127,7 +131,7 @@ def _pick_hospitals(
             rows = np.flatnonzero((target == dept) & (teaching_only == teach))
             if not rows.size:
                 continue
-            cand = np.flatnonzero(hosp.department == dept)
+            cand = np.flatnonzero((hosp.department == dept) & ~hosp.opens_with_drift)
             if teach:
                 chu = cand[hosp.category[cand] == "101"]
                 cand = chu if chu.size else np.flatnonzero(hosp.category == "101")
@@ -152,14 +156,24 @@ def simulate_unplanned(
     rng: np.random.Generator,
     start: np.datetime64,
     n_days: int,
+    drift: DriftParams | None = None,
 ) -> tuple[pl.DataFrame, IntArray, IntArray]:
     """All unplanned stays of these patients, plus each patient's death day and last discharge.
 
-    Days count from `start`; a death day of -1 means alive at the data end.
+    Days count from `start`; a death day of -1 means alive at the data end. With `drift`
+    enabled, admissions from its start date see the shifts it describes.
     """
+    drift_day = n_days + 1
+    if drift is not None and drift.enabled:
+        drift_day = int((np.datetime64(drift.start_date.isoformat(), "D") - start).astype(int))
+    new_hospital = np.flatnonzero(hosp.opens_with_drift)
     n = pat.patient_id.size
     never = np.iinfo(np.int64).max // 4
-    next_adm = np.where(pat.has_stays, rng.integers(0, n_days + 1, n), never)
+    # Episodes arrive as a renewal process started a year before the data (burn-in), so
+    # stays are as frequent at the start of the data as at its end. Nothing before day 0 is
+    # recorded or counted as history: the warehouse cannot see it either.
+    first_adm = -_BURN_IN_DAYS + np.floor(rng.exponential(pat.mean_gap_days)).astype(np.int64)
+    next_adm = np.where(pat.has_stays, first_adm, never)
     is_readmission = np.zeros(n, dtype=bool)
     previous = np.full(n, -1, dtype=np.int64)
     hist = np.full((n, _HISTORY), -(10**6), dtype=np.int64)
@@ -177,9 +191,20 @@ def simulate_unplanned(
         act = np.flatnonzero((death_day < 0) & (next_adm <= n_days))
         if act.size == 0:
             break
+        if drift is not None and drift_day <= n_days:
+            # Older population: some younger patients' episodes no longer happen.
+            adm, age = next_adm[act], _day_years(next_adm[act], start) - pat.birth_year[act]
+            skip = (adm >= drift_day) & (age < 65) & (rng.random(act.size) < drift.older_population)
+            gap = 31 + np.floor(rng.exponential(pat.mean_gap_days[act[skip]])).astype(np.int64)
+            next_adm[act[skip]] = adm[skip] + gap
+            is_readmission[act[skip]] = False
+            act = act[~skip]
+            if act.size == 0:
+                continue
         m = act.size
         adm = next_adm[act]
         age = _day_years(adm, start) - pat.birth_year[act]
+        drifted = adm >= drift_day
         readm = is_readmission[act]
         cond = _pick_conditions(rng, age, pat.sex[act], pat.chronic[act], previous[act], readm)
         emergency = rng.random(m) < np.where(readm, np.maximum(emerg_rate[cond], 0.8), emerg_rate[cond])
@@ -187,6 +212,9 @@ def simulate_unplanned(
         los1 = np.round(rng.gamma(2.0, los_mean[cond] * age_factor / 2.0)).astype(np.int64)
         los1 = np.maximum(los1, np.where(ambulatory[cond], 0, 1))
         h1 = _pick_hospitals(rng, hosp, pat.department[act], np.zeros(m, dtype=bool))
+        if drift is not None and new_hospital.size:
+            to_new = drifted & (pat.department[act] == "93") & (rng.random(m) < drift.new_hospital_share)
+            h1[to_new] = new_hospital[0]
         noise1 = rng.lognormal(0.0, 0.25, m)
         cost1 = (cost_base[cond] + cost_day[cond] * los1) * hosp.cost_factor[h1] * noise1
 
@@ -204,14 +232,24 @@ def simulate_unplanned(
         episode_cost = cost1 + np.where(transfer, cost2, 0.0)
 
         listed = pat.comorbidity_mask[act] & _random_mask(rng, m, _LISTING_RATE)
-        charlson = charlson_from_mask(listed)
+        charlson = charlson_from_mask(listed)  # the risk follows the patient's real comorbidities
+        inflation = 1.0
+        if drift is not None:
+            # Coding change: an extra comorbidity coded, the patient no sicker.
+            upcoded = drifted & (rng.random(m) < drift.coding_intensity)
+            extra = rng.integers(0, len(catalog.COMORBIDITIES), m)
+            listed = np.where(upcoded, listed | (1 << extra), listed)
+            inflation = np.where(drifted, 1.0 + drift.cost_inflation, 1.0)
         prior_12m = (hist[act] >= adm[:, None] - 365).sum(axis=1)
-        died = rng.random(m) < np.clip(death_rate[cond] * np.exp(0.04 * (age - 65)), 0, 0.9)
+        recorded = adm >= 0
+        died = recorded & (rng.random(m) < np.clip(death_rate[cond] * np.exp(0.04 * (age - 65)), 0, 0.9))
         ssr = ~died & (rng.random(m) < np.where(age >= 65, ssr_rate[cond], ssr_rate[cond] * 0.3))
         logit = readmission_logit(
             eff, age, episode_cost, poverty[act], prior_12m, emergency, charlson,
             pat.sex[act] == 1, offset[cond],
         )
+        # Tariffs rise after the risk is set: inflation shifts cost, not readmissions.
+        cost1, cost2 = cost1 * inflation, cost2 * inflation
         prob = np.where(died, 0.0, 1.0 / (1.0 + np.exp(-logit)))
         readmitted = rng.random(m) < prob
 
@@ -228,27 +266,29 @@ def simulate_unplanned(
             "icd10": codes, "condition": np.array(COND_NAMES)[cond], "comorbidities": listed,
             "probability": prob, "readmitted": readmitted,
         }
-        cols.add(
-            **common, stay_in_episode=np.zeros(m, dtype=np.int64), hospital_idx=h1,
-            admission=adm, discharge=dis1, cost=cost1,
-            ghm=np.char.add(ghm_root.astype(str), _severity(los1, charlson)),
-            entry_mode=np.full(m, "8"), entry_source=np.where(emergency, "5", ""),
-            discharge_mode=first_mode, discharge_destination=first_dest,
-        )
-        t = np.flatnonzero(transfer)
-        if t.size:
-            sub = {k: v[t] for k, v in common.items()}
-            cols.add(
-                **sub, stay_in_episode=np.ones(t.size, dtype=np.int64), hospital_idx=h2[t],
-                admission=adm2[t], discharge=dis2[t], cost=cost2[t],
-                ghm=np.char.add(ghm_root[t].astype(str), _severity(los2[t], charlson[t])),
-                entry_mode=np.where(act_transfer[t], "0", "7"), entry_source=np.full(t.size, "1"),
-                discharge_mode=last_mode[t], discharge_destination=last_dest[t],
-            )
+        first_stay = {
+            **common, "stay_in_episode": np.zeros(m, dtype=np.int64), "hospital_idx": h1,
+            "admission": adm, "discharge": dis1, "cost": cost1,
+            "ghm": np.char.add(ghm_root.astype(str), _severity(los1, charlson)),
+            "entry_mode": np.full(m, "8"), "entry_source": np.where(emergency, "5", ""),
+            "discharge_mode": first_mode, "discharge_destination": first_dest,
+        }
+        second_stay = {
+            **common, "stay_in_episode": np.ones(m, dtype=np.int64), "hospital_idx": h2,
+            "admission": adm2, "discharge": dis2, "cost": cost2,
+            "ghm": np.char.add(ghm_root.astype(str), _severity(los2, charlson)),
+            "entry_mode": np.where(act_transfer, "0", "7"), "entry_source": np.full(m, "1"),
+            "discharge_mode": last_mode, "discharge_destination": last_dest,
+        }
+        rec = np.flatnonzero(recorded)
+        cols.add(**{k: v[rec] for k, v in first_stay.items()})
+        rec_t = np.flatnonzero(recorded & transfer)
+        cols.add(**{k: v[rec_t] for k, v in second_stay.items()})
 
         # Remember this episode for the prior-stay counts of later ones.
-        slot = hist[act].argmin(axis=1)
-        hist[act, slot] = adm
+        seen = act[recorded]
+        slot = hist[seen].argmin(axis=1)
+        hist[seen, slot] = adm[recorded]
         previous[act] = cond
         last_discharge[act] = discharge
         death_day[act[died]] = discharge[died]

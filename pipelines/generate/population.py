@@ -33,6 +33,7 @@ class Hospitals:
     category: StrArray
     beds: IntArray
     cost_factor: FloatArray
+    opens_with_drift: BoolArray  # a clinic that only takes patients in the drift window
 
 
 @dataclass(frozen=True)
@@ -58,8 +59,11 @@ def _department_weights() -> FloatArray:
     return np.asarray(pop / pop.sum(), dtype=np.float64)
 
 
-def make_hospitals(n: int, rng: np.random.Generator) -> Hospitals:
-    """Establishments spread by population; Paris holds most AP-HP sites."""
+def make_hospitals(n: int, rng: np.random.Generator, new_clinic_in_93: bool = False) -> Hospitals:
+    """Establishments spread by population; Paris holds most AP-HP sites.
+
+    With `new_clinic_in_93`, one more private clinic in 93 is listed (the drift scenario).
+    """
     weights = _department_weights()
     counts = np.maximum(1, np.round(weights * n).astype(int))
     counts[0] += n - counts.sum()  # Paris absorbs rounding
@@ -88,7 +92,17 @@ def make_hospitals(n: int, rng: np.random.Generator) -> Hospitals:
             cats.append(cat)
             beds.append(int(rng.integers(low, high + 1)))
             factors.append(catalog.HOSPITAL_MIX[cat][2])
+    if new_clinic_in_93:
+        serial += 1
+        finess.append(f"93{serial * 7919 % 10_000_000:07d}")
+        names.append("Clinique Seine-Saint-Denis Nouvelle")
+        postals.append("93200")
+        depts.append("93")
+        cats.append("128")
+        beds.append(180)
+        factors.append(catalog.HOSPITAL_MIX["128"][2])
     return Hospitals(
+        opens_with_drift=np.array([False] * (len(finess) - new_clinic_in_93) + [True] * new_clinic_in_93),
         finess=np.array(finess),
         name=np.array(names),
         postal_code=np.array(postals),
@@ -142,7 +156,7 @@ def make_patients(
         mask[extra > k] |= (1 << pick[extra > k]).astype(np.int64)
 
     has_stays = rng.random(n) < 0.92
-    mean_gap = np.where(chronic_arr == "", 1600.0, 240.0)
+    mean_gap = np.where(chronic_arr == "", 700.0, 240.0)
     mean_gap[chronic_arr == "COPD"] = 170.0
     mean_gap[chronic_arr == "HEART_FAILURE"] = 200.0
     ids = np.array([pseudonym(seed, first_index + i) for i in range(n)])

@@ -51,7 +51,7 @@ def run_generate(paths: Paths, params: Params, progress: bool = True) -> dict[st
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
 
-    hosp = make_hospitals(gen.hospitals, _rng(seed, _STREAM_HOSPITALS))
+    hosp = make_hospitals(gen.hospitals, _rng(seed, _STREAM_HOSPITALS), new_clinic_in_93=gen.drift.enabled)
     counts = dict.fromkeys(RAW_TABLES, 0)
     corruptions: list[dict[str, str]] = []
     truths: list[pl.DataFrame] = []
@@ -67,7 +67,7 @@ def run_generate(paths: Paths, params: Params, progress: bool = True) -> dict[st
         n = min(gen.chunk_patients, n_total - first)
         pat = make_patients(n, first, seed, gen.start_date.year, _rng(seed, _STREAM_PATIENTS, chunk))
         unplanned, death_day, _ = simulate_unplanned(
-            pat, hosp, gen.effects, _rng(seed, _STREAM_STAYS, chunk), start, n_days
+            pat, hosp, gen.effects, _rng(seed, _STREAM_STAYS, chunk), start, n_days, gen.drift
         )
         sessions = simulate_sessions(pat, hosp, unplanned, death_day, _rng(seed, _STREAM_SESSIONS, chunk), n_days)
         pharmacy = simulate_dispensings(pat, death_day, _rng(seed, _STREAM_PHARMACY, chunk), n_days)

@@ -83,7 +83,7 @@ def simulate_sessions(
     dept_of = pat.department[kept["patient_idx"].to_numpy()]
     hospital = np.zeros(kept.height, dtype=np.int64)
     for dept in np.unique(dept_of):
-        cand = np.flatnonzero((hosp.department == dept) & (hosp.category != "128"))
+        cand = np.flatnonzero((hosp.department == dept) & (hosp.category != "128") & ~hosp.opens_with_drift)
         rows = np.flatnonzero(dept_of == dept)
         hospital[rows] = cand[rng.integers(0, cand.size, rows.size)]
     return kept.with_columns(pl.Series("hospital_idx", hospital), discharge=pl.col("admission"))
