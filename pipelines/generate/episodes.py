@@ -233,7 +233,7 @@ def simulate_unplanned(
 
         listed = pat.comorbidity_mask[act] & _random_mask(rng, m, _LISTING_RATE)
         charlson = charlson_from_mask(listed)  # the risk follows the patient's real comorbidities
-        inflation = 1.0
+        inflation = np.ones(m)
         if drift is not None:
             # Coding change: an extra comorbidity coded, the patient no sicker.
             upcoded = drifted & (rng.random(m) < drift.coding_intensity)
