@@ -50,10 +50,17 @@ def _is_user_error(exc: BaseException) -> bool:
 def _run_stage(name: str, paths: Paths, params: Params, quiet: bool) -> dict[str, Any]:
     module_name, func_name, _ = STAGES[name]
     func: Callable[..., dict[str, Any]] = getattr(importlib.import_module(module_name), func_name)
-    kwargs: dict[str, Any] = {}
     if name == "generate":
-        kwargs["progress"] = not quiet
-    return func(paths, params, **kwargs)
+        return func(paths, params, progress=not quiet)
+    if name == "clean":
+        return _clean_summary(func(paths, params.clean))
+    return func(paths, params)
+
+
+def _clean_summary(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The totals line of cleaning.json; the per-table detail stays in the file."""
+    totals = metrics.get("totals", {})
+    return {k: totals[k] for k in ("raw_rows", "clean_rows", "quarantined_rows", "duplicates_dropped") if k in totals}
 
 
 def build_parser() -> argparse.ArgumentParser:
