@@ -82,3 +82,17 @@ def test_second_repro_has_nothing_to_do(repro: tuple[Path, subprocess.CompletedP
     assert "Data and pipelines are up to date" in again.stdout, again.stdout
     status = _dvc(root, "status")
     assert "up to date" in status.stdout, status.stdout
+
+
+def test_warehouse_and_features_are_built(repro: tuple[Path, subprocess.CompletedProcess[str]]) -> None:
+    import polars as pl
+
+    from pipelines.contracts import FEATURE_SCHEMA
+
+    root, _ = repro
+    figures = json.loads((root / "reports" / "metrics" / "warehouse.json").read_text())
+    assert 0.05 < figures["readmission_rate"] < 0.2
+    assert figures["index_stays"] > 1000
+    features = pl.read_parquet(root / "data" / "features" / "ml_readmission_features.parquet")
+    assert dict(features.schema) == FEATURE_SCHEMA
+    assert features.height == figures["index_stays"]

@@ -1,0 +1,96 @@
+{#-
+    One row per episode (transfer chain): first admission, last discharge and exit, summed cost,
+    patient attributes and main diagnosis of the first stay, hospital of the last stay, and the
+    flags of the readmission methodology (death, planned care, obstetrics, minor).
+-#}
+
+with
+
+stay_episodes as (
+
+    select * from {{ ref('int_stay_episodes') }}
+
+),
+
+diagnosis_groups as (
+
+    select * from {{ ref('ref_diagnosis_groups') }}
+
+),
+
+first_stays as (
+
+    select * from stay_episodes where stay_rank_in_episode = 1
+
+),
+
+last_stays as (
+
+    select * from stay_episodes where stay_rank_in_episode = episode_stay_count
+
+),
+
+totals as (
+
+    select
+        episode_id,
+        max(discharge_date) as discharge_date,
+        sum(stay_cost) as stay_cost
+
+    from stay_episodes
+    group by episode_id
+
+),
+
+episodes as (
+
+    select
+        first_stays.episode_id,
+        first_stays.patient_id,
+        first_stays.episode_stay_count as stay_count,
+        first_stays.hospital_id as first_hospital_id,
+        last_stays.hospital_id as last_hospital_id,
+        last_stays.stay_id as last_stay_id,
+
+        first_stays.admission_date,
+        totals.discharge_date,
+        {{ days_between('first_stays.admission_date', 'totals.discharge_date') }} as length_of_stay,
+
+        first_stays.icd10_code,
+        first_stays.ghm_code,
+        coalesce(diagnosis_groups.diagnosis_group, 'OTHER') as diagnosis_group,
+        first_stays.entry_mode,
+        first_stays.entry_source,
+        last_stays.discharge_mode,
+        last_stays.discharge_destination,
+
+        first_stays.age,
+        first_stays.sex,
+        first_stays.department,
+        totals.stay_cost,
+
+        coalesce(first_stays.entry_source = '5', false) as is_emergency,
+        (
+            {{ starts_with('first_stays.icd10_code', "'Z49'") }}
+            or {{ starts_with('first_stays.icd10_code', "'Z510'") }}
+            or {{ starts_with('first_stays.icd10_code', "'Z511'") }}
+            or coalesce({{ starts_with('first_stays.ghm_code', "'28'") }}, false)
+        ) as is_planned_care,
+        (
+            {{ starts_with('first_stays.icd10_code', "'O'") }}
+            or coalesce({{ starts_with('first_stays.ghm_code', "'14'") }}, false)
+        ) as is_obstetric,
+        first_stays.age < {{ var('minor_age') }} as is_minor,
+        coalesce(last_stays.discharge_mode = '9', false) as is_death
+
+    from first_stays
+    inner join last_stays
+        on first_stays.episode_id = last_stays.episode_id
+    inner join totals
+        on first_stays.episode_id = totals.episode_id
+    left join diagnosis_groups
+        on substr(first_stays.icd10_code, 1, 3) = diagnosis_groups.icd10_category
+
+)
+
+select * from episodes

@@ -1,0 +1,131 @@
+{{
+    config(
+        partition_by=bq_partition_by('admission_date'),
+        cluster_by=bq_cluster_by(['department']),
+    )
+}}
+
+{#-
+    The 30-day readmission definition, in one place (French RH30 / CMS hospital-wide style).
+
+    One row per stay. Index stays are the first stays of episodes (transfer chains), except,
+    in this order of precedence: death at discharge ('death'), planned care ('planned_care':
+    dialysis, chemotherapy, radiotherapy sessions), obstetrics ('obstetrics'), minors ('minor'),
+    and episodes discharged less than `readmission_window_days` before the data end, whose
+    follow-up is incomplete ('censored'). Later stays of a chain are 'transfer'.
+
+    The readmission of an index episode is the FIRST unplanned episode (any episode not
+    planned care) of the same patient admitted 1 to `readmission_window_days` days after the
+    index discharge (day 30 counts, day 31 does not; a same-day admission is not one).
+    readmitted_30d, readmission_stay_id and days_to_readmission are null for non-index stays.
+-#}
+
+with
+
+stay_episodes as (
+
+    select * from {{ ref('int_stay_episodes') }}
+
+),
+
+episodes as (
+
+    select * from {{ ref('int_episodes') }}
+
+),
+
+classified as (
+
+    select
+        episodes.*,
+        case
+            when is_death then 'death'
+            when is_planned_care then 'planned_care'
+            when is_obstetric then 'obstetrics'
+            when is_minor then 'minor'
+            when {{ days_between('discharge_date', data_end_date()) }}
+                < {{ var('readmission_window_days') }} then 'censored'
+        end as episode_exclusion_reason
+
+    from episodes
+
+),
+
+readmission_candidates as (
+
+    select
+        index_episodes.episode_id,
+        later.episode_id as readmission_episode_id,
+        {{ days_between('index_episodes.discharge_date', 'later.admission_date') }} as days_to_readmission,
+        row_number() over (
+            partition by index_episodes.episode_id
+            order by later.admission_date, later.discharge_date, later.episode_id
+        ) as candidate_rank
+
+    from classified as index_episodes
+    inner join episodes as later
+        on index_episodes.patient_id = later.patient_id
+        and later.episode_id <> index_episodes.episode_id
+        and not later.is_planned_care
+        and {{ days_between('index_episodes.discharge_date', 'later.admission_date') }}
+            between 1 and {{ var('readmission_window_days') }}
+    where index_episodes.episode_exclusion_reason is null
+
+),
+
+first_readmissions as (
+
+    select * from readmission_candidates where candidate_rank = 1
+
+),
+
+stays as (
+
+    select
+        stay_episodes.stay_id,
+        stay_episodes.episode_id,
+        stay_episodes.patient_id,
+        stay_episodes.stay_rank_in_episode,
+        stay_episodes.admission_date,
+        stay_episodes.discharge_date,
+        classified.admission_date as episode_admission_date,
+        classified.discharge_date as episode_discharge_date,
+        classified.department,
+        classified.diagnosis_group,
+        classified.stay_cost as episode_cost,
+        case
+            when stay_episodes.stay_rank_in_episode > 1 then 'transfer'
+            else classified.episode_exclusion_reason
+        end as exclusion_reason
+
+    from stay_episodes
+    inner join classified
+        on stay_episodes.episode_id = classified.episode_id
+
+)
+
+select
+    stays.stay_id,
+    stays.episode_id,
+    stays.patient_id,
+    stays.stay_rank_in_episode,
+    stays.admission_date,
+    stays.discharge_date,
+    stays.episode_admission_date,
+    stays.episode_discharge_date,
+    stays.department,
+    stays.diagnosis_group,
+    stays.episode_cost,
+    stays.exclusion_reason is null as is_index,
+    stays.exclusion_reason,
+    case
+        when stays.exclusion_reason is null
+            then case when first_readmissions.readmission_episode_id is not null then 1 else 0 end
+    end as readmitted_30d,
+    first_readmissions.readmission_episode_id as readmission_stay_id,
+    first_readmissions.days_to_readmission
+
+from stays
+left join first_readmissions
+    on stays.episode_id = first_readmissions.episode_id
+    and stays.stay_rank_in_episode = 1

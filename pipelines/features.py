@@ -1,0 +1,92 @@
+"""Features stage: export the dbt mart ml_readmission_features to Parquet.
+
+Reads the warehouse with a read-only DuckDB connection, casts to contracts.FEATURE_SCHEMA
+exactly (names, order, dtypes), sorts by stay_id and writes
+data/features/ml_readmission_features.parquet with fixed writer options, so the same
+warehouse gives the same bytes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from pipelines import contracts
+from pipelines.config import Params, Paths
+from pipelines.warehouse import FEATURES_RELATION
+
+FEATURES_FILE = "ml_readmission_features.parquet"
+
+
+class FeaturesError(RuntimeError):
+    """The warehouse is missing or its feature mart does not match the contract."""
+
+
+def read_feature_mart(warehouse: Path) -> pl.DataFrame:
+    """The feature mart as a frame with exactly contracts.FEATURE_SCHEMA, sorted by stay_id."""
+    import duckdb
+
+    if not warehouse.is_file():
+        raise FeaturesError(f"{warehouse}: warehouse not found (run the warehouse stage first)")
+    con = duckdb.connect(str(warehouse), read_only=True)
+    try:
+        try:
+            actual = [r[0] for r in con.execute(f"describe {FEATURES_RELATION}").fetchall()]
+        except duckdb.Error as exc:
+            raise FeaturesError(f"{warehouse}: no {FEATURES_RELATION} ({exc})") from exc
+        expected = list(contracts.FEATURE_SCHEMA)
+        if sorted(actual) != sorted(expected):
+            missing = sorted(set(expected) - set(actual))
+            extra = sorted(set(actual) - set(expected))
+            raise FeaturesError(
+                f"{FEATURES_RELATION} does not match contracts.FEATURE_SCHEMA: "
+                f"missing {missing}, unexpected {extra}"
+            )
+        columns = ", ".join(f'"{c}"' for c in expected)
+        frame = con.sql(
+            f"select {columns} from {FEATURES_RELATION} order by {contracts.FEATURE_KEY}"
+        ).pl()
+    finally:
+        con.close()
+    return conform(frame)
+
+
+def conform(frame: pl.DataFrame) -> pl.DataFrame:
+    """Cast to FEATURE_SCHEMA (strict: a value that does not fit raises) and sort by the key."""
+    try:
+        out = frame.select(
+            pl.col(name).cast(dtype, strict=True) for name, dtype in contracts.FEATURE_SCHEMA.items()
+        )
+    except pl.exceptions.InvalidOperationError as exc:
+        raise FeaturesError(f"feature mart does not cast to contracts.FEATURE_SCHEMA: {exc}") from exc
+    if out[contracts.FEATURE_KEY].is_duplicated().any():
+        raise FeaturesError(f"feature mart: duplicated {contracts.FEATURE_KEY}")
+    return out.sort(contracts.FEATURE_KEY)
+
+
+def write_features(frame: pl.DataFrame, path: Path) -> None:
+    """Deterministic Parquet: one row group, fixed compression, no statistics-dependent layout."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".parquet.tmp")
+    frame.write_parquet(tmp, compression="zstd", compression_level=3, statistics=True, row_group_size=1 << 30)
+    tmp.replace(path)
+
+
+def run_features(paths: Paths, params: Params) -> dict[str, Any]:
+    """Export the feature mart; returns row count, label rate and date range."""
+    del params  # the feature definitions live in dbt (params reach them through the warehouse)
+    frame = read_feature_mart(paths.warehouse)
+    out = paths.features / FEATURES_FILE
+    write_features(frame, out)
+    label = frame[contracts.FEATURE_LABEL]
+    dates = frame[contracts.FEATURE_SPLIT_DATE]
+    return {
+        "path": str(out),
+        "rows": frame.height,
+        "columns": frame.width,
+        "readmission_rate": round(float(label.mean()), 4) if frame.height else None,  # type: ignore[arg-type]
+        "discharge_date_min": str(dates.min()) if frame.height else None,
+        "discharge_date_max": str(dates.max()) if frame.height else None,
+    }

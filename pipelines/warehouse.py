@@ -1,0 +1,318 @@
+"""Warehouse stage: `dbt build` of the dbt project (DuckDB by default) over the clean Parquet.
+
+dbt runs in-process through `dbt.cli.main.dbtRunner` with the project's `dbt/` folder as
+project and profiles dir and target `local`. Every location is passed as an absolute path
+(the clean folder as var `clean_dir`, the DuckDB file through SNDS_DUCKDB_PATH), so the stage
+behaves the same from any working directory; the dbt defaults (data/clean, data/warehouse.duckdb)
+are relative to the project root for people running dbt by hand from there.
+
+The readmission definition lives in dbt (models/marts/fct_readmissions.sql); this module only
+passes its params as dbt vars, turns failing nodes into a `WarehouseError`, and reads a few
+summary figures back from the marts.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from pipelines import config
+from pipelines.config import Params, Paths
+
+os.environ["DBT_SEND_ANONYMOUS_USAGE_STATS"] = "False"
+
+CLEAN_TABLES: tuple[str, ...] = ("patients", "hospitals", "stays", "diagnoses", "dispensings")
+MARTS_SCHEMA = "marts"
+FEATURES_RELATION = f"{MARTS_SCHEMA}.ml_readmission_features"
+DBT_TARGET = "local"
+Z_95 = 1.959963984540054
+
+
+class WarehouseParams(BaseModel):
+    """params.yaml section `warehouse`: the readmission definition and publication rules."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    data_end_date: date = date(2024, 12, 31)  # last day covered by the extract (censoring)
+    readmission_window_days: int = Field(30, gt=0)  # readmission within 1..N days of discharge
+    min_cell_patients: int = Field(10, ge=1)  # smaller published cells are suppressed
+    transfer_gap_days: int = Field(1, ge=0)  # transfer + readmission within N days = one episode
+    minor_age: int = Field(18, ge=0)  # younger at admission: not an index stay
+
+    def dbt_vars(self) -> dict[str, Any]:
+        return {
+            "data_end_date": self.data_end_date.isoformat(),
+            "readmission_window_days": self.readmission_window_days,
+            "min_cell_patients": self.min_cell_patients,
+            "transfer_gap_days": self.transfer_gap_days,
+            "minor_age": self.minor_age,
+        }
+
+
+class WarehouseError(RuntimeError):
+    """dbt build failed: a model errored or an error-severity test (data or unit) failed."""
+
+    def __init__(self, message: str, failures: list[dict[str, str]] | None = None) -> None:
+        super().__init__(message)
+        self.failures = failures or []
+
+
+def warehouse_params(params: Params) -> WarehouseParams:
+    return config.section(params, "warehouse", WarehouseParams)
+
+
+@contextmanager
+def _environ(**values: str) -> Iterator[None]:
+    """Set environment variables for the dbt invocation only."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, old in saved.items():
+            if old is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = old
+
+
+def dbt_args(command: str, paths: Paths, wp: WarehouseParams, *extra: str) -> list[str]:
+    """The dbt CLI arguments of a command run against this project's `local` target."""
+    dbt_vars = {"clean_dir": str(paths.clean.resolve()), **wp.dbt_vars()}
+    return [
+        command,
+        "--project-dir", str(paths.dbt.resolve()),
+        "--profiles-dir", str(paths.dbt.resolve()),
+        "--target", DBT_TARGET,
+        "--vars", json.dumps(dbt_vars, sort_keys=True),
+        *extra,
+    ]
+
+
+def invoke_dbt(args: list[str], paths: Paths) -> Any:
+    """Run one dbt command in-process; returns dbt's RunExecutionResult (or raises)."""
+    from dbt.cli.main import dbtRunner  # heavy import, only when the stage runs
+
+    paths.warehouse.parent.mkdir(parents=True, exist_ok=True)
+    with _environ(
+        DBT_SEND_ANONYMOUS_USAGE_STATS="False",
+        SNDS_DUCKDB_PATH=str(paths.warehouse.resolve()),
+        SNDS_DBT_TARGET=DBT_TARGET,
+    ):
+        res = dbtRunner().invoke(args)
+    _release_duckdb()
+    if res.exception is not None:
+        raise WarehouseError(f"dbt {args[0]} did not run: {res.exception}") from res.exception
+    failures = failing_nodes(res.result)
+    if failures or not res.success:
+        lines = [f"  {f['status'].upper():<6} {f['node']}: {f['message']}" for f in failures]
+        summary = "\n".join(lines) if lines else "  (no failing node reported)"
+        raise WarehouseError(
+            f"dbt {args[0]} failed: {len(failures)} failing node(s)\n{summary}", failures
+        )
+    return res.result
+
+
+def failing_nodes(result: Any) -> list[dict[str, str]]:
+    """Models that errored and error-severity tests (data or unit) that failed or errored."""
+    out: list[dict[str, str]] = []
+    for r in getattr(result, "results", None) or []:
+        status = str(getattr(r.status, "value", r.status))
+        if status in ("error", "fail", "runtime error"):
+            message = (r.message or "").strip().splitlines()
+            out.append({"node": r.node.unique_id, "status": status, "message": message[0] if message else ""})
+    return out
+
+
+def _release_duckdb() -> None:
+    """dbt-duckdb keeps its DuckDB instance in a class attribute; drop it so the file is free."""
+    import gc
+    from contextlib import suppress
+
+    try:
+        from dbt.adapters.duckdb.connections import DuckDBConnectionManager
+    except ImportError:  # pragma: no cover - adapter always installed with the project
+        return
+    env = DuckDBConnectionManager._ENV
+    if env is not None:
+        with suppress(Exception):  # best effort: the next open recreates it
+            env.close()
+        DuckDBConnectionManager._ENV = None
+    gc.collect()
+
+
+def check_clean_inputs(paths: Paths) -> None:
+    missing = [t for t in CLEAN_TABLES if not (paths.clean / f"{t}.parquet").is_file()]
+    if missing:
+        raise WarehouseError(
+            f"clean tables missing in {paths.clean}: {', '.join(f'{m}.parquet' for m in missing)} "
+            "(run the clean stage first)"
+        )
+
+
+def run_warehouse(paths: Paths, params: Params) -> dict[str, Any]:
+    """`dbt build` (seeds, models, data and unit tests) into paths.warehouse; returns figures."""
+    wp = warehouse_params(params)
+    check_clean_inputs(paths)
+    started = time.perf_counter()
+    result = invoke_dbt(dbt_args("build", paths, wp), paths)
+    wall = time.perf_counter() - started
+    statuses: dict[str, int] = {}
+    for r in result.results:
+        key = str(getattr(r.status, "value", r.status))
+        statuses[key] = statuses.get(key, 0) + 1
+    warnings = sorted(r.node.unique_id for r in result.results if str(getattr(r.status, "value", r.status)) == "warn")
+    figures = warehouse_figures(paths.warehouse, wp)
+    write_metrics(paths.metrics / "warehouse.json", figures)  # timings stay out: same data, same bytes
+    figures["dbt"] = {
+        "build_wall_seconds": round(wall, 2),
+        "node_statuses": dict(sorted(statuses.items())),
+        "warnings": warnings,
+    }
+    return figures
+
+
+# ---------------------------------------------------------------------------------------------
+# Figures read back from the marts (read-only)
+
+
+def wilson_interval(successes: int, trials: int, z: float = Z_95) -> tuple[float, float]:
+    if trials <= 0:
+        return (math.nan, math.nan)
+    p = successes / trials
+    denom = 1 + z * z / trials
+    centre = p + z * z / (2 * trials)
+    half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials))
+    return (max(0.0, (centre - half) / denom), min(1.0, (centre + half) / denom))
+
+
+def ratio_to_total(x: int, n: int, x_total: int, n_total: int, z: float = Z_95) -> tuple[float, float, float]:
+    """Rate ratio of a sub-population (x/n) to the whole it belongs to (x_total/n_total), with a
+    delta-method 95% CI on the log scale that accounts for the overlap:
+    Var(log R) = (1-p)/(n p) + (1-P)/(N P) - 2 (1-p)/(N P)."""
+    p, big_p = x / n, x_total / n_total
+    ratio = p / big_p
+    var = (1 - p) / (n * p) + (1 - big_p) / (n_total * big_p) - 2 * (1 - p) / (n_total * big_p)
+    half = z * math.sqrt(max(var, 0.0))
+    return ratio, ratio * math.exp(-half), ratio * math.exp(half)
+
+
+def ratio_independent(x1: int, n1: int, x2: int, n2: int, z: float = Z_95) -> tuple[float, float, float]:
+    """Risk ratio of two independent groups with the Katz log CI."""
+    p1, p2 = x1 / n1, x2 / n2
+    ratio = p1 / p2
+    half = z * math.sqrt((1 - p1) / x1 + (1 - p2) / x2) if x1 and x2 else math.inf
+    return ratio, ratio * math.exp(-half), ratio * math.exp(half)
+
+
+def _r(value: float, digits: int = 4) -> float | None:
+    return None if value is None or math.isnan(value) else round(value, digits)
+
+
+def write_metrics(path: Path, figures: dict[str, Any]) -> None:
+    """The DVC metric of the warehouse: readmission figures, sorted keys, rounded values."""
+    import json
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(figures, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def warehouse_figures(warehouse: Path, wp: WarehouseParams) -> dict[str, Any]:
+    import duckdb
+
+    con = duckdb.connect(str(warehouse), read_only=True)
+    try:
+        def one(sql: str) -> tuple[Any, ...]:
+            row = con.execute(sql).fetchone()
+            assert row is not None
+            return tuple(row)
+
+        def rows(sql: str) -> list[tuple[Any, ...]]:
+            return [tuple(r) for r in con.execute(sql).fetchall()]
+
+        n_stays, n_episodes, n_index, n_readmitted = one(
+            f"""select count(*), count(distinct episode_id), count(*) filter (where is_index),
+                       coalesce(sum(readmitted_30d), 0)
+                from {MARTS_SCHEMA}.fct_readmissions"""
+        )
+        exclusions = dict(
+            rows(
+                f"""select coalesce(exclusion_reason, 'index'), count(*)
+                    from {MARTS_SCHEMA}.fct_readmissions group by 1 order by 1"""
+            )
+        )
+        by_dept = rows(
+            f"""select department, count(*), sum(readmitted_30d)
+                from {MARTS_SCHEMA}.fct_readmissions where is_index group by 1 order by 1"""
+        )
+        departments: dict[str, Any] = {}
+        for dept, n, x in by_dept:
+            lo, hi = wilson_interval(int(x), int(n))
+            departments[str(dept)] = {
+                "index_stays": int(n), "readmissions": int(x), "rate": _r(x / n),
+                "ci95": [_r(lo), _r(hi)],
+            }
+        lo, hi = wilson_interval(int(n_readmitted), int(n_index))
+        figures: dict[str, Any] = {
+            "stays": int(n_stays),
+            "episodes": int(n_episodes),
+            "index_stays": int(n_index),
+            "readmissions": int(n_readmitted),
+            "readmission_rate": _r(n_readmitted / n_index) if n_index else None,
+            "readmission_rate_ci95": [_r(lo), _r(hi)],
+            "stays_by_exclusion": exclusions,
+            "departments": departments,
+        }
+        if "93" in departments and n_readmitted and n_index:
+            x93, n93 = departments["93"]["readmissions"], departments["93"]["index_stays"]
+            ratio, r_lo, r_hi = ratio_to_total(x93, n93, int(n_readmitted), int(n_index))
+            rest = ratio_independent(x93, n93, int(n_readmitted) - x93, int(n_index) - n93)
+            figures["dept93_vs_region"] = {
+                "rate_93": departments["93"]["rate"],
+                "rate_region": figures["readmission_rate"],
+                "ratio": _r(ratio, 3), "ci95": [_r(r_lo, 3), _r(r_hi, 3)],
+                "ratio_vs_rest_of_region": _r(rest[0], 3), "ci95_vs_rest": [_r(rest[1], 3), _r(rest[2], 3)],
+            }
+        top = rows(
+            f"""with ranked as (
+                    select diagnosis_group, episode_cost,
+                           ntile(10) over (order by episode_cost desc, stay_id) as decile
+                    from {MARTS_SCHEMA}.fct_readmissions where is_index
+                )
+                select diagnosis_group, count(*), sum(episode_cost),
+                       sum(episode_cost) / sum(sum(episode_cost)) over () as share
+                from ranked where decile = 1 group by 1 order by 4 desc, 1"""
+        )
+        figures["top_decile_cost"] = {
+            "index_stays": sum(int(r[1]) for r in top),
+            "threshold_euros": _r(
+                one(
+                    f"""select min(episode_cost) from (
+                            select episode_cost, ntile(10) over (order by episode_cost desc, stay_id) as decile
+                            from {MARTS_SCHEMA}.fct_readmissions where is_index) as t where decile = 1"""
+                )[0] or math.nan, 2,
+            ),
+            "cost_share_by_group": {str(g): _r(float(s)) for g, _, _, s in top},
+        }
+        figures["copd_cost_share_top_decile"] = figures["top_decile_cost"]["cost_share_by_group"].get("COPD", 0.0)
+        published, suppressed = one(
+            f"""select count(*) filter (where not suppressed), count(*) filter (where suppressed)
+                from {MARTS_SCHEMA}.agg_department_kpis"""
+        )
+        figures["kpi_cells"] = {
+            "published": int(published), "suppressed": int(suppressed),
+            "min_cell_patients": wp.min_cell_patients,
+        }
+        figures["feature_rows"] = int(one(f"select count(*) from {FEATURES_RELATION}")[0])
+    finally:
+        con.close()
+    return figures
