@@ -32,6 +32,8 @@ STAGES: dict[str, tuple[str, str, str]] = {
               "Optuna-tune a Random Forest for recall at a precision floor; log to MLflow; register"),
     "evaluate": ("pipelines.evaluate", "run_evaluate",
                  "score the untouched test window against LACE, logistic regression and the oracle"),
+    "publish": ("pipelines.cloud.publish", "run_publish",
+                "load data/clean into BigQuery (Parquet via GCS; PUBLISH_VIA=csv for emulators); see docs/cloud.md"),
 }
 
 # Errors that are the user's to fix: print them plainly, without a traceback.
@@ -39,6 +41,8 @@ _USER_ERRORS: tuple[str, ...] = (
     "pipelines.config.ParamsError",
     "pipelines.clean.RawFileError",
     "pipelines.warehouse.WarehouseError",
+    "pipelines.cloud.publish.PublishError",
+    "pipelines.cloud.settings.CloudConfigError",
 )
 
 
