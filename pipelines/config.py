@@ -59,7 +59,7 @@ class GenerateParams(_Strict):
     scale: float = Field(1.0, gt=0)
     patients: int = Field(30000, gt=0)
     hospitals: int = Field(64, ge=8)
-    start_date: date = date(2022, 1, 1)
+    start_date: date = date(2021, 1, 1)
     end_date: date = date(2024, 12, 31)
     chunk_patients: int = Field(20000, gt=0)
     dirt: DirtRates = DirtRates()

@@ -42,7 +42,9 @@ class WarehouseParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    data_start_date: date = date(2021, 1, 1)  # first day covered by the extract
     data_end_date: date = date(2024, 12, 31)  # last day covered by the extract (censoring)
+    lookback_days: int = Field(365, ge=0)  # history an index stay needs before its admission
     readmission_window_days: int = Field(30, gt=0)  # readmission within 1..N days of discharge
     min_cell_patients: int = Field(10, ge=1)  # smaller published cells are suppressed
     transfer_gap_days: int = Field(1, ge=0)  # transfer + readmission within N days = one episode
@@ -50,7 +52,9 @@ class WarehouseParams(BaseModel):
 
     def dbt_vars(self) -> dict[str, Any]:
         return {
+            "data_start_date": self.data_start_date.isoformat(),
             "data_end_date": self.data_end_date.isoformat(),
+            "lookback_days": self.lookback_days,
             "readmission_window_days": self.readmission_window_days,
             "min_cell_patients": self.min_cell_patients,
             "transfer_gap_days": self.transfer_gap_days,

@@ -27,8 +27,8 @@ def test_defaults_and_yaml_section() -> None:
     assert wp.data_end_date == date(2023, 12, 31)
     assert wp.readmission_window_days == 28
     assert wp.dbt_vars() == {
-        "data_end_date": "2023-12-31", "readmission_window_days": 28, "min_cell_patients": 10,
-        "transfer_gap_days": 1, "minor_age": 18,
+        "data_start_date": "2021-01-01", "data_end_date": "2023-12-31", "lookback_days": 365,
+        "readmission_window_days": 28, "min_cell_patients": 10, "transfer_gap_days": 1, "minor_age": 18,
     }
 
 

@@ -73,6 +73,8 @@ def recompute_readmissions(stays: pl.DataFrame, wp: WarehouseParams) -> pl.DataF
         .when(pl.col("planned")).then(pl.lit("planned_care"))
         .when(obstetric).then(pl.lit("obstetrics"))
         .when(pl.col("age") < wp.minor_age).then(pl.lit("minor"))
+        .when(pl.col("admission_date") < pl.lit(wp.data_start_date + timedelta(days=wp.lookback_days)))
+        .then(pl.lit("lookback"))
         .when(pl.col("discharge_date") > pl.lit(censor_after)).then(pl.lit("censored"))
         .otherwise(pl.lit(None, dtype=pl.String))
     )

@@ -15,6 +15,10 @@
 {%- endmacro %}
 
 {#- The last date covered by the extract (var data_end_date). -#}
+{% macro data_start_date() -%}
+    {{ date_literal(var('data_start_date')) }}
+{%- endmacro %}
+
 {% macro data_end_date() -%}
     {{ date_literal(var('data_end_date')) }}
 {%- endmacro %}

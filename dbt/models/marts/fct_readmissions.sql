@@ -11,7 +11,8 @@
     One row per stay. Index stays are the first stays of episodes (transfer chains), except,
     in this order of precedence: death at discharge ('death'), planned care ('planned_care':
     dialysis, chemotherapy, radiotherapy sessions), obstetrics ('obstetrics'), minors ('minor'),
-    and episodes discharged less than `readmission_window_days` before the data end, whose
+    episodes admitted less than `lookback_days` after the data start, whose history features
+    would be truncated ('lookback'), and episodes discharged less than `readmission_window_days` before the data end, whose
     follow-up is incomplete ('censored'). Later stays of a chain are 'transfer'.
 
     The readmission of an index episode is the FIRST unplanned episode (any episode not
@@ -43,6 +44,8 @@ classified as (
             when is_planned_care then 'planned_care'
             when is_obstetric then 'obstetrics'
             when is_minor then 'minor'
+            when {{ days_between(data_start_date(), 'admission_date') }}
+                < {{ var('lookback_days') }} then 'lookback'
             when {{ days_between('discharge_date', data_end_date()) }}
                 < {{ var('readmission_window_days') }} then 'censored'
         end as episode_exclusion_reason
