@@ -37,7 +37,7 @@ bench: setup  ## benchmark generate+clean at default and 10x scale (prints figur
 	$(RUN) python -m pipelines.bench
 
 mlflow-ui: setup  ## MLflow UI over the project's store on http://$(HOST):$(PORT)
-	$(RUN) mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db --default-artifact-root mlruns/artifacts --host $(HOST) --port $(PORT) --workers 1
+	$(RUN) MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db --host $(HOST) --port $(PORT) --workers 1
 
 docs: setup  ## dbt docs (lineage) on http://$(HOST):8080
 	$(RUN) sh -c 'cd dbt && dbt docs generate --profiles-dir . --project-dir . && dbt docs serve --profiles-dir . --project-dir . --host $(HOST) --port 8080 --no-browser'

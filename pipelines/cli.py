@@ -32,6 +32,8 @@ STAGES: dict[str, tuple[str, str, str]] = {
               "Optuna-tune a Random Forest for recall at a precision floor; log to MLflow; register"),
     "evaluate": ("pipelines.evaluate", "run_evaluate",
                  "score the untouched test window against LACE, logistic regression and the oracle"),
+    "monitor": ("pipelines.monitor", "run_monitor",
+                "Evidently drift and per-department fairness on the monitored window (reports/monitoring)"),
     "publish": ("pipelines.cloud.publish", "run_publish",
                 "load data/clean into BigQuery (Parquet via GCS; PUBLISH_VIA=csv for emulators); see docs/cloud.md"),
 }
@@ -42,6 +44,10 @@ _USER_ERRORS: tuple[str, ...] = (
     "pipelines.clean.RawFileError",
     "pipelines.warehouse.WarehouseError",
     "pipelines.cloud.publish.PublishError",
+    "pipelines.model.data.LeakageError",
+    "pipelines.model.data.FeatureContractError",
+    "pipelines.model.data.SplitError",
+    "pipelines.model.thresholds.ThresholdError",
     "pipelines.cloud.settings.CloudConfigError",
 )
 

@@ -1,5 +1,6 @@
-{#- 95% Wilson score interval of a proportion x / n (Wilson 1927), clamped to [0, 1] against
-    rounding; null when n = 0.
+{#- 95% Wilson score interval of a proportion x / n (Wilson 1927); null when n = 0. Clamped to
+    [0, 1] and to bracket x / n, which it does mathematically but not always in floating point
+    (x = 0 or x = n leave a bound 1e-17 on the wrong side).
     bound: 'low' or 'high'. -#}
 {% macro wilson_bound(successes, trials, bound, z=1.959963984540054) -%}
     {%- set x = "cast(" ~ successes ~ " as " ~ type_double() ~ ")" -%}
@@ -7,7 +8,8 @@
     {%- set sign = "-" if bound == "low" else "+" -%}
     {%- set clamp = "greatest" if bound == "low" else "least" -%}
     {%- set limit = "0.0" if bound == "low" else "1.0" -%}
-    case when {{ trials }} > 0 then {{ clamp }}({{ limit }},
+    {%- set bracket = "least" if bound == "low" else "greatest" -%}
+    case when {{ trials }} > 0 then {{ bracket }}({{ x }} / {{ n }}, {{ clamp }}({{ limit }},
         (
             ({{ x }} / {{ n }}) + {{ z }} * {{ z }} / (2 * {{ n }})
             {{ sign }} {{ z }} * sqrt(
@@ -15,5 +17,5 @@
                 + {{ z }} * {{ z }} / (4 * {{ n }} * {{ n }})
             )
         ) / (1 + {{ z }} * {{ z }} / {{ n }})
-    ) end
+    )) end
 {%- endmacro %}

@@ -1,0 +1,1 @@
+"""Shared pieces of the train and evaluate stages (data split, preprocessing, thresholds, MLflow)."""

@@ -1,0 +1,79 @@
+"""Typed params of the `train` and `evaluate` stages (params.yaml sections `train`, `evaluate`)."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SearchSpace(_Strict):
+    """Bounds of the Optuna search over RandomForestClassifier hyper-parameters."""
+
+    n_estimators: tuple[int, int] = (50, 300)
+    max_depth: tuple[int, int] = (4, 20)
+    min_samples_leaf: tuple[int, int] = (5, 100)  # sampled on a log scale
+    max_features: tuple[str | float, ...] = ("sqrt", 0.3, 0.5)
+    max_samples: tuple[float, float] = (0.5, 1.0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> SearchSpace:
+        for name in ("n_estimators", "max_depth", "min_samples_leaf", "max_samples"):
+            low, high = getattr(self, name)
+            if not 0 < low <= high:
+                raise ValueError(f"search.{name}: expected 0 < low <= high, got {low}, {high}")
+        if self.max_samples[1] > 1.0:
+            raise ValueError("search.max_samples: the upper bound is a fraction of rows (<= 1.0)")
+        if not self.max_features:
+            raise ValueError("search.max_features: at least one choice")
+        return self
+
+
+class TrainParams(_Strict):
+    experiment: str = "idf-readmission"
+    model_name: str = "idf-readmission-rf"
+    # Temporal split on discharge_date: train < train_end <= valid < valid_end <= test.
+    train_end: date = date(2023, 10, 1)
+    valid_end: date = date(2024, 4, 1)
+    n_trials: int = Field(25, ge=1)
+    timeout_s: float = Field(240, gt=0)  # safety net; n_trials is the binding limit by default
+    cv_folds: int = Field(3, ge=2)  # time-ordered folds inside the training window
+    # Training rows discharged less than this many days before a CV validation fold starts are
+    # dropped from that fold's training set: their 30-day label is not known yet at that date.
+    cv_gap_days: int = Field(30, ge=0)
+    min_precision: float = Field(0.25, gt=0, lt=1)  # precision floor of the operating threshold
+    # No validation threshold reaches min_precision: "f2" takes the threshold that maximises F2
+    # (recorded as threshold_rule="f2_fallback"); "error" stops the stage.
+    threshold_fallback: Literal["f2", "error"] = "f2"
+    pruning: bool = True  # MedianPruner on the running mean of the per-fold objective
+    pruning_startup_trials: int = Field(5, ge=0)  # trials never pruned (the median needs a base)
+    pruning_warmup_folds: int = Field(1, ge=0)  # folds always run before a trial can be pruned
+    n_jobs: int = Field(2, ge=1)  # forest fitting threads (Optuna itself always runs 1 trial at a time)
+    seed: int | None = None  # None: the top-level `seed`
+    search: SearchSpace = SearchSpace()
+    optuna_plots: bool = True  # one self-contained HTML of the study's plots on the parent run
+
+    @model_validator(mode="after")
+    def _windows(self) -> TrainParams:
+        if not self.train_end < self.valid_end:
+            raise ValueError(f"train_end ({self.train_end}) must be before valid_end ({self.valid_end})")
+        return self
+
+
+class EvaluateParams(_Strict):
+    lace_cutoff: int = Field(10, ge=0)  # LACE >= cutoff flags high risk (van Walraven 2010)
+    calibration_bins: int = Field(10, ge=2)
+    calibration_strategy: Literal["uniform", "quantile"] = "quantile"
+    permutation_repeats: int = Field(5, ge=1)
+    permutation_scoring: Literal["roc_auc", "average_precision"] = "average_precision"
+    max_curve_points: int = Field(200, ge=10)  # per model, in reports/plots/*.csv
+    logreg_c: float = Field(1.0, gt=0)
+    logreg_max_iter: int = Field(2000, ge=100)
+    n_jobs: int = Field(2, ge=1)
+    png: bool = True  # static PNGs of the main figures through kaleido
+    log_to_mlflow: bool = True  # figures + test metrics on the model's MLflow run and version

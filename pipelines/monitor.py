@@ -1,0 +1,300 @@
+"""Monitor stage: is the model still valid and fair on the production window?
+
+Reads   data/features/ml_readmission_features.parquet (contracts.FEATURE_SCHEMA; an extra
+        `patient_id` column, when present, makes the fairness cells count patients)
+        models/model.joblib + models/model_meta.json (the train stage; no MLflow needed)
+Writes  reports/monitoring/drift.html       Evidently: feature drift + target drift (reference =
+                                            training window), prediction drift, model quality;
+                                            one self-contained page (scripts inlined, opens offline)
+        reports/monitoring/drift.json       per column: method, statistic, threshold, verdict;
+                                            dataset drift; target / prediction drift; model quality
+                                            (Evidently's figures checked against scikit-learn)
+        reports/monitoring/fairness.json    per department / sex / age band: counts, recall,
+                                            precision, FNR, selection rate, Brier; parity ratios;
+                                            four-fifths screening (a heuristic, not a legal test)
+        reports/monitoring/fairness.html    Plotly charts + tables, plotly.js inlined
+        reports/metrics/monitoring.json     flat DVC metrics; `department_recall_ratio` is read by
+                                            the promotion gate
+
+Windows (discharge_date; start inclusive, end exclusive), by default from the model's own split
+(model_meta.json, else params `train`): reference = discharge_date < train_end (the training
+window), current = discharge_date >= valid_end (the test window = production). `monitor` params
+may set explicit dates. JSON files hold sorted keys and rounded floats, and no timestamps.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import polars as pl
+
+from pipelines import contracts
+from pipelines.config import Params, Paths, section
+from pipelines.monitoring import fairness as fair
+from pipelines.monitoring.params import FEATURES, MonitorParams
+
+log = logging.getLogger(__name__)
+
+FEATURES_FILE = "ml_readmission_features.parquet"
+PATIENT_ID = "patient_id"  # optional column: fairness cells count patients when it is there
+DIGITS = 6
+LABEL = contracts.FEATURE_LABEL
+DATE = contracts.FEATURE_SPLIT_DATE
+KEY = contracts.FEATURE_KEY
+
+__all__ = ["MonitorParams", "Windows", "monitor_params", "run_monitor"]
+
+
+class MonitorInputError(ValueError):
+    """The feature mart or a window is not usable for monitoring."""
+
+
+def monitor_params(params: Params) -> MonitorParams:
+    return section(params, "monitor", MonitorParams)
+
+
+@dataclass(frozen=True)
+class Window:
+    name: str
+    start: date | None  # inclusive
+    end: date | None  # exclusive
+
+    def expr(self) -> pl.Expr:
+        cond = pl.lit(True)
+        if self.start is not None:
+            cond = cond & (pl.col(DATE) >= self.start)
+        if self.end is not None:
+            cond = cond & (pl.col(DATE) < self.end)
+        return cond
+
+    def describe(self) -> str:
+        start = self.start.isoformat() if self.start else "start of data"
+        end = self.end.isoformat() if self.end else "end of data"
+        return f"{start} (incl.) to {end} (excl.)"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"start": self.start.isoformat() if self.start else None,
+                "end": self.end.isoformat() if self.end else None}
+
+
+@dataclass(frozen=True)
+class Windows:
+    reference: Window
+    current: Window
+    valid: Window  # the model's validation window: out-of-sample scores for prediction drift
+    source: str
+
+
+def _overlap(a: Window, b: Window) -> bool:
+    a_before_b_ends = a.start is None or b.end is None or a.start < b.end
+    b_before_a_ends = b.start is None or a.end is None or b.start < a.end
+    return a_before_b_ends and b_before_a_ends
+
+
+def resolve_windows(mp: MonitorParams, meta: dict[str, Any], params: Params) -> Windows:
+    """Explicit `monitor` dates win; otherwise the trained model's split (meta, else params.train)."""
+    if "train_end" in meta and "valid_end" in meta:
+        train_end, valid_end = date.fromisoformat(str(meta["train_end"])), date.fromisoformat(str(meta["valid_end"]))
+        source = "model_meta.json"
+    else:
+        from pipelines.model.params import TrainParams
+
+        tp = section(params, "train", TrainParams)
+        train_end, valid_end, source = tp.train_end, tp.valid_end, "params.train"
+    explicit = any(d is not None for d in (mp.reference_start, mp.reference_end, mp.current_start, mp.current_end))
+    windows = Windows(
+        reference=Window("reference", mp.reference_start, mp.reference_end or train_end),
+        current=Window("current", mp.current_start or valid_end, mp.current_end),
+        valid=Window("valid", train_end, valid_end),
+        source=f"{source} + monitor params" if explicit else source,
+    )
+    ref, cur = windows.reference, windows.current
+    if _overlap(ref, cur):
+        log.warning("monitor: reference (%s) and current (%s) windows overlap", ref.describe(), cur.describe())
+    return windows
+
+
+def load_mart(path: Path) -> pl.DataFrame:
+    """The feature mart with the contract's columns and types (+ patient_id when present)."""
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: feature mart not found (run the features stage first)")
+    frame = pl.read_parquet(path)
+    missing = [c for c in contracts.FEATURE_SCHEMA if c not in frame.columns]
+    if missing:
+        raise MonitorInputError(f"{path}: missing column(s) {missing}")
+    keep = list(contracts.FEATURE_SCHEMA) + ([PATIENT_ID] if PATIENT_ID in frame.columns else [])
+    frame = frame.select(keep).cast(contracts.FEATURE_SCHEMA)  # type: ignore[arg-type]
+    if PATIENT_ID in frame.columns:
+        frame = frame.with_columns(pl.col(PATIENT_ID).cast(pl.String))
+    return frame.sort([DATE, KEY])
+
+
+def score(bundle: dict[str, Any], frame: pl.DataFrame) -> pl.DataFrame:
+    """The frame with the model's `probability` and `high_risk` columns."""
+    from pipelines.model.pyfunc_model import predict_frame
+
+    if frame.height == 0:
+        return frame.with_columns(probability=pl.lit(None, pl.Float64), high_risk=pl.lit(None, pl.Int64))
+    predictions = predict_frame(bundle, to_pandas(frame, FEATURES))
+    return frame.with_columns(
+        probability=pl.Series(predictions["probability"].to_numpy(), dtype=pl.Float64),
+        high_risk=pl.Series(predictions["high_risk"].to_numpy(), dtype=pl.Int64),
+    )
+
+
+def to_pandas(frame: pl.DataFrame, columns: list[str] | tuple[str, ...]) -> pd.DataFrame:
+    """Numerics as float64 (null -> NaN), strings as object (null -> None)."""
+    exprs = []
+    for c in columns:
+        dtype = frame.schema[c]
+        exprs.append(pl.col(c).cast(pl.Float64) if dtype.is_numeric() else pl.col(c).cast(pl.String))
+    return frame.select(exprs).to_pandas()
+
+
+def clean_json(value: Any, digits: int = DIGITS) -> Any:
+    """Rounded floats, NaN/inf -> null, tuples -> lists, numpy scalars -> Python."""
+    if isinstance(value, dict):
+        return {str(k): clean_json(v, digits) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [clean_json(v, digits) for v in value]
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if hasattr(value, "item"):  # numpy scalar
+        return clean_json(value.item(), digits)
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        if math.isnan(value) or math.isinf(value):
+            return None
+        rounded = round(value, digits)
+        return 0.0 if rounded == 0 else rounded
+    if isinstance(value, date):
+        return value.isoformat()
+    raise TypeError(f"not JSON-serialisable: {type(value).__name__}")
+
+
+def write_json(path: Path, payload: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(clean_json(payload), indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False)
+    path.write_text(text + "\n", encoding="utf-8")
+
+
+def write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+
+
+def flat_metrics(drift: dict[str, Any], fairness: dict[str, Any]) -> dict[str, Any]:
+    """reports/metrics/monitoring.json: one level, numbers and booleans (DVC metrics)."""
+    dataset = drift["data_drift"]["dataset"]
+    quality = drift["model_quality"]
+    out: dict[str, Any] = {
+        "dataset_drift": dataset["drifted"],
+        "drift_share": dataset["drift_share"],
+        "n_drifted_columns": dataset["n_drifted_columns"],
+        "n_columns": dataset["n_columns"],
+        "target_drift": drift["target_drift"]["drifted"],
+        "prediction_drift": drift["prediction_drift"]["drifted"],
+        "reference_rows": drift["windows"]["reference"]["rows"],
+        "current_rows": drift["windows"]["current"]["rows"],
+        "current_recall": quality["metrics"]["recall"] if quality["available"] else None,
+        "current_precision": quality["metrics"]["precision"] if quality["available"] else None,
+        "current_roc_auc": quality["metrics"]["roc_auc"] if quality["available"] else None,
+        "four_fifths_any_below_threshold": fairness["four_fifths"]["any_below_threshold"],
+        "n_suppressed_groups": sum(block["n_suppressed"] for block in fairness["groups"].values()),
+    }
+    for group, block in fairness["groups"].items():
+        for metric, entry in block["parity"].items():
+            out[f"{group}_{metric}_ratio"] = entry["ratio"]
+    return out
+
+
+def run_monitor(paths: Paths, params: Params) -> dict[str, Any]:
+    """The stage: score both windows, run the drift / quality / fairness checks, write reports."""
+    os.environ.setdefault("DO_NOT_TRACK", "1")  # Evidently's telemetry opt-out (reports do not send any)
+    from pipelines.monitoring import drift as ev
+    from pipelines.monitoring.html import fairness_html
+    from pipelines.train import load_model
+
+    mp = monitor_params(params)
+    bundle, meta = load_model(paths)
+    threshold = float(bundle["threshold"])
+    windows = resolve_windows(mp, meta, params)
+    mart = load_mart(paths.features / FEATURES_FILE)
+
+    frames = {w.name: mart.filter(w.expr()) for w in (windows.reference, windows.current, windows.valid)}
+    for name in ("reference", "current"):
+        if frames[name].height == 0:
+            window = getattr(windows, name)
+            raise MonitorInputError(f"the {name} window ({window.describe()}) holds no index stay")
+    log.info("monitor: reference %d rows (%s), current %d rows (%s)", frames["reference"].height,
+             windows.reference.describe(), frames["current"].height, windows.current.describe())
+    scored = {name: score(bundle, frame) for name, frame in frames.items()}
+
+    columns = mp.drift_columns
+    numerical = set(contracts.NUMERIC_FEATURES)
+    ref_pd = to_pandas(scored["reference"], [*columns, LABEL])
+    cur_pd = to_pandas(scored["current"], [*columns, LABEL, "probability", "high_risk"])
+    drift_section, data_drift = ev.data_drift(ref_pd, cur_pd, columns, numerical, LABEL, mp)
+
+    pred_ref_name = mp.prediction_reference
+    if pred_ref_name == "valid" and scored["valid"].height == 0:
+        log.warning("monitor: empty validation window; prediction drift against the reference window")
+        pred_ref_name = "train"
+    pred_ref = scored["valid"] if pred_ref_name == "valid" else scored["reference"]
+    pred_section, pred_drift = ev.prediction_drift(
+        pred_ref["probability"].to_pandas(), scored["current"]["probability"].to_pandas(), mp,
+        "validation" if pred_ref_name == "valid" else "reference (training, in-sample)")
+    quality_section, quality = ev.model_quality(cur_pd, LABEL, threshold)
+
+    sections = [drift_section, pred_section] + ([quality_section] if quality_section else [])
+    write_text(paths.reports / "monitoring" / "drift.html", ev.combined_html(sections))
+
+    model = {"version": meta.get("version"), "model_name": meta.get("model_name"), "threshold": threshold,
+             "train_end": meta.get("train_end"), "valid_end": meta.get("valid_end")}
+    window_info = {
+        "source": windows.source,
+        "reference": {**windows.reference.as_dict(), "rows": frames["reference"].height},
+        "current": {**windows.current.as_dict(), "rows": frames["current"].height},
+        "prediction_reference": {**(windows.valid if pred_ref_name == "valid" else windows.reference).as_dict(),
+                                 "rows": pred_ref.height},
+    }
+    drift_report = {
+        "windows": window_info,
+        "model": model,
+        "data_drift": data_drift,
+        "target_drift": data_drift.pop("target"),
+        "prediction_drift": pred_drift,
+        "model_quality": quality,
+        "notes": [
+            "Per-column verdicts are Evidently's drift tests. The statistic is a p-value (drift when below the "
+            "threshold) for small reference samples and a distance (drift when at or above it) for large ones.",
+            "Model quality: high_risk = probability >= the model threshold; figures from scikit-learn, "
+            "Evidently's ClassificationPreset agrees within max_abs_difference_vs_sklearn.",
+        ],
+    }
+    write_json(paths.reports / "monitoring" / "drift.json", drift_report)
+
+    fairness = fair.fairness_report(
+        scored["current"], mp.fairness_groups, mp.age_band_edges, mp.min_cell_patients, mp.four_fifths_threshold,
+        label=LABEL, patient_id=PATIENT_ID if PATIENT_ID in mart.columns else None,
+    )
+    fairness_out = {**fairness, "window": window_info["current"], "model": model}
+    write_json(paths.reports / "monitoring" / "fairness.json", fairness_out)
+    write_text(paths.reports / "monitoring" / "fairness.html", fairness_html(
+        fairness, {"window": windows.current.describe(), "model_version": model["version"], "threshold": threshold}))
+
+    summary = flat_metrics(drift_report, fairness)
+    write_json(paths.metrics / "monitoring.json", summary)
+    log.info("monitor: dataset drift %s (%d/%d columns), department recall ratio %s",
+             summary["dataset_drift"], summary["n_drifted_columns"], summary["n_columns"],
+             summary["department_recall_ratio"])
+    return clean_json(summary)  # type: ignore[no-any-return]

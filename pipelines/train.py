@@ -1,0 +1,395 @@
+"""Train stage: Optuna-tuned Random Forest for 30-day readmission, tracked and registered in MLflow.
+
+Reads   data/features/ml_readmission_features.parquet (exactly contracts.FEATURE_SCHEMA)
+Writes  models/model.joblib       the fitted sklearn pipeline + threshold (joblib dict, see
+                                  pipelines/model/pyfunc_model.py), loadable without MLflow
+        models/model_meta.json    threshold, registered version, run id, features, split dates
+        reports/metrics/train.json
+        mlruns/                   one parent run per study (params, best value, Optuna plots, the
+                                  pyfunc model), one nested run per trial; a new version of the
+                                  registered model `train.model_name`, with tags
+
+Method
+1. Leakage guard + contract check, then a temporal split on discharge_date:
+   train < train_end <= valid < valid_end <= test (test is left to `evaluate`).
+2. Optuna (TPE, seeded, one trial at a time) tunes RandomForestClassifier(class_weight=
+   'balanced'). A trial's value is the mean over `cv_folds` expanding, time-ordered folds inside
+   the training window of the recall at the highest-recall threshold whose precision is
+   >= min_precision; a fold where no threshold reaches the floor scores 0 (logged as a warning
+   and as the fold's `floor_met` = 0). Folds leave a `cv_gap_days` gap before validation. With
+   `pruning`, MedianPruner sees the running mean after each fold.
+3. The best params are refit on the whole training window; the operating threshold is chosen on
+   the validation window by the same rule (fallback: max-F2 threshold, or an error, per
+   `threshold_fallback`; see pipelines/model/thresholds.py).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import tempfile
+import time
+from collections.abc import Callable
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import joblib
+import mlflow
+import numpy as np
+import optuna
+import pandas as pd
+from mlflow.models import ModelSignature
+from mlflow.types import ColSpec, Schema, TensorSpec
+from mlflow.types.schema import AnyType
+from sklearn.metrics import average_precision_score, brier_score_loss, fbeta_score, roc_auc_score
+
+from pipelines import contracts
+from pipelines.config import Params, Paths, section
+from pipelines.model import data as fdata
+from pipelines.model import tracking
+from pipelines.model.params import SearchSpace, TrainParams
+from pipelines.model.plots import combined_html
+from pipelines.model.preprocessing import forest_pipeline, set_forest_jobs
+from pipelines.model.thresholds import OperatingPoint, ThresholdError, choose_threshold, recall_at_precision
+
+log = logging.getLogger(__name__)
+
+MODEL_FILE = "model.joblib"
+META_FILE = "model_meta.json"
+PYFUNC_CODE = Path(__file__).parent / "model" / "pyfunc_model.py"
+DIGITS = 6
+
+
+def _r(value: float) -> float:
+    return round(float(value), DIGITS)
+
+
+def train_params(params: Params) -> TrainParams:
+    return section(params, "train", TrainParams)
+
+
+def train_seed(params: Params, tp: TrainParams) -> int:
+    return tp.seed if tp.seed is not None else params.seed
+
+
+def suggest(trial: optuna.Trial, space: SearchSpace) -> dict[str, Any]:
+    return {
+        "n_estimators": trial.suggest_int("n_estimators", *space.n_estimators),
+        "max_depth": trial.suggest_int("max_depth", *space.max_depth),
+        "min_samples_leaf": trial.suggest_int("min_samples_leaf", *space.min_samples_leaf, log=True),
+        "max_features": trial.suggest_categorical("max_features", list(space.max_features)),
+        "max_samples": trial.suggest_float("max_samples", *space.max_samples),
+    }
+
+
+def probability_metrics(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, float]:
+    """Ranking, calibration and operating-point metrics of one score on one window."""
+    flag = (p >= threshold).astype(int)
+    tp = int(((flag == 1) & (y == 1)).sum())
+    return {
+        "recall": _r(tp / max(int(y.sum()), 1)),
+        "precision": _r(tp / max(int(flag.sum()), 1)),
+        "f2": _r(fbeta_score(y, flag, beta=2, zero_division=0)),
+        "pr_auc": _r(average_precision_score(y, p)),
+        "roc_auc": _r(roc_auc_score(y, p)),
+        "brier": _r(brier_score_loss(y, p)),
+        "flagged_share": _r(flag.mean()),
+        "prevalence": _r(y.mean()),
+        "n": int(y.size),
+    }
+
+
+class _Objective:
+    """Mean over time-ordered folds of the recall at the precision floor; one nested run per trial."""
+
+    def __init__(self, tp: TrainParams, seed: int, x: pd.DataFrame, y: np.ndarray,
+                 folds: list[tuple[np.ndarray, np.ndarray]], experiment_id: str) -> None:
+        self.tp, self.seed, self.x, self.y, self.folds = tp, seed, x, y, folds
+        self.experiment_id = experiment_id
+
+    def fold_score(self, hp: dict[str, Any], k: int) -> dict[str, float]:
+        train_idx, valid_idx = self.folds[k]
+        model = forest_pipeline(hp, self.seed, self.tp.n_jobs)
+        model.fit(self.x.iloc[train_idx], self.y[train_idx])
+        p = model.predict_proba(self.x.iloc[valid_idx])[:, 1]
+        y = self.y[valid_idx]
+        try:
+            point = recall_at_precision(y, p, self.tp.min_precision)
+        except ThresholdError:  # no positive in the fold
+            point = None
+        if point is None:
+            log.warning("fold %d: no threshold reaches precision >= %.3f; fold objective = 0", k, self.tp.min_precision)
+        return {
+            "recall_at_floor": point.recall if point else 0.0,
+            "precision": point.precision if point else math.nan,
+            "threshold": point.threshold if point else math.nan,
+            "floor_met": 1.0 if point else 0.0,
+            "pr_auc": float(average_precision_score(y, p)) if y.any() else math.nan,
+        }
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        hp = suggest(trial, self.tp.search)
+        scores: list[float] = []
+        precisions: list[float] = []
+        pr_aucs: list[float] = []
+        pruned = False
+        with mlflow.start_run(run_name=f"trial-{trial.number:03d}", nested=True, experiment_id=self.experiment_id):
+            mlflow.log_params(hp)
+            mlflow.set_tag("optuna_trial", str(trial.number))
+            for k in range(len(self.folds)):
+                fold = self.fold_score(hp, k)
+                mlflow.log_metrics({f"fold{k}_{name}": _r(v) for name, v in fold.items() if not math.isnan(v)})
+                scores.append(fold["recall_at_floor"])
+                precisions.append(fold["precision"])
+                pr_aucs.append(fold["pr_auc"])
+                trial.report(float(np.mean(scores)), step=k)
+                if self.tp.pruning and trial.should_prune():
+                    pruned = True
+                    break
+            value = float(np.mean(scores))
+            mlflow.log_metrics({
+                "cv_recall_at_floor": _r(value),
+                "cv_precision": _r(float(np.nanmean(precisions))) if not np.all(np.isnan(precisions)) else 0.0,
+                "cv_pr_auc": _r(float(np.nanmean(pr_aucs))) if not np.all(np.isnan(pr_aucs)) else 0.0,
+                "folds_done": len(scores),
+            })
+            mlflow.set_tag("optuna_state", "PRUNED" if pruned else "COMPLETE")
+        trial.set_user_attr("fold_recall_at_floor", [_r(s) for s in scores])
+        log.info("trial %d %s: %s -> %.4f", trial.number, "pruned" if pruned else "done", hp, value)
+        if pruned:
+            raise optuna.TrialPruned()
+        return value
+
+
+def _study_figures(study: optuna.Study, seed: int) -> dict[str, Any]:
+    """The Optuna plots that can be drawn for this study (some need several complete trials)."""
+    from optuna import visualization as vis
+    from optuna.importance import FanovaImportanceEvaluator
+
+    builders: dict[str, Callable[[], Any]] = {
+        "optimization history": lambda: vis.plot_optimization_history(study),
+        "hyper-parameter importance": lambda: vis.plot_param_importances(
+            study, evaluator=FanovaImportanceEvaluator(seed=seed)),
+        "parallel coordinates": lambda: vis.plot_parallel_coordinate(study),
+        "slices": lambda: vis.plot_slice(study),
+        "intermediate values (running mean per fold)": lambda: vis.plot_intermediate_values(study),
+    }
+    figures = {}
+    for title, build in builders.items():
+        try:
+            fig = build()
+        except Exception as exc:  # too few trials for a plot: skip it, keep the others
+            log.info("optuna plot '%s' skipped: %s", title, exc)
+            continue
+        fig.update_layout(title=title)
+        figures[title] = fig
+    return figures
+
+
+def model_signature() -> ModelSignature:
+    """Inputs typed as in the contract, so JSON clients can send integers.
+
+    Int columns are `long` and float columns `double` (MLflow refuses int64 -> double); a
+    numeric the contract allows to be null is `any` (a JSON null and a JSON integer must both
+    pass), checked by the model itself (pd.to_numeric). Categoricals are strings.
+    """
+    columns: list[ColSpec | TensorSpec] = []
+    for name, dtype in contracts.NUMERIC_FEATURES.items():
+        if name in fdata.NULLABLE_NUMERIC:
+            columns.append(ColSpec(AnyType(), name))  # type: ignore[no-untyped-call]
+        else:
+            columns.append(ColSpec("long" if dtype.is_integer() else "double", name))
+    columns += [ColSpec("string", c) for c in fdata.CATEGORICAL]
+    outputs: list[ColSpec | TensorSpec] = [ColSpec("double", "probability"), ColSpec("long", "high_risk")]
+    return ModelSignature(inputs=Schema(columns), outputs=Schema(outputs))
+
+
+def input_example(x_train: pd.DataFrame) -> pd.DataFrame:
+    """Two made-up rows (medians / most frequent values), never a real patient's row."""
+    row: dict[str, Any] = {}
+    for name, dtype in contracts.NUMERIC_FEATURES.items():
+        median = float(x_train[name].median())
+        row[name] = round(median) if dtype.is_integer() else round(median, 2)
+    row.update({c: str(x_train[c].mode(dropna=True).iloc[0]) for c in fdata.CATEGORICAL})
+    second = dict(row, **dict.fromkeys(fdata.NULLABLE_NUMERIC))
+    return pd.DataFrame([row, second])
+
+
+def _pip_requirements() -> list[str]:
+    names = ("mlflow", "scikit-learn", "pandas", "numpy", "scipy", "joblib")
+    return [f"{n}=={metadata.version(n)}" for n in names]
+
+
+def _write_json(path: Path, payload: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def run_train(paths: Paths, params: Params) -> dict[str, Any]:
+    started = time.perf_counter()
+    tp = train_params(params)
+    seed = train_seed(params, tp)
+
+    features_file = fdata.features_path(paths)
+    frame = fdata.load_features(paths)
+    features_md5 = fdata.file_md5(features_file)
+    split = fdata.temporal_split(frame, tp.train_end, tp.valid_end)
+    log.info("split rows %s (train < %s <= valid < %s <= test)", split.sizes(), tp.train_end, tp.valid_end)
+
+    x_train, y_train = fdata.to_model_input(split.train), fdata.labels(split.train)
+    x_valid, y_valid = fdata.to_model_input(split.valid), fdata.labels(split.valid)
+    train_dates = split.train[fdata.DATE].to_numpy()
+    folds = fdata.time_folds(train_dates, tp.cv_folds, tp.cv_gap_days)
+    fold_starts = fdata.cut_dates(train_dates, tp.cv_folds)
+
+    client = tracking.connect(paths)
+    experiment_id = tracking.ensure_experiment(client, paths, tp.experiment)
+    commit = tracking.git_commit(paths.root)
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    sampler = optuna.samplers.TPESampler(seed=seed)
+    pruner: optuna.pruners.BasePruner = (
+        optuna.pruners.MedianPruner(n_startup_trials=tp.pruning_startup_trials, n_warmup_steps=tp.pruning_warmup_folds)
+        if tp.pruning
+        else optuna.pruners.NopPruner()
+    )
+    study = optuna.create_study(direction="maximize", sampler=sampler, pruner=pruner,
+                                study_name=f"{tp.model_name}-rf-recall-at-precision")
+
+    with mlflow.start_run(run_name=f"{tp.model_name}-study", experiment_id=experiment_id) as parent:
+        run_id = parent.info.run_id
+        mlflow.set_tags({"features_md5": features_md5, "git_commit": commit, "stage": "train"})
+        space = tp.search
+        mlflow.log_params({
+            "seed": seed, "n_trials": tp.n_trials, "timeout_s": tp.timeout_s, "cv_folds": tp.cv_folds,
+            "cv_gap_days": tp.cv_gap_days, "min_precision": tp.min_precision,
+            "threshold_fallback": tp.threshold_fallback, "pruning": tp.pruning,
+            "train_end": tp.train_end.isoformat(), "valid_end": tp.valid_end.isoformat(),
+            "cv_fold_starts": ",".join(d.isoformat() for d in fold_starts),
+            "n_train": split.train.height, "n_valid": split.valid.height, "n_test": split.test.height,
+            **{f"space_{k}": str(list(v)) for k, v in space.model_dump().items()},
+        })
+        objective = _Objective(tp, seed, x_train, y_train, folds, experiment_id)
+        study.optimize(objective, n_trials=tp.n_trials, timeout=tp.timeout_s, n_jobs=1, gc_after_trial=False)
+
+        states = [t.state for t in study.trials]
+        n_complete = states.count(optuna.trial.TrialState.COMPLETE)
+        n_pruned = states.count(optuna.trial.TrialState.PRUNED)
+        if n_complete == 0:
+            raise RuntimeError("no Optuna trial completed (raise train.timeout_s)")
+        timeout_hit = len(study.trials) < tp.n_trials
+        if timeout_hit:
+            log.warning("timeout reached after %d of %d trials: the result depends on machine speed",
+                        len(study.trials), tp.n_trials)
+        best = study.best_trial
+        best_params = dict(best.params)
+        mlflow.log_params({f"best_{k}": v for k, v in best_params.items()})
+        mlflow.log_metrics({"best_cv_recall_at_floor": _r(best.value or 0.0), "trials_complete": n_complete,
+                            "trials_pruned": n_pruned, "best_trial": best.number})
+
+        if tp.optuna_plots:
+            with tempfile.TemporaryDirectory() as tmp:
+                figures = _study_figures(study, seed)
+                if figures:
+                    page = combined_html(figures, f"Optuna study {study.study_name}")
+                    (Path(tmp) / "optuna_study.html").write_text(page, encoding="utf-8")
+                trials = study.trials_dataframe(attrs=("number", "value", "params", "state", "duration"))
+                trials["duration"] = trials["duration"].dt.total_seconds().round(3)
+                trials.to_csv(Path(tmp) / "optuna_trials.csv", index=False)
+                mlflow.log_artifacts(tmp, artifact_path="optuna")
+
+        # Refit on the whole training window; operating threshold on the validation window.
+        pipeline = forest_pipeline(best_params, seed, tp.n_jobs)
+        pipeline.fit(x_train, y_train)
+        p_valid = pipeline.predict_proba(x_valid)[:, 1]
+        point: OperatingPoint = choose_threshold(y_valid, p_valid, tp.min_precision, tp.threshold_fallback)
+        if point.rule != "min_precision":
+            log.warning("validation: no threshold reaches precision >= %.3f; using the max-F2 threshold %.4f",
+                        tp.min_precision, point.threshold)
+        valid_metrics = probability_metrics(y_valid, p_valid, point.threshold)
+        mlflow.log_metrics({f"valid_{k}": v for k, v in valid_metrics.items()})
+        mlflow.log_metrics({"threshold": _r(point.threshold)})
+        mlflow.set_tag("threshold_rule", point.rule)
+
+        set_forest_jobs(pipeline, 1)  # serving: single rows, no thread pool
+        bundle = {"format": 1, "pipeline": pipeline, "threshold": float(point.threshold),
+                  "numeric": list(fdata.NUMERIC), "categorical": list(fdata.CATEGORICAL)}
+        paths.models.mkdir(parents=True, exist_ok=True)
+        model_file = paths.models / MODEL_FILE
+        joblib.dump(bundle, model_file, compress=3)
+
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(PYFUNC_CODE),
+            artifacts={"bundle": str(model_file)},
+            signature=model_signature(),
+            input_example=input_example(x_train),
+            registered_model_name=tp.model_name,
+            pip_requirements=_pip_requirements(),
+        )
+        version = str(info.registered_model_version)
+        version_tags = {
+            "features_md5": features_md5,
+            "git_commit": commit,
+            "threshold": f"{point.threshold:.6f}",
+            "threshold_rule": point.rule,
+            "min_precision": f"{tp.min_precision}",
+            "valid_recall": f"{valid_metrics['recall']:.6f}",
+            "valid_precision": f"{valid_metrics['precision']:.6f}",
+            "valid_roc_auc": f"{valid_metrics['roc_auc']:.6f}",
+            "train_end": tp.train_end.isoformat(),
+            "valid_end": tp.valid_end.isoformat(),
+            "run_id": run_id,
+        }
+        for key, value in version_tags.items():
+            client.set_model_version_tag(tp.model_name, version, key, value)
+
+    meta = {
+        "model_name": tp.model_name,
+        "version": version,
+        "model_uri": f"models:/{tp.model_name}/{version}",
+        "run_id": run_id,
+        "experiment": tp.experiment,
+        "threshold": _r(point.threshold),
+        "threshold_rule": point.rule,
+        "min_precision": tp.min_precision,
+        "numeric_features": list(fdata.NUMERIC),
+        "categorical_features": list(fdata.CATEGORICAL),
+        "train_end": tp.train_end.isoformat(),
+        "valid_end": tp.valid_end.isoformat(),
+        "best_params": best_params,
+        "seed": seed,
+        "features_md5": features_md5,
+        "git_commit": commit,
+    }
+    _write_json(paths.models / META_FILE, meta)
+    result = {
+        "best_cv_objective": _r(best.value or 0.0),
+        "best_params": best_params,
+        "n_trials_run": len(study.trials),
+        "n_trials_completed": n_complete,
+        "n_trials_pruned": n_pruned,
+        "timeout_hit": timeout_hit,
+        "threshold": _r(point.threshold),
+        "threshold_rule": point.rule,
+        "min_precision": tp.min_precision,
+        "valid": valid_metrics,
+        "rows": split.sizes(),
+        "model_version": version,
+    }
+    _write_json(paths.metrics / "train.json", result)  # no timings: same inputs, same bytes
+    result["duration_s"] = round(time.perf_counter() - started, 1)
+    log.info("train: version %s, threshold %.4f (%s), valid recall %.3f precision %.3f",
+             version, point.threshold, point.rule, valid_metrics["recall"], valid_metrics["precision"])
+    return result
+
+
+def load_model(paths: Paths) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(bundle, meta) of the trained model, from models/ (no MLflow needed)."""
+    from pipelines.model.pyfunc_model import load_bundle
+
+    meta = json.loads((paths.models / META_FILE).read_text(encoding="utf-8"))
+    return load_bundle(str(paths.models / MODEL_FILE)), meta
+

@@ -1,0 +1,177 @@
+"""Per-group fairness metrics: equal to scikit-learn on the same slices, small cells suppressed."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import polars as pl
+import pytest
+from sklearn.metrics import brier_score_loss, precision_score, recall_score
+
+from pipelines.monitoring import fairness as fair
+from pipelines.monitoring.params import MonitorParams
+
+LABEL = "readmitted_30d"
+
+
+def known_groups(sizes: dict[str, int], seed: int = 3) -> pl.DataFrame:
+    """Rows in departments of the given sizes, with group-dependent risk and flag rates."""
+    rng = np.random.default_rng(seed)
+    parts = []
+    for k, (dept, n) in enumerate(sizes.items()):
+        p = np.clip(rng.beta(2 + k, 8, n), 0.001, 0.999)
+        y = (rng.random(n) < p).astype(np.int32)
+        parts.append(pl.DataFrame({
+            "department": [dept] * n,
+            "sex": rng.integers(1, 3, n).astype(np.int32),
+            "age": rng.integers(18, 100, n).astype(np.int32),
+            LABEL: y,
+            "probability": p,
+            "high_risk": (p >= 0.2 + 0.03 * k).astype(np.int64),
+        }))
+    return pl.concat(parts)
+
+
+def report(frame: pl.DataFrame, min_cell: int = 10, patient_id: str | None = None) -> dict[str, Any]:
+    return fair.fairness_report(frame, ("department", "sex", "age_band"), (18, 45, 65, 80), min_cell, 0.8,
+                                label=LABEL, patient_id=patient_id)
+
+
+def rows_by_group(result: dict[str, Any], grouping: str) -> dict[str, dict[str, Any]]:
+    return {r["group"]: r for r in result["groups"][grouping]["groups"]}
+
+
+def test_per_group_metrics_equal_sklearn_on_the_same_slices():
+    frame = known_groups({"75": 400, "93": 300, "94": 250, "77": 120})
+    result = report(frame)
+    for grouping, column in (("department", "department"), ("sex", "sex")):
+        rows = rows_by_group(result, grouping)
+        for value in frame[column].unique().to_list():
+            part = frame.filter(pl.col(column) == value)
+            y, flag, p = part[LABEL].to_numpy(), part["high_risk"].to_numpy(), part["probability"].to_numpy()
+            key = str(value) if grouping == "department" else fair.SEX_LABELS[value]
+            row = rows[key]
+            assert row["n"] == part.height
+            assert row["positives"] == int(y.sum())
+            assert row["recall"] == pytest.approx(recall_score(y, flag), abs=1e-12)
+            assert row["precision"] == pytest.approx(precision_score(y, flag), abs=1e-12)
+            assert row["false_negative_rate"] == pytest.approx(1 - recall_score(y, flag), abs=1e-12)
+            assert row["selection_rate"] == pytest.approx(flag.mean(), abs=1e-12)
+            assert row["brier"] == pytest.approx(brier_score_loss(y, p), abs=1e-12)
+    # Groups really differ: the metrics are not the overall figure repeated (Evidently GroupBy's bug).
+    recalls = {r["recall"] for r in result["groups"]["department"]["groups"]}
+    assert len(recalls) == 4
+    overall_y, overall_flag = frame[LABEL].to_numpy(), frame["high_risk"].to_numpy()
+    assert result["overall"]["recall"] == pytest.approx(recall_score(overall_y, overall_flag))
+
+
+def test_age_bands_slices_match_sklearn():
+    frame = known_groups({"75": 600, "93": 500})
+    rows = rows_by_group(report(frame), "age_band")
+    assert list(rows) == ["18-44", "45-64", "65-79", "80+"]
+    bands = {"18-44": (18, 45), "45-64": (45, 65), "65-79": (65, 80), "80+": (80, 200)}
+    for band, (low, high) in bands.items():
+        part = frame.filter((pl.col("age") >= low) & (pl.col("age") < high))
+        y, flag = part[LABEL].to_numpy(), part["high_risk"].to_numpy()
+        assert rows[band]["n"] == part.height
+        assert rows[band]["recall"] == pytest.approx(recall_score(y, flag), abs=1e-12)
+
+
+def test_age_band_labels_and_unknown():
+    assert fair.age_band_labels((18, 45, 65, 80)) == ["<18", "18-44", "45-64", "65-79", "80+"]
+    bands = fair.age_bands(np.array([17.0, 18.0, 44.0, 45.0, 79.0, 80.0, np.nan]), (18, 45, 65, 80))
+    assert bands.tolist() == ["<18", "18-44", "18-44", "45-64", "65-79", "80+", "unknown"]
+
+
+def test_group_with_nine_patients_is_suppressed_and_ten_is_not():
+    frame = known_groups({"75": 300, "93": 250, "91": 9, "92": 10})
+    result = report(frame)
+    rows = rows_by_group(result, "department")
+    assert rows["91"]["suppressed"] is True
+    for field in (*fair.METRICS, *fair.COUNTS):
+        assert rows["91"][field] is None, field
+    assert rows["92"]["suppressed"] is False
+    assert rows["92"]["n"] == 10
+    assert rows["92"]["brier"] is not None
+    assert result["groups"]["department"]["n_suppressed"] == 1
+
+
+def test_suppressed_groups_are_left_out_of_the_ratios():
+    frame = known_groups({"75": 300, "93": 250, "91": 9})
+    # Make the small group the extreme one: every stay readmitted and flagged (recall 1).
+    frame = frame.with_columns(
+        pl.when(pl.col("department") == "91").then(1).otherwise(pl.col(LABEL)).alias(LABEL),
+        pl.when(pl.col("department") == "91").then(1).otherwise(pl.col("high_risk")).alias("high_risk"),
+    )
+    parity = report(frame)["groups"]["department"]["parity"]
+    rows = rows_by_group(report(frame), "department")
+    expected = min(rows["75"]["recall"], rows["93"]["recall"]) / max(rows["75"]["recall"], rows["93"]["recall"])
+    assert parity["recall"]["ratio"] == pytest.approx(expected)
+    assert parity["recall"]["n_groups"] == 2
+    assert "91" not in (parity["recall"]["min_group"], parity["recall"]["max_group"])
+
+
+def test_patients_are_counted_when_the_frame_has_patient_ids():
+    frame = known_groups({"75": 300, "93": 250, "91": 12})
+    # 12 stays in 91 but only 9 distinct patients: suppressed.
+    ids = [f"P{i}" for i in range(frame.height)]
+    idx_91 = [i for i, d in enumerate(frame["department"].to_list()) if d == "91"]
+    for i in idx_91[9:]:
+        ids[i] = ids[idx_91[0]]
+    frame = frame.with_columns(pl.Series("patient_id", ids))
+    result = report(frame, patient_id="patient_id")
+    rows = rows_by_group(result, "department")
+    assert rows["91"]["suppressed"] is True
+    assert rows["75"]["patients"] == 300
+    assert result["patients_counted_from"] == "patient_id"
+    assert report(frame)["patients_counted_from"].startswith("stays")
+
+
+def test_parity_ratio_min_over_max_and_undefined_cases():
+    rows = [
+        {"group": "a", "suppressed": False, "recall": 0.5, "selection_rate": 0.2, "precision": None},
+        {"group": "b", "suppressed": False, "recall": 0.8, "selection_rate": 0.0, "precision": 0.3},
+        {"group": "c", "suppressed": True, "recall": None, "selection_rate": None, "precision": None},
+    ]
+    parity = fair.parity(rows)
+    assert parity["recall"]["ratio"] == pytest.approx(0.625)
+    assert (parity["recall"]["min_group"], parity["recall"]["max_group"]) == ("a", "b")
+    assert parity["selection_rate"]["ratio"] == 0.0
+    assert parity["precision"]["ratio"] is None  # one group with a defined precision
+    assert parity["precision"]["n_groups"] == 1
+
+
+def test_four_fifths_is_labelled_a_heuristic_and_flags_low_ratios():
+    parities: dict[str, dict[str, dict[str, Any]]] = {
+        "department": {"recall": {"ratio": 0.7}, "precision": {"ratio": 0.95}, "selection_rate": {"ratio": None}},
+    }
+    block = fair.four_fifths(parities, 0.8)
+    assert "heuristic" in block["kind"]
+    assert "not a legal test" in block["kind"]
+    assert "not a legal test" in block["note"]
+    assert block["checks"]["department"]["recall"]["passes"] is False
+    assert block["checks"]["department"]["precision"]["passes"] is True
+    assert block["checks"]["department"]["selection_rate"]["passes"] is None
+    assert block["below_threshold"] == ["department.recall"]
+    assert block["any_below_threshold"] is True
+
+
+def test_group_without_positives_has_null_recall_not_zero():
+    row = fair.group_metrics(np.zeros(20, int), np.array([1] * 5 + [0] * 15), np.full(20, 0.1), 20)
+    assert row["recall"] is None
+    assert row["false_negative_rate"] is None
+    assert row["precision"] == 0.0
+    assert math.isclose(row["brier"], 0.01)
+
+
+def test_params_validation():
+    assert MonitorParams().min_cell_patients == 10
+    assert len(MonitorParams().drift_columns) == 18
+    with pytest.raises(ValueError, match="age_band_edges"):
+        MonitorParams(age_band_edges=(18, 65, 45))
+    with pytest.raises(ValueError, match="columns"):
+        MonitorParams(columns=("age", "not_a_feature"))
+    with pytest.raises(ValueError, match="fairness_groups"):
+        MonitorParams(fairness_groups=("postcode",))
