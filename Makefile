@@ -40,4 +40,5 @@ mlflow-ui: setup  ## MLflow UI over the project's store on http://$(HOST):$(PORT
 	$(RUN) MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db --host $(HOST) --port $(PORT) --workers 1
 
 docs: setup  ## dbt docs (lineage) on http://$(HOST):8080
-	$(RUN) sh -c 'cd dbt && dbt docs generate --profiles-dir . --project-dir . && dbt docs serve --profiles-dir . --project-dir . --host $(HOST) --port 8080 --no-browser'
+	$(RUN) dbt docs generate --project-dir dbt --profiles-dir dbt
+	$(RUN) dbt docs serve --project-dir dbt --profiles-dir dbt --host $(HOST) --port 8080 --no-browser

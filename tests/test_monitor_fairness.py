@@ -175,3 +175,26 @@ def test_params_validation():
         MonitorParams(columns=("age", "not_a_feature"))
     with pytest.raises(ValueError, match="fairness_groups"):
         MonitorParams(fairness_groups=("postcode",))
+
+
+def test_small_counts_inside_a_published_group_are_masked():
+    row = {"n": 400, "patients": 380, "positives": 3, "flagged": 40, "true_positives": 2, "recall": 0.67,
+           "precision": 0.05, "false_negative_rate": 0.33, "selection_rate": 0.1, "brier": 0.05,
+           "prevalence": 0.0075, "suppressed": False}
+    masked = fair.mask_small_counts(row, 10)
+    assert masked["positives"] is None
+    assert masked["true_positives"] is None
+    assert masked["recall"] is None
+    assert masked["precision"] is None
+    assert masked["prevalence"] is None
+    assert masked["flagged"] == 40
+    assert masked["selection_rate"] == 0.1
+    assert masked["n"] == 400
+    assert masked["small_counts_masked"] is True
+    big = {**row, "positives": 30, "true_positives": 20}
+    kept = fair.mask_small_counts(big, 10)
+    assert kept["recall"] == 0.67
+    assert kept["small_counts_masked"] is False
+    zero = fair.mask_small_counts({**big, "true_positives": 0}, 10)
+    assert zero["true_positives"] == 0
+    assert zero["recall"] == 0.67

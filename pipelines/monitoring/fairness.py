@@ -6,7 +6,9 @@ figure against scikit-learn on the same slices.
 
 A group whose patient count (stays when the frame has no patient id) is under
 `min_cell_patients` is published with every count and metric null and `suppressed: true`, and
-it takes no part in the parity ratios (SNDS small-cell rule).
+it takes no part in the parity ratios (SNDS small-cell rule). Inside a published group, any
+count of 1-9 people (positives, flagged, true positives) is nulled with the rates it would
+reveal (`mask_small_counts`).
 """
 
 from __future__ import annotations
@@ -98,7 +100,7 @@ def group_metrics(y: np.ndarray, flag: np.ndarray, probability: np.ndarray, pati
 
 
 def suppressed_row() -> dict[str, Any]:
-    return {**dict.fromkeys(COUNTS), **dict.fromkeys(METRICS), "suppressed": True}
+    return {**dict.fromkeys(COUNTS), **dict.fromkeys(METRICS), "suppressed": True, "small_counts_masked": False}
 
 
 def fairness_by(
@@ -117,8 +119,35 @@ def fairness_by(
         patients = int(np.unique(patient_ids[mask]).size) if patient_ids is not None else int(mask.sum())
         row = suppressed_row() if patients < min_cell else group_metrics(y[mask], flag[mask], probability[mask],
                                                                          patients)
-        rows.append({"group": group, **row})
+        rows.append({"group": group, **mask_small_counts(row, min_cell)})
     return rows
+
+
+# Metrics that would reveal a masked count (numerator or denominator).
+_REVEALS: dict[str, tuple[str, ...]] = {
+    "positives": ("recall", "false_negative_rate", "prevalence"),
+    "flagged": ("precision", "selection_rate"),
+    "true_positives": ("recall", "false_negative_rate", "precision"),
+}
+
+
+def mask_small_counts(row: dict[str, Any], min_cell: int) -> dict[str, Any]:
+    """Inside a published group, null every count of 1 to min_cell-1 people and the rates built on it.
+
+    The SNDS small-cell rule covers every published count, not only the group size: 3
+    readmitted patients in an age band are a cell of 3.
+    """
+    out = dict(row)
+    masked = False
+    for count, metrics in _REVEALS.items():
+        value = row.get(count)
+        if value is not None and 0 < value < min_cell:
+            out[count] = None
+            for metric in metrics:
+                out[metric] = None
+            masked = True
+    out["small_counts_masked"] = masked
+    return out
 
 
 def parity(rows: Sequence[dict[str, Any]], metrics: Sequence[str] = PARITY_METRICS) -> dict[str, dict[str, Any]]:
