@@ -2,7 +2,9 @@
     Readmission KPIs per residence department and month of discharge of the index stays:
     index stays, distinct patients, readmissions, rate with its 95% Wilson interval, total cost
     of the index episodes. Cells with fewer than `min_cell_patients` patients are suppressed
-    (SNDS small-cell rule): every figure is null and `suppressed` is true.
+    (SNDS small-cell rule): every figure is null and `suppressed` is true. In a published cell,
+    readmissions of 1 to `min_cell_patients` - 1 patients are a small cell too: the readmission
+    count, rate and interval are null and `readmissions_masked` is true (stays and cost remain).
 -#}
 
 with
@@ -27,6 +29,7 @@ cells as (
         count(*) as index_stays,
         count(distinct patient_id) as patients,
         sum(readmitted_30d) as readmissions,
+        count(distinct case when readmitted_30d = 1 then patient_id end) as readmitted_patients,
         sum(episode_cost) as total_cost
 
     from readmissions
@@ -42,7 +45,8 @@ measured as (
         cast(readmissions as {{ type_double() }}) / index_stays as readmission_rate,
         {{ wilson_bound('readmissions', 'index_stays', 'low') }} as readmission_rate_ci_low,
         {{ wilson_bound('readmissions', 'index_stays', 'high') }} as readmission_rate_ci_high,
-        patients < {{ var('min_cell_patients') }} as suppressed
+        patients < {{ var('min_cell_patients') }} as suppressed,
+        readmitted_patients > 0 and readmitted_patients < {{ var('min_cell_patients') }} as readmissions_masked
 
     from cells
 
@@ -53,12 +57,13 @@ select
     departments.department_label,
     measured.discharge_month,
     measured.suppressed,
+    not measured.suppressed and measured.readmissions_masked as readmissions_masked,
     case when not measured.suppressed then measured.index_stays end as index_stays,
     case when not measured.suppressed then measured.patients end as patients,
-    case when not measured.suppressed then measured.readmissions end as readmissions,
-    case when not measured.suppressed then measured.readmission_rate end as readmission_rate,
-    case when not measured.suppressed then measured.readmission_rate_ci_low end as readmission_rate_ci_low,
-    case when not measured.suppressed then measured.readmission_rate_ci_high end as readmission_rate_ci_high,
+    case when not (measured.suppressed or measured.readmissions_masked) then measured.readmissions end as readmissions,
+    case when not (measured.suppressed or measured.readmissions_masked) then measured.readmission_rate end as readmission_rate,
+    case when not (measured.suppressed or measured.readmissions_masked) then measured.readmission_rate_ci_low end as readmission_rate_ci_low,
+    case when not (measured.suppressed or measured.readmissions_masked) then measured.readmission_rate_ci_high end as readmission_rate_ci_high,
     case when not measured.suppressed then measured.total_cost end as total_cost
 
 from measured
