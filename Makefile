@@ -7,7 +7,9 @@ RUN := PATH="$(CURDIR)/$(BIN):$$PATH" MLFLOW_DISABLE_TELEMETRY=true DBT_SEND_ANO
 HOST ?= 127.0.0.1
 PORT ?= 5000
 
-.PHONY: setup repro test lint bench clean-data mlflow-ui docs help
+SERVE_PORT ?= 5001
+
+.PHONY: setup repro test lint bench bench-serving serve rollback mlflow-ui docs help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -35,6 +37,15 @@ lint: setup  ## ruff + mypy only
 
 bench: setup  ## benchmark generate+clean at default and 10x scale (prints figures)
 	$(RUN) python -m pipelines.bench
+
+serve: setup  ## serve the champion on http://$(HOST):$(SERVE_PORT)/invocations (Ctrl-C stops)
+	$(RUN) python -m pipelines serve --host $(HOST) --port $(SERVE_PORT)
+
+rollback: setup  ## make the 'previous' registered version the champion again
+	$(RUN) python -m pipelines rollback
+
+bench-serving: setup  ## latency and throughput of the served champion (loopback, bounded loops)
+	$(RUN) python -m pipelines.bench_serving
 
 mlflow-ui: setup  ## MLflow UI over the project's store on http://$(HOST):$(PORT)
 	$(RUN) MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db --host $(HOST) --port $(PORT) --workers 1

@@ -34,6 +34,17 @@ STAGES: dict[str, tuple[str, str, str]] = {
                  "score the untouched test window against LACE, logistic regression and the oracle"),
     "monitor": ("pipelines.monitor", "run_monitor",
                 "Evidently drift and per-department fairness on the monitored window (reports/monitoring)"),
+    "report": ("pipelines.report", "run_report",
+               "write reports/dashboard.html: the Regional Patient Flow Command Center (offline Plotly page)"),
+    "promote": ("pipelines.promote", "run_promote",
+                "gate the new version against alias 'champion' (test objective, LACE, fairness); move "
+                "champion/previous; reports/promotion.json"),
+    "rollback": ("pipelines.promote", "rollback",
+                 "make 'previous' the champion again (the rolled-back version becomes 'previous')"),
+    "serve": ("pipelines.serving", "run_serve",
+              "serve models:/<name>@champion over REST with mlflow models serve (--host, --port)"),
+    "score": ("pipelines.serving", "run_score",
+              "batch-score a Parquet file of discharges with the champion (--input, --output)"),
     "publish": ("pipelines.cloud.publish", "run_publish",
                 "load data/clean into BigQuery (Parquet via GCS; PUBLISH_VIA=csv for emulators); see docs/cloud.md"),
 }
@@ -49,6 +60,9 @@ _USER_ERRORS: tuple[str, ...] = (
     "pipelines.model.data.SplitError",
     "pipelines.model.thresholds.ThresholdError",
     "pipelines.cloud.settings.CloudConfigError",
+    "pipelines.promote.PromoteError",
+    "pipelines.serving.ServingError",
+    "pipelines.serving.ScoringInputError",
 )
 
 
@@ -57,9 +71,13 @@ def _is_user_error(exc: BaseException) -> bool:
     return bool(names & set(_USER_ERRORS))
 
 
-def _run_stage(name: str, paths: Paths, params: Params, quiet: bool) -> dict[str, Any]:
+def _run_stage(name: str, paths: Paths, params: Params, quiet: bool, args: argparse.Namespace) -> dict[str, Any]:
     module_name, func_name, _ = STAGES[name]
     func: Callable[..., dict[str, Any]] = getattr(importlib.import_module(module_name), func_name)
+    if name == "serve":  # execs mlflow models serve: does not return
+        return func(paths, params, host=args.host, port=args.port)
+    if name == "score":
+        return func(paths, params, args.input.resolve(), args.output.resolve())
     if name == "generate":
         return func(paths, params, progress=not quiet)
     if name == "clean":
@@ -88,7 +106,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     sub = parser.add_subparsers(dest="stage", required=True, metavar="STAGE")
     for name, (_, _, help_text) in STAGES.items():
-        sub.add_parser(name, help=help_text, description=help_text)
+        stage = sub.add_parser(name, help=help_text, description=help_text)
+        if name == "serve":
+            stage.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
+            stage.add_argument("--port", type=int, default=5001, help="port (default 5001)")
+        elif name == "score":
+            stage.add_argument("--input", type=Path, required=True, help="Parquet file of discharges (feature rows)")
+            stage.add_argument("--output", type=Path, required=True,
+                               help="Parquet file to write: stay_id, probability, high_risk")
     return parser
 
 
@@ -100,7 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
     try:
         params = load_params(args.params or root / "params.yaml")
-        summary = _run_stage(args.stage, Paths(root), params, args.quiet)
+        summary = _run_stage(args.stage, Paths(root), params, args.quiet, args)
     except Exception as exc:  # user errors get one clear line; bugs keep their traceback
         if _is_user_error(exc):
             print(f"error: {args.stage}: {exc}", file=sys.stderr)

@@ -42,7 +42,6 @@ import optuna
 import pandas as pd
 from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, Schema, TensorSpec
-from mlflow.types.schema import AnyType
 from sklearn.metrics import average_precision_score, brier_score_loss, fbeta_score, roc_auc_score
 
 from pipelines import contracts
@@ -189,21 +188,12 @@ def _study_figures(study: optuna.Study, seed: int) -> dict[str, Any]:
 
 
 def model_signature() -> ModelSignature:
-    """Inputs typed as in the contract, so JSON clients can send integers.
-
-    Int columns are `long` and float columns `double` (MLflow refuses int64 -> double); a
-    numeric the contract allows to be null is `any` (a JSON null and a JSON integer must both
-    pass), checked by the model itself (pd.to_numeric). Categoricals are strings.
-    """
-    columns: list[ColSpec | TensorSpec] = []
-    for name, dtype in contracts.NUMERIC_FEATURES.items():
-        if name in fdata.NULLABLE_NUMERIC:
-            columns.append(ColSpec(AnyType(), name))  # type: ignore[no-untyped-call]
-        else:
-            columns.append(ColSpec("long" if dtype.is_integer() else "double", name))
-    columns += [ColSpec("string", c) for c in fdata.CATEGORICAL]
+    """Outputs only. The served pyfunc checks its input itself (pyfunc_model.check_input: missing,
+    extra and label columns, types, nulls, with 400 and the column's name); an input schema here
+    would make MLflow drop undeclared columns and cast 65.5 or true to integers before those
+    checks run. The input contract is documented by the logged input example."""
     outputs: list[ColSpec | TensorSpec] = [ColSpec("double", "probability"), ColSpec("long", "high_risk")]
-    return ModelSignature(inputs=Schema(columns), outputs=Schema(outputs))
+    return ModelSignature(inputs=None, outputs=Schema(outputs))
 
 
 def input_example(x_train: pd.DataFrame) -> pd.DataFrame:

@@ -1,0 +1,1 @@
+"""The report stage's dashboard: queries on the marts, figures, findings and the HTML page."""

@@ -1,0 +1,381 @@
+"""Plotly figures of the dashboard. Suppressed cells are never plotted (None, not a number)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import plotly.graph_objects as go
+
+from pipelines.dashboard import geo
+from pipelines.dashboard.data import DeptStat, Diagnoses, HospitalStat, Trend, group_label
+
+FONT = "-apple-system, 'Segoe UI', Roboto, 'Helvetica Neue', Arial, sans-serif"
+NAVY = "#1f3a5f"
+ABOVE = "#c8553d"
+BELOW = "#2e86ab"
+SIMILAR = "#8d99ae"
+GRID = "#e6e9ef"
+VERDICT_COLORS = {"above": ABOVE, "below": BELOW, "similar": SIMILAR, "suppressed": "#d9d9d9", "masked": "#d9d9d9"}
+MODEL_COLORS = {"rf": "#1f3a5f", "logreg": "#f4a259", "lace": "#5b8e7d", "oracle": "#8d99ae"}
+MODEL_LABELS = {"rf": "Random Forest", "logreg": "Logistic regression", "lace": "LACE index",
+                "oracle": "Bayes oracle (simulator truth)"}
+CATEGORY_COLORS = {"AP-HP/CHU": "#1f3a5f", "CH": "#2e86ab", "ESPIC": "#5b8e7d", "Private clinic": "#f4a259"}
+RATE_SCALE = [[0.0, "#f1f5f9"], [0.5, "#f4a259"], [1.0, "#9c2a1b"]]
+
+TEMPLATE = go.layout.Template(layout=go.Layout(
+    font={"family": FONT, "size": 12, "color": "#2b2d42"},
+    paper_bgcolor="white",
+    plot_bgcolor="white",
+    colorway=[NAVY, "#f4a259", "#5b8e7d", ABOVE, BELOW, "#8d99ae", "#bc4b51", "#6d597a"],
+    xaxis={"gridcolor": GRID, "zerolinecolor": GRID, "linecolor": "#c5cad3", "automargin": True},
+    yaxis={"gridcolor": GRID, "zerolinecolor": GRID, "linecolor": "#c5cad3", "automargin": True},
+    hoverlabel={"font": {"family": FONT}},
+    legend={"orientation": "h", "yanchor": "bottom", "y": 1.0, "x": 0, "font": {"size": 11}},
+    margin={"l": 10, "r": 10, "t": 56, "b": 10},
+    title={"font": {"size": 14, "color": NAVY}, "x": 0.01, "xanchor": "left", "xref": "container",
+           "y": 0.985, "yanchor": "top", "yref": "container"},
+))
+
+
+def _layout(fig: go.Figure, title: str, height: int = 400, **kwargs: Any) -> go.Figure:
+    fig.update_layout(template=TEMPLATE, title={"text": title}, height=height, **kwargs)
+    return fig
+
+
+def _nan_to_none(values: Sequence[float | None]) -> list[float | None]:
+    return [None if v is None or (isinstance(v, float) and math.isnan(v)) else v for v in values]
+
+
+def _wrap(name: str, width: int = 11) -> str:
+    """'Seine-Saint-Denis' -> 'Seine-Saint-<br>Denis' (axis labels that fit under a bar)."""
+    if len(name) <= width or "-" not in name:
+        return name
+    cuts = [i for i, ch in enumerate(name) if ch == "-"]
+    cut = min(cuts, key=lambda i: abs(i - len(name) / 2))
+    return name[: cut + 1] + "<br>" + name[cut + 1:]
+
+
+def departments_figure(depts: Sequence[DeptStat], region_rate: float | None,
+                       region_ci: tuple[float, float] | None) -> go.Figure:
+    shown = [d for d in depts if not d.suppressed and d.rate is not None and d.ci is not None]
+    x = [f"{d.code}<br>{_wrap(d.name)}" for d in shown]
+    rates = [d.rate or 0.0 for d in shown]
+    fig = go.Figure(go.Bar(
+        x=x, y=rates,
+        marker_color=[VERDICT_COLORS[d.verdict] for d in shown],
+        error_y={"type": "data", "symmetric": False, "color": "#4a4e69", "thickness": 1.2, "width": 5,
+                 "array": [d.ci[1] - (d.rate or 0) for d in shown if d.ci],
+                 "arrayminus": [(d.rate or 0) - d.ci[0] for d in shown if d.ci]},
+        customdata=[[d.index_stays, d.readmissions, d.ci[0] if d.ci else None, d.ci[1] if d.ci else None,
+                     d.ratio, d.verdict] for d in shown],
+        hovertemplate=("<b>%{x}</b><br>30-day readmission rate %{y:.1%}<br>95% CI %{customdata[2]:.1%} to "
+                       "%{customdata[3]:.1%}<br>%{customdata[1]:,} readmissions / %{customdata[0]:,} index stays"
+                       "<br>ratio to region %{customdata[4]:.3f} (%{customdata[5]})<extra></extra>"),
+        name="department",
+        showlegend=False,
+    ))
+    if region_rate is not None and region_ci is not None:
+        fig.add_hrect(y0=region_ci[0], y1=region_ci[1], fillcolor=NAVY, opacity=0.10, line_width=0)
+        fig.add_hline(y=region_rate, line={"color": NAVY, "dash": "dash", "width": 1.5})
+    band = list(region_ci) if region_ci else []
+    low = min([d.ci[0] for d in shown if d.ci] + band) if shown or band else 0.0
+    high = max([d.ci[1] for d in shown if d.ci] + band) if shown or band else 1.0
+    pad = (high - low) * 0.25 or 0.01
+    fig.update_yaxes(tickformat=".0%", range=[max(0.0, low - pad), high + pad], title="30-day readmission rate")
+    fig.update_xaxes(tickangle=0, tickfont={"size": 10.5})
+    region = f"; dashed: Île-de-France {100 * region_rate:.1f}% with its CI" if region_rate is not None else ""
+    return _layout(fig, f"Rate by department (95% CI){region}", 420, bargap=0.35)
+
+
+def poverty_figure(depts: Sequence[DeptStat], region_rate: float | None) -> go.Figure:
+    shown = [d for d in depts if not d.suppressed and d.rate is not None and d.poverty_rate is not None]
+    fig = go.Figure(go.Scatter(
+        x=[d.poverty_rate for d in shown], y=[d.rate for d in shown], mode="markers+text",
+        text=[d.code for d in shown], textposition="top center",
+        marker={"size": [8 + 14 * math.sqrt((d.index_stays or 0) / max(1, max(s.index_stays or 1 for s in shown)))
+                         for d in shown],
+                "color": [VERDICT_COLORS[d.verdict] for d in shown], "line": {"color": "white", "width": 1}},
+        customdata=[[d.name] for d in shown],
+        hovertemplate="<b>%{customdata[0]}</b><br>poverty rate %{x:.1f}%<br>readmission rate %{y:.1%}<extra></extra>",
+        showlegend=False,
+    ))
+    if region_rate is not None:
+        fig.add_hline(y=region_rate, line={"color": NAVY, "dash": "dot", "width": 1})
+    fig.update_xaxes(title="Poverty rate, Insee Filosofi 2020 (%)")
+    fig.update_yaxes(tickformat=".1%", title="30-day readmission rate")
+    return _layout(fig, "Readmission rate vs department poverty rate", 420)
+
+
+INNER_RING = ("75", "92", "93", "94")  # Paris and the petite couronne: drawn again, zoomed, on the right
+
+
+def _map_traces(geojson: Mapping[str, Any], depts: Sequence[DeptStat], hospitals: Sequence[HospitalStat],
+                points: Mapping[str, tuple[float, float]], labels: Mapping[str, tuple[float, float]],
+                geo_id: str, max_beds: int, legend: bool) -> list[Any]:
+    codes = [d.code for d in depts]
+    traces: list[Any] = [go.Choropleth(
+        geojson=dict(geojson), featureidkey=f"properties.{geo.CODE_PROPERTY}", locations=codes,
+        z=_nan_to_none([d.rate for d in depts]), coloraxis="coloraxis", geo=geo_id,
+        marker={"line": {"color": "white", "width": 1.2}},
+        customdata=[[d.name, d.index_stays, d.ratio, d.poverty_rate, "suppressed" if d.suppressed else d.verdict]
+                    for d in depts],
+        hovertemplate=("<b>%{location} %{customdata[0]}</b><br>readmission rate %{z:.1%}<br>"
+                       "ratio to region %{customdata[2]:.3f} (%{customdata[4]})<br>index stays %{customdata[1]:,}<br>"
+                       "poverty rate %{customdata[3]:.1f}%<extra></extra>"),
+        name="departments", showlegend=False,
+    )]
+    wanted = set(codes)
+    by_category: dict[str, list[HospitalStat]] = {}
+    for h in hospitals:
+        if h.hospital_id in points and h.department in wanted:
+            by_category.setdefault(h.category, []).append(h)
+    for category in sorted(by_category):
+        rows = by_category[category]
+        traces.append(go.Scattergeo(
+            lon=[points[h.hospital_id][0] for h in rows], lat=[points[h.hospital_id][1] for h in rows],
+            mode="markers", name=category, geo=geo_id, legendgroup=category, showlegend=legend,
+            marker={"size": [5 + 9 * math.sqrt((h.beds or 0) / max_beds) for h in rows],
+                    "color": CATEGORY_COLORS.get(category, SIMILAR), "line": {"color": "white", "width": 0.8},
+                    "opacity": 0.9},
+            customdata=[[h.name, h.department, h.beds, "suppressed (<10 patients)" if h.suppressed
+                         else f"{h.stays:,} stays, {h.patients:,} patients"] for h in rows],
+            hovertemplate="<b>%{customdata[0]}</b> (%{customdata[1]})<br>" + category
+            + "<br>%{customdata[2]} beds<br>%{customdata[3]}<extra></extra>",
+        ))
+    traces.append(go.Scattergeo(
+        lon=[labels[c][0] for c in codes if c in labels], lat=[labels[c][1] for c in codes if c in labels],
+        text=[f"<b>{c}</b>" for c in codes if c in labels], mode="text", textfont={"size": 13, "color": NAVY},
+        hoverinfo="skip", showlegend=False, name="codes", geo=geo_id,
+    ))
+    return traces
+
+
+def map_figure(geojson: Mapping[str, Any], depts: Sequence[DeptStat], hospitals: Sequence[HospitalStat],
+               points: Mapping[str, tuple[float, float]], labels: Mapping[str, tuple[float, float]]) -> go.Figure:
+    """The region (left) and the inner ring zoomed (right); one shared colour scale."""
+    from plotly.subplots import make_subplots
+
+    inner = [d for d in depts if d.code in INNER_RING]
+    fig = make_subplots(rows=1, cols=2, column_widths=[0.56, 0.44], horizontal_spacing=0.02,
+                        specs=[[{"type": "geo"}, {"type": "geo"}]],
+                        subplot_titles=("Île-de-France", "Paris and the inner ring (75, 92, 93, 94)"))
+    max_beds = max([h.beds or 0 for h in hospitals] + [1])
+    for trace in _map_traces(geojson, depts, hospitals, points, labels, "geo", max_beds, legend=True):
+        fig.add_trace(trace)
+    if inner:
+        for trace in _map_traces(geojson, inner, hospitals, points, labels, "geo2", max_beds, legend=False):
+            fig.add_trace(trace)
+    rates = [d.rate for d in depts if d.rate is not None]
+    fig.update_layout(coloraxis={
+        "colorscale": RATE_SCALE, "cmin": min(rates) if rates else None, "cmax": max(rates) if rates else None,
+        "colorbar": {"title": {"text": "30-day<br>readmission", "side": "top"}, "tickformat": ".1%",
+                     "thickness": 12, "len": 0.7, "x": 1.0},
+    })
+    fig.update_geos(fitbounds="locations", visible=False, projection_type="mercator", bgcolor="white")
+    for annotation in fig.layout.annotations:
+        annotation.font = {"size": 12, "color": "#6c757d"}
+    return _layout(fig, "30-day readmission rate by department of residence; hospitals by category (size: beds)",
+                   600, margin={"l": 0, "r": 0, "t": 56, "b": 0},
+                   legend={"orientation": "h", "y": 0.0, "yanchor": "bottom", "x": 0.0, "title": {"text": ""}})
+
+
+def _short(text: str, width: int = 48) -> str:
+    return text if len(text) <= width else text[: width - 1].rstrip() + "…"
+
+
+def diagnoses_cost_figure(diag: Diagnoses) -> go.Figure:
+    rows = list(reversed(diag.by_cost))
+    fig = go.Figure(go.Bar(
+        y=[f"{d.category} · {_short(d.label)}" for d in rows], x=[d.cost for d in rows], orientation="h",
+        marker_color=NAVY, text=[f"€{d.cost / 1e6:.1f}M" if d.cost >= 1e6 else f"€{d.cost / 1e3:.0f}k" for d in rows],
+        textposition="outside", cliponaxis=False,
+        customdata=[[d.label, group_label(d.group), d.index_stays, d.patients, d.cost_share] for d in rows],
+        hovertemplate=("<b>%{customdata[0]}</b><br>%{customdata[1]}<br>cost €%{x:,.0f} "
+                       "(%{customdata[4]:.1%} of index-stay cost)<br>%{customdata[2]:,} index stays, "
+                       "%{customdata[3]:,} patients<extra></extra>"),
+    ))
+    fig.update_xaxes(title="Cost of index episodes (€)", tickformat="~s")
+    return _layout(fig, f"Top {len(rows)} diagnoses by cost of index episodes", 60 + 34 * max(4, len(rows)),
+                   margin={"l": 10, "r": 60, "t": 48, "b": 10})
+
+
+def diagnoses_readmissions_figure(diag: Diagnoses) -> go.Figure:
+    rows = list(reversed(diag.by_readmissions))
+    fig = go.Figure(go.Bar(
+        y=[f"{d.category} · {_short(d.label)}" for d in rows], x=[d.readmissions for d in rows], orientation="h",
+        marker_color=ABOVE, text=[f"{d.readmissions or 0:,} ({100 * (d.rate or 0.0):.0f}%)" for d in rows],
+        textposition="outside", cliponaxis=False,
+        customdata=[[d.label, group_label(d.group), d.index_stays, d.rate] for d in rows],
+        hovertemplate=("<b>%{customdata[0]}</b><br>%{customdata[1]}<br>%{x:,} readmissions of "
+                       "%{customdata[2]:,} index stays (%{customdata[3]:.1%})<extra></extra>"),
+    ))
+    fig.update_xaxes(title="30-day readmissions")
+    return _layout(fig, f"Top {len(rows)} diagnoses by 30-day readmissions", 60 + 34 * max(4, len(rows)),
+                   margin={"l": 10, "r": 70, "t": 48, "b": 10})
+
+
+def cost_tile_figure(diag: Diagnoses) -> go.Figure:
+    rows = [g for g in diag.cost_groups if not g.suppressed and g.share is not None]
+    rows = sorted(rows, key=lambda g: (g.share or 0.0, g.group))
+    fig = go.Figure(go.Bar(
+        y=[group_label(g.group) for g in rows], x=[g.share for g in rows], orientation="h",
+        marker_color=[ABOVE if g is rows[-1] else SIMILAR for g in rows],
+        text=[f"{100 * (g.share or 0):.0f}%" for g in rows], textposition="outside", cliponaxis=False,
+        customdata=[[g.index_stays, g.cost] for g in rows],
+        hovertemplate="<b>%{y}</b><br>%{x:.1%} of the cost<br>%{customdata[0]:,} stays, €%{customdata[1]:,.0f}"
+                      "<extra></extra>",
+    ))
+    fig.update_xaxes(tickformat=".0%", title="Share of the cost of the costliest stays")
+    tile = diag.cost_tile
+    return _layout(fig, f"Costliest {100 // tile.ntiles}% of index stays (≥ €{tile.threshold_euros or 0:,.0f}): "
+                        "cost by diagnosis group", 60 + 34 * max(4, len(rows)),
+                   margin={"l": 10, "r": 50, "t": 48, "b": 10})
+
+
+def trend_figure(trend: Trend) -> go.Figure:
+    """Rate (left axis, drawn on top) and index stays (bars, right axis) per month of discharge.
+
+    Months only partly inside the span of measurable discharges are drawn apart (open markers)."""
+    months = [m.month.isoformat() for m in trend.region]
+    full = [m if m.complete else None for m in trend.region]
+    fig = go.Figure()
+    fig.add_trace(go.Bar(x=months, y=[m.index_stays for m in trend.region], name="index stays",
+                         marker_color="#e3e8f0", hovertemplate="%{x|%b %Y}: %{y:,} index stays<extra></extra>"))
+    upper = [m.ci[1] if m and m.ci else None for m in full]
+    lower = [m.ci[0] if m and m.ci else None for m in full]
+    fig.add_trace(go.Scatter(x=months, y=upper, mode="lines", line={"width": 0}, showlegend=False, yaxis="y2",
+                             hoverinfo="skip", name="CI high"))
+    fig.add_trace(go.Scatter(x=months, y=lower, mode="lines", line={"width": 0}, fill="tonexty", yaxis="y2",
+                             fillcolor="rgba(31,58,95,0.15)", name="95% CI", hoverinfo="skip"))
+    fig.add_trace(go.Scatter(x=months, y=[m.rate if m else None for m in full], mode="lines+markers",
+                             name="regional rate", line={"color": NAVY, "width": 2}, marker={"size": 4}, yaxis="y2",
+                             hovertemplate="%{x|%b %Y}: %{y:.1%}<extra></extra>"))
+    partial = [m for m in trend.region if not m.complete and m.rate is not None]
+    if partial:
+        fig.add_trace(go.Scatter(
+            x=[m.month.isoformat() for m in partial], y=[m.rate for m in partial], mode="markers", yaxis="y2",
+            name="partial month", marker={"size": 8, "symbol": "circle-open", "color": NAVY},
+            hovertemplate="%{x|%b %Y} (partial month): %{y:.1%}<extra></extra>",
+        ))
+    fig.update_layout(
+        yaxis={"side": "right", "showgrid": False, "title": "index stays", "rangemode": "tozero"},
+        yaxis2={"overlaying": "y", "side": "left", "tickformat": ".0%", "title": "30-day readmission rate",
+                "rangemode": "tozero", "gridcolor": GRID},
+        xaxis={"title": "month of discharge"},
+    )
+    return _layout(fig, "Monthly regional readmission rate (index stays discharged that month)", 400)
+
+
+def trend_heatmap(trend: Trend, names: Mapping[str, str]) -> go.Figure:
+    months = trend.months
+    depts = sorted({c.department for c in trend.cells if c.department is not None})
+    cell = {(c.department, c.month): c for c in trend.cells}
+    z = [[(cell[(d, m)].rate if (d, m) in cell and not cell[(d, m)].suppressed else None) for m in months]
+         for d in depts]
+    def note(d: str, m: Any) -> str:
+        x = cell.get((d, m))
+        if x is None:
+            return ""
+        return " suppressed (<10 patients)" if x.suppressed else " masked (<10 readmitted patients)" if x.masked else ""
+
+    text = [[note(d, m) for m in months] for d in depts]
+    fig = go.Figure(go.Heatmap(
+        z=z, x=[m.isoformat() for m in months], y=[f"{d} {names.get(d, '')}" for d in depts], colorscale=RATE_SCALE,
+        customdata=text, hoverongaps=False, xgap=1, ygap=1,
+        colorbar={"tickformat": ".0%", "thickness": 12, "title": {"text": "rate"}},
+        hovertemplate="%{y}, %{x|%b %Y}: %{z:.1%}%{customdata}<extra></extra>",
+    ))
+    fig.update_yaxes(autorange="reversed")
+    return _layout(fig, "Readmission rate by department and month (blank: suppressed cell)", 360)
+
+
+def confusion_figure(tn: int, fp: int, fn: int, tp: int, min_cell: int, threshold: float | None) -> go.Figure:
+    counts = [[tn, fp], [fn, tp]]
+    shown = [[v if v >= min_cell else None for v in row] for row in counts]
+    text = [[f"{v:,}" if v >= min_cell else f"<{min_cell}" for v in row] for row in counts]
+    fig = go.Figure(go.Heatmap(
+        z=shown, x=["predicted:<br>no readmission", "predicted:<br>readmission"],
+        y=["actual:<br>no readmission", "actual:<br>readmission"], text=text, texttemplate="%{text}",
+        textfont={"size": 16}, colorscale=[[0, "#eef2f7"], [1, NAVY]], showscale=False, hoverinfo="skip",
+        xgap=2, ygap=2,
+    ))
+    fig.update_yaxes(autorange="reversed")
+    at = f", threshold {threshold:.3f}" if threshold is not None else ""
+    return _layout(fig, f"Confusion matrix{at}", 360)
+
+
+def classification_report_figure(report: Mapping[str, Mapping[str, float]]) -> go.Figure:
+    rows = list(report)
+    cols = ["precision", "recall", "f1-score"]
+    z = [[report[r][c] for c in cols] for r in rows]
+    fig = go.Figure(go.Heatmap(
+        z=z, x=cols, y=[f"{r} (n={int(report[r]['support']):,})" if report[r].get("support") is not None else r
+                        for r in rows],
+        text=[[f"{v:.2f}" for v in row] for row in z], texttemplate="%{text}", textfont={"size": 14},
+        zmin=0, zmax=1, colorscale=[[0, "#fbeee6"], [1, "#5b8e7d"]], showscale=False, hoverinfo="skip",
+        xgap=2, ygap=2,
+    ))
+    fig.update_yaxes(autorange="reversed")
+    return _layout(fig, "Classification report, test window", 360)
+
+
+def pr_figure(curves: Mapping[str, Sequence[tuple[float, float]]], pr_aucs: Mapping[str, float | None],
+              prevalence: float | None, points: Sequence[tuple[str, float, float]]) -> go.Figure:
+    fig = go.Figure()
+    for model in [m for m in ("oracle", "rf", "logreg", "lace") if m in curves] + sorted(
+            set(curves) - {"oracle", "rf", "logreg", "lace"}):
+        pts = curves[model]
+        ap = pr_aucs.get(model)
+        name = MODEL_LABELS.get(model, model) + (f" (AP {ap:.3f})" if ap is not None else "")
+        fig.add_trace(go.Scatter(
+            x=[p[0] for p in pts], y=[p[1] for p in pts], mode="lines", name=name,
+            line={"color": MODEL_COLORS.get(model, SIMILAR), "width": 2.5 if model == "rf" else 1.6,
+                  "dash": "dot" if model == "oracle" else "solid"},
+            hovertemplate=f"{MODEL_LABELS.get(model, model)}<br>recall %{{x:.2f}}, precision %{{y:.2f}}<extra></extra>",
+        ))
+    if prevalence is not None:
+        fig.add_hline(y=prevalence, line={"color": "#adb5bd", "dash": "dash", "width": 1},
+                      annotation_text=f"no-skill baseline (prevalence {100 * prevalence:.1f}%)",
+                      annotation_position="top right", annotation_font_size=10)
+    for label, recall, precision in points:
+        fig.add_trace(go.Scatter(x=[recall], y=[precision], mode="markers", name=label,
+                                 marker={"size": 11, "symbol": "diamond", "line": {"color": "white", "width": 1}},
+                                 hovertemplate=f"{label}<br>recall %{{x:.3f}}, precision %{{y:.3f}}<extra></extra>"))
+    fig.update_xaxes(title="recall", range=[0, 1.02])
+    fig.update_yaxes(title="precision", range=[0, 1.02])
+    return _layout(fig, "Precision-recall, test window, with baselines", 360,
+                   legend={"orientation": "v", "x": 0.99, "xanchor": "right", "y": 0.99, "yanchor": "top",
+                           "bgcolor": "rgba(255,255,255,0.85)", "font": {"size": 10}})
+
+
+def importance_figure(importance: Mapping[str, float], top: int) -> go.Figure:
+    rows = sorted(importance.items(), key=lambda kv: (-kv[1], kv[0]))[:top]
+    rows.reverse()
+    fig = go.Figure(go.Bar(
+        y=[k for k, _ in rows], x=[v for _, v in rows], orientation="h",
+        marker_color=[NAVY if v > 0 else SIMILAR for _, v in rows],
+        hovertemplate="%{y}: %{x:.4f}<extra></extra>",
+    ))
+    fig.update_xaxes(title="Drop in score when the feature is shuffled (permutation importance)")
+    return _layout(fig, f"Feature importance (top {len(rows)}), test window", 60 + 28 * max(5, len(rows)))
+
+
+def fairness_figure(rows: Sequence[Mapping[str, Any]], min_cell: int) -> go.Figure:
+    """Recall, precision and selection rate per department; suppressed groups get no bar."""
+    groups = [str(r["group"]) for r in rows]
+    fig = go.Figure()
+    for metric, color in (("recall", NAVY), ("precision", "#f4a259"), ("selection_rate", "#5b8e7d")):
+        fig.add_trace(go.Bar(
+            x=groups, y=[None if r["_suppressed"] else r.get(metric) for r in rows], name=metric.replace("_", " "),
+            marker_color=color, hovertemplate=f"%{{x}}: {metric.replace('_', ' ')} %{{y:.1%}}<extra></extra>",
+        ))
+    for i, r in enumerate(rows):
+        if r["_suppressed"]:
+            fig.add_annotation(x=i, y=0, text=f"suppressed<br>(<{min_cell} patients)", showarrow=False,
+                               yanchor="bottom", font={"size": 10, "color": "#6c757d"})
+    fig.update_yaxes(tickformat=".0%", range=[0, 1])
+    fig.update_xaxes(title="department", type="category")
+    return _layout(fig, "Model recall, precision and selection rate by department (monitored window)", 400,
+                   barmode="group")

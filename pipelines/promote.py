@@ -1,0 +1,455 @@
+"""Promote stage: gate the newly registered version (challenger) against the alias `champion`.
+
+Reads   models/model_meta.json            the challenger (the version `train` registered last)
+        reports/metrics/evaluate.json     must be about the challenger (else the inputs are stale)
+        reports/metrics/monitoring.json   `department_recall_ratio` (min / max recall across the
+                                          unsuppressed departments of the monitored window)
+        reports/monitoring/fairness.json  (when present) must be about the challenger too
+        data/features/                    the test-window rows both models are scored on
+        mlruns/                           the registry: versions, aliases, tags
+Writes  registry aliases `champion` / `previous` (params `promote`), decision tags on the
+        versions, and reports/promotion.json (sorted keys, no timestamps: a re-run with the same
+        inputs writes the same bytes).
+
+Both models are loaded from the registry (`models:/<name>/<version>`, i.e. what `serve` would
+serve) and scored on the SAME rows: the feature mart's stays discharged on or after the later of
+the two models' `valid_end`, so that neither model saw them in training or threshold choice.
+
+The objective is the training objective on those rows: recall at the model's own threshold
+(its `high_risk` flag) with precision >= train.min_precision. Gates, all of which must pass:
+  * not rolled back: a version `rollback` took out of service is never promoted again;
+  * threshold rule: with `refuse_f2_fallback`, a version whose validation threshold missed the
+    precision floor (threshold_rule f2_fallback) is refused;
+  * precision floor: the challenger's test precision >= min_precision (else it is "worse");
+  * objective: challenger recall >= champion recall - objective_tolerance (when the champion
+    itself misses the floor on these rows, a challenger meeting it is better);
+  * LACE (first model only, `require_beats_lace`): the challenger's recall beats LACE's best
+    recall among the LACE cutoffs whose precision meets the same floor on the same rows (the
+    LACE cutoff is picked on the test rows, which favours LACE: a conservative gate);
+  * fairness: department_recall_ratio >= min_department_recall_ratio (null, i.e. fewer than
+    2 departments unsuppressed, refuses unless `allow_missing_fairness`).
+Decision: "promoted" (previous <- old champion, champion <- challenger), "refused" (aliases
+untouched), or "unchanged" (the challenger already is the champion: a re-run changes nothing).
+
+`rollback` swaps the aliases back: champion <- previous, previous <- the rolled-back version,
+and tags the rolled-back version so that `promote` never re-promotes it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+from pipelines.config import Params, Paths, section
+from pipelines.model import data as fdata
+from pipelines.model import tracking
+from pipelines.model.params import EvaluateParams, TrainParams
+from pipelines.model.thresholds import RULE_F2
+
+log = logging.getLogger(__name__)
+
+REPORT_FILE = "promotion.json"
+DIGITS = 6
+ROLLED_BACK_TAG = "rolled_back"
+
+
+class PromoteParams(BaseModel):
+    """params.yaml section `promote`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # The challenger may be this much (absolute recall, at its own threshold) below the champion.
+    objective_tolerance: float = Field(0.01, ge=0, le=1)
+    # Fairness gate: min / max recall across departments (monitoring.json) must reach this.
+    min_department_recall_ratio: float = Field(0.8, ge=0, le=1)
+    # department_recall_ratio null (fewer than 2 departments above the suppression threshold):
+    # false refuses the challenger, true lets the fairness gate pass with a recorded reason.
+    allow_missing_fairness: bool = False
+    require_beats_lace: bool = True  # the very first model must beat LACE at the precision floor
+    refuse_f2_fallback: bool = True  # refuse a version whose threshold missed the floor on validation
+    champion_alias: str = Field("champion", min_length=1)
+    previous_alias: str = Field("previous", min_length=1)
+
+    @model_validator(mode="after")
+    def _distinct(self) -> PromoteParams:
+        if self.champion_alias == self.previous_alias:
+            raise ValueError("champion_alias and previous_alias must differ")
+        return self
+
+
+class PromoteError(ValueError):
+    """The promotion inputs are missing, stale or inconsistent (the message says which)."""
+
+
+def promote_params(params: Params) -> PromoteParams:
+    return section(params, "promote", PromoteParams)
+
+
+def _r(value: float) -> float:
+    return round(float(value), DIGITS)
+
+
+# ---- registry helpers -------------------------------------------------------------------------
+
+def version_by_alias(client: MlflowClient, name: str, alias: str) -> ModelVersion | None:
+    try:
+        return client.get_model_version_by_alias(name, alias)
+    except MlflowException as exc:
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
+            return None
+        raise
+
+
+def _version(mv: ModelVersion | None) -> str | None:
+    return None if mv is None else str(mv.version)
+
+
+# ---- metrics on the shared test window --------------------------------------------------------
+
+@dataclass(frozen=True)
+class ScoringWindow:
+    start: date
+    frame: pl.DataFrame
+
+    @property
+    def labels(self) -> np.ndarray:
+        return fdata.labels(self.frame)
+
+    def describe(self) -> dict[str, Any]:
+        y = self.labels
+        return {"start": self.start.isoformat(), "rows": int(y.size), "positives": int(y.sum())}
+
+
+def scoring_window(paths: Paths, starts: list[date]) -> ScoringWindow:
+    """The mart's rows discharged on or after every model's valid_end (seen by none of them)."""
+    start = max(starts)
+    frame = fdata.load_features(paths).filter(pl.col(fdata.DATE) >= start).sort([fdata.DATE, fdata.KEY])
+    if frame.height == 0:
+        raise PromoteError(f"no test-window rows: no stay discharged on or after {start} in the feature mart")
+    classes = set(frame[fdata.LABEL].unique().to_list())
+    if classes != {0, 1}:
+        raise PromoteError(f"test window from {start} has only label value(s) {sorted(classes)}")
+    return ScoringWindow(start, frame)
+
+
+def flag_metrics(y: np.ndarray, flag: np.ndarray) -> dict[str, Any]:
+    tp = int(((flag == 1) & (y == 1)).sum())
+    return {
+        "recall": _r(tp / max(int(y.sum()), 1)),
+        "precision": _r(tp / max(int(flag.sum()), 1)),
+        "flagged_share": _r(flag.mean()),
+        "tp": tp,
+        "flagged": int(flag.sum()),
+        "n": int(y.size),
+    }
+
+
+def model_metrics(client: MlflowClient, name: str, version: str, window: ScoringWindow,
+                  min_precision: float) -> dict[str, Any]:
+    """The registered version's pyfunc (what `serve` would serve) on the window's rows."""
+    import mlflow
+
+    model = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
+    out = model.predict(fdata.to_serving_input(window.frame))
+    y = window.labels
+    p = out["probability"].to_numpy(dtype="float64")
+    flag = out["high_risk"].to_numpy().astype(np.int64)
+    tags = client.get_model_version(name, version).tags
+    metrics = flag_metrics(y, flag)
+    metrics.update({
+        "version": version,
+        "threshold": _r(float(tags["threshold"])) if "threshold" in tags else None,
+        "threshold_rule": tags.get("threshold_rule"),
+        "meets_precision_floor": metrics["precision"] >= min_precision,
+        "roc_auc": _r(roc_auc_score(y, p)),
+        "pr_auc": _r(average_precision_score(y, p)),
+    })
+    return metrics
+
+
+def lace_metrics(window: ScoringWindow, min_precision: float, cutoff: int) -> dict[str, Any]:
+    """LACE on the same rows: at the evaluate cutoff, and at its best cutoff meeting the floor."""
+    y = window.labels
+    score = window.frame["lace_score"].cast(pl.Float64).fill_null(0).to_numpy()
+    best: dict[str, Any] | None = None
+    for c in np.unique(score):
+        m = flag_metrics(y, (score >= c).astype(np.int64))
+        if m["precision"] >= min_precision and (best is None or m["recall"] > best["recall"]):
+            best = {**m, "cutoff": int(c)}
+    return {
+        "at_cutoff": {**flag_metrics(y, (score >= cutoff).astype(np.int64)), "cutoff": cutoff},
+        "at_precision_floor": best,  # None: no LACE cutoff reaches the floor on these rows
+        "roc_auc": _r(roc_auc_score(y, score)),
+        "pr_auc": _r(average_precision_score(y, score)),
+    }
+
+
+# ---- gates ------------------------------------------------------------------------------------
+
+@dataclass
+class Gates:
+    results: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def add(self, name: str, passed: bool, detail: str) -> None:
+        self.results[name] = {"passed": bool(passed), "detail": detail}
+
+    @property
+    def passed(self) -> bool:
+        return all(g["passed"] for g in self.results.values())
+
+    def reasons(self) -> list[str]:
+        return [f"{'pass' if g['passed'] else 'FAIL'} {name}: {g['detail']}" for name, g in self.results.items()]
+
+
+def evaluate_gates(pp: PromoteParams, min_precision: float, challenger: dict[str, Any],
+                   champion: dict[str, Any] | None, lace: dict[str, Any], department_ratio: float | None,
+                   rolled_back: str | None) -> Gates:
+    gates = Gates()
+    if rolled_back is not None:
+        gates.add("not_rolled_back", False, f"version {challenger['version']} was rolled back ({rolled_back}); "
+                  "train a new version")
+    rule = challenger["threshold_rule"]
+    if pp.refuse_f2_fallback:
+        gates.add("threshold_rule", rule != RULE_F2,
+                  f"threshold_rule {rule}" + (" (no validation threshold met the precision floor)"
+                                              if rule == RULE_F2 else ""))
+    gates.add("precision_floor", challenger["meets_precision_floor"],
+              f"challenger test precision {challenger['precision']:.4f} "
+              f"{'>=' if challenger['meets_precision_floor'] else '<'} floor {min_precision}")
+    if champion is not None:
+        if not champion["meets_precision_floor"]:
+            gates.add("objective", challenger["meets_precision_floor"],
+                      f"champion v{champion['version']} misses the precision floor on these rows "
+                      f"({champion['precision']:.4f} < {min_precision}); challenger recall "
+                      f"{challenger['recall']:.4f}")
+        else:
+            bar = champion["recall"] - pp.objective_tolerance
+            ok = challenger["meets_precision_floor"] and challenger["recall"] >= bar - 1e-12
+            gates.add("objective", ok,
+                      f"challenger recall {challenger['recall']:.4f} {'>=' if ok else '<'} champion "
+                      f"v{champion['version']} recall {champion['recall']:.4f} - tolerance {pp.objective_tolerance}")
+    elif pp.require_beats_lace:
+        best = lace["at_precision_floor"]
+        if best is None:
+            ok = challenger["meets_precision_floor"]
+            detail = (f"first model: no LACE cutoff reaches precision {min_precision} on these rows; challenger "
+                      f"recall {challenger['recall']:.4f} at precision {challenger['precision']:.4f}")
+        else:
+            ok = challenger["meets_precision_floor"] and challenger["recall"] > best["recall"]
+            detail = (f"first model: challenger recall {challenger['recall']:.4f} {'>' if ok else '<='} LACE recall "
+                      f"{best['recall']:.4f} (LACE >= {best['cutoff']}, precision {best['precision']:.4f}) at "
+                      f"precision floor {min_precision}")
+        gates.add("beats_lace", ok, detail)
+    if department_ratio is None:
+        gates.add("fairness", pp.allow_missing_fairness,
+                  "department_recall_ratio is null (fewer than 2 departments above the suppression threshold)"
+                  + ("; allowed by promote.allow_missing_fairness" if pp.allow_missing_fairness else
+                     "; set promote.allow_missing_fairness to accept"))
+    else:
+        ok = department_ratio >= pp.min_department_recall_ratio
+        gates.add("fairness", ok, f"department recall ratio {department_ratio:.4f} {'>=' if ok else '<'} "
+                  f"{pp.min_department_recall_ratio}")
+    return gates
+
+
+# ---- inputs -----------------------------------------------------------------------------------
+
+def _read_json(path: Path, what: str) -> dict[str, Any]:
+    if not path.exists():
+        raise PromoteError(f"{path}: {what} not found")
+    data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return data
+
+
+def read_department_ratio(paths: Paths, challenger_version: str) -> float | None:
+    summary = _read_json(paths.metrics / "monitoring.json", "monitoring summary (run the monitor stage)")
+    if "department_recall_ratio" not in summary:
+        raise PromoteError(f"{paths.metrics / 'monitoring.json'}: no key 'department_recall_ratio'")
+    fairness_file = paths.reports / "monitoring" / "fairness.json"
+    if fairness_file.exists():
+        monitored = str(json.loads(fairness_file.read_text(encoding="utf-8")).get("model", {}).get("version"))
+        if monitored != challenger_version:
+            raise PromoteError(f"{fairness_file}: monitoring is about version {monitored}, not the challenger "
+                               f"{challenger_version} (re-run monitor)")
+    value = summary["department_recall_ratio"]
+    return None if value is None else float(value)
+
+
+def _check_evaluation(paths: Paths, challenger_version: str) -> dict[str, Any]:
+    evaluation = _read_json(paths.metrics / "evaluate.json", "evaluation (run the evaluate stage)")
+    evaluated = str(evaluation.get("model_version"))
+    if evaluated != challenger_version:
+        raise PromoteError(f"{paths.metrics / 'evaluate.json'}: evaluation is about version {evaluated}, not the "
+                           f"challenger {challenger_version} (re-run evaluate)")
+    return evaluation
+
+
+def _cross_check(evaluation: dict[str, Any], challenger: dict[str, Any], window: ScoringWindow,
+                 valid_end: date) -> None:
+    """Same rows as evaluate (no later champion window): the test figures must agree."""
+    rf = evaluation.get("rf", {})
+    if window.start != valid_end or "recall" not in rf:
+        return
+    for key in ("recall", "precision"):
+        if abs(float(rf[key]) - challenger[key]) > 1e-6:
+            log.warning("promote: challenger test %s %.6f differs from evaluate.json's %.6f (features changed since "
+                        "evaluate?)", key, challenger[key], float(rf[key]))
+
+
+def _valid_end(mv: ModelVersion, fallback: date) -> date:
+    text = mv.tags.get("valid_end")
+    return date.fromisoformat(text) if text else fallback
+
+
+def _write_report(paths: Paths, report: dict[str, Any]) -> None:
+    target = paths.reports / REPORT_FILE
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    tmp.replace(target)
+
+
+# ---- the stage --------------------------------------------------------------------------------
+
+def run_promote(paths: Paths, params: Params) -> dict[str, Any]:
+    pp = promote_params(params)
+    tp = section(params, "train", TrainParams)
+    ep = section(params, "evaluate", EvaluateParams)
+    name = tp.model_name
+    meta = _read_json(paths.models / "model_meta.json", "model metadata (run the train stage)")
+    if meta.get("model_name") != name:
+        raise PromoteError(f"models/model_meta.json is about model '{meta.get('model_name')}', params train.model_name "
+                           f"is '{name}'")
+    version = str(meta["version"])
+    evaluation = _check_evaluation(paths, version)
+    department_ratio = read_department_ratio(paths, version)
+
+    if not (paths.mlruns / "mlflow.db").exists():
+        raise PromoteError(f"no MLflow store at {paths.mlruns} (models/ restored without mlruns/?)")
+    client = tracking.connect(paths)
+    try:
+        challenger_mv = client.get_model_version(name, version)
+    except MlflowException as exc:
+        raise PromoteError(f"registered model '{name}' has no version {version} in {paths.mlruns}") from exc
+    champion_mv = version_by_alias(client, name, pp.champion_alias)
+    previous_mv = version_by_alias(client, name, pp.previous_alias)
+
+    report: dict[str, Any] = {
+        "model_name": name,
+        "challenger_version": version,
+        "aliases": {"champion": pp.champion_alias, "previous": pp.previous_alias},
+        "min_precision": tp.min_precision,
+    }
+    if champion_mv is not None and str(champion_mv.version) == version:
+        report.update({
+            "decision": "unchanged",
+            "champion_version": version,
+            "previous_version": _version(previous_mv),
+            "reasons": [f"version {version} already holds the alias '{pp.champion_alias}'"],
+            "gates": {},
+            "metrics": {},
+            "test_window": None,
+        })
+        _write_report(paths, report)
+        log.info("promote: version %s is already the champion: unchanged", version)
+        return _summary(report)
+
+    starts = [_valid_end(challenger_mv, tp.valid_end)]
+    if champion_mv is not None:
+        starts.append(_valid_end(champion_mv, tp.valid_end))
+    window = scoring_window(paths, starts)
+    challenger = model_metrics(client, name, version, window, tp.min_precision)
+    _cross_check(evaluation, challenger, window, starts[0])
+    champion = (model_metrics(client, name, str(champion_mv.version), window, tp.min_precision)
+                if champion_mv is not None else None)
+    lace = lace_metrics(window, tp.min_precision, ep.lace_cutoff)
+    gates = evaluate_gates(pp, tp.min_precision, challenger, champion, lace, department_ratio,
+                           challenger_mv.tags.get(ROLLED_BACK_TAG))
+    decision = "promoted" if gates.passed else "refused"
+    reasons = gates.reasons()
+
+    old_champion = _version(champion_mv)
+    champion_after: str | None
+    previous_after: str | None
+    if decision == "promoted":
+        if champion_mv is not None:
+            client.set_registered_model_alias(name, pp.previous_alias, str(champion_mv.version))
+        client.set_registered_model_alias(name, pp.champion_alias, version)
+        champion_after, previous_after = version, old_champion if champion_mv is not None else _version(previous_mv)
+    else:
+        champion_after, previous_after = old_champion, _version(previous_mv)
+
+    joined = " | ".join(reasons)
+    client.set_model_version_tag(name, version, "promotion_decision", decision)
+    client.set_model_version_tag(name, version, "promotion_reasons", joined)
+    client.set_model_version_tag(name, version, "promotion_compared_with", old_champion or "none (first model)")
+    if champion_mv is not None:
+        incumbent = str(champion_mv.version)
+        client.set_model_version_tag(name, incumbent, "last_challenger_version", version)
+        client.set_model_version_tag(name, incumbent, "last_challenge_decision", decision)
+        client.set_model_version_tag(name, incumbent, "last_challenge_reasons", joined)
+
+    report.update({
+        "decision": decision,
+        "champion_version": champion_after,
+        "previous_version": previous_after,
+        "reasons": reasons,
+        "gates": gates.results,
+        "metrics": {"challenger": challenger, "champion": champion, "lace": lace,
+                    "department_recall_ratio": department_ratio},
+        "test_window": window.describe(),
+    })
+    _write_report(paths, report)
+    log.info("promote: %s version %s (champion now %s, previous %s)", decision, version, champion_after,
+             previous_after)
+    for reason in reasons:
+        log.info("promote: %s", reason)
+    return _summary(report)
+
+
+def _summary(report: dict[str, Any]) -> dict[str, Any]:
+    keys = ("decision", "model_name", "challenger_version", "champion_version", "previous_version", "reasons")
+    return {k: report[k] for k in keys}
+
+
+def rollback(paths: Paths, params: Params) -> dict[str, Any]:
+    """champion <- previous, previous <- the rolled-back version (so a second rollback undoes it)."""
+    pp = promote_params(params)
+    name = section(params, "train", TrainParams).model_name
+    if not (paths.mlruns / "mlflow.db").exists():
+        raise PromoteError(f"no MLflow store at {paths.mlruns}: nothing to roll back")
+    client = tracking.connect(paths)
+    champion_mv = version_by_alias(client, name, pp.champion_alias)
+    previous_mv = version_by_alias(client, name, pp.previous_alias)
+    if champion_mv is None:
+        raise PromoteError(f"model '{name}' has no '{pp.champion_alias}' alias: nothing to roll back")
+    if previous_mv is None:
+        raise PromoteError(f"model '{name}' has no '{pp.previous_alias}' alias: nothing to roll back to "
+                           f"(champion stays version {champion_mv.version})")
+    out_version, in_version = str(champion_mv.version), str(previous_mv.version)
+    client.set_registered_model_alias(name, pp.champion_alias, in_version)
+    client.set_registered_model_alias(name, pp.previous_alias, out_version)
+    client.set_model_version_tag(name, out_version, ROLLED_BACK_TAG, f"replaced by version {in_version}")
+    client.set_model_version_tag(name, out_version, "promotion_decision", "rolled_back")
+    if ROLLED_BACK_TAG in previous_mv.tags:  # a rollback of a rollback: the version is back in service
+        client.delete_model_version_tag(name, in_version, ROLLED_BACK_TAG)
+    client.set_model_version_tag(name, in_version, "promotion_decision",
+                                 f"restored by rollback of version {out_version}")
+    message = (f"rolled back model '{name}': version {in_version} is '{pp.champion_alias}' again "
+               f"(was version {out_version}); '{pp.previous_alias}' now points to version {out_version}. "
+               f"A running server keeps the model it loaded: restart `serve`.")
+    log.info("%s", message)
+    return {"model_name": name, "champion_version": in_version, "previous_version": out_version,
+            "rolled_back_version": out_version, "message": message}

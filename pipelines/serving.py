@@ -1,0 +1,380 @@
+"""Serving the champion: `mlflow models serve` on the project's store, a thin client, batch scoring.
+
+REST   `python -m pipelines serve [--host 127.0.0.1] [--port 5001]` execs
+           mlflow models serve -m models:/<train.model_name>@<promote.champion_alias>
+               --env-manager local -h HOST -p PORT
+       with the venv's bin/ first on PATH (mlflow execs `uvicorn` from there), MLFLOW_TRACKING_URI
+       (and the registry URI) set to the project's sqlite store and MLFLOW_DISABLE_TELEMETRY=true.
+       POST /invocations, Content-Type application/json, {"dataframe_split": {...}} or
+       {"dataframe_records": [...]}: feature rows of ml_readmission_features without the label;
+       answer {"predictions": [{"probability": p, "high_risk": 0|1}, ...]} in request order. Bad
+       input gets HTTP 400 with a message naming the column (pipelines/model/pyfunc_model.py).
+Batch  `python -m pipelines score --input discharges.parquet --output scores.parquet` scores a
+       Parquet file with the champion (the version the alias points to when the command starts)
+       and writes stay_id, probability, high_risk in the input's row order.
+
+`ServedModel` / `served_champion` start the same command on a free loopback port in its own
+process group (tests, benchmark) and stop the whole group.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import math
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import polars as pl
+import requests
+
+from pipelines import contracts
+from pipelines.config import Params, Paths, section
+from pipelines.model import data as fdata
+from pipelines.model.params import TrainParams
+from pipelines.promote import PromoteParams, promote_params, version_by_alias
+
+log = logging.getLogger(__name__)
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 5001
+OUTPUT_COLUMNS = (fdata.KEY, "probability", "high_risk")
+
+
+class ServingError(RuntimeError):
+    """No champion to serve, or the server did not come up (the message says why)."""
+
+
+class ScoringInputError(ValueError):
+    """The batch input does not match the feature contract (the message names the column)."""
+
+
+# ---- the command ------------------------------------------------------------------------------
+
+def model_name(params: Params) -> str:
+    return section(params, "train", TrainParams).model_name
+
+
+def champion_uri(params: Params) -> str:
+    pp: PromoteParams = promote_params(params)
+    return f"models:/{model_name(params)}@{pp.champion_alias}"
+
+
+def venv_bin() -> Path:
+    """The bin/ folder of the running interpreter's environment (holds mlflow and uvicorn)."""
+    return Path(sys.prefix) / "bin"
+
+
+def serve_env(paths: Paths, base: dict[str, str] | None = None) -> dict[str, str]:
+    from pipelines.model import tracking
+
+    env = dict(os.environ if base is None else base)
+    env["PATH"] = os.pathsep.join([str(venv_bin()), env.get("PATH", "")]).rstrip(os.pathsep)
+    uri = tracking.tracking_uri(paths)
+    env["MLFLOW_TRACKING_URI"] = uri
+    env["MLFLOW_REGISTRY_URI"] = uri
+    env["MLFLOW_DISABLE_TELEMETRY"] = "true"
+    env["DO_NOT_TRACK"] = "1"
+    return env
+
+
+def serve_command(paths: Paths, params: Params, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> list[str]:
+    mlflow_bin = venv_bin() / "mlflow"
+    executable = str(mlflow_bin) if mlflow_bin.exists() else (shutil.which("mlflow") or "mlflow")
+    return [executable, "models", "serve", "-m", champion_uri(params), "--env-manager", "local",
+            "-h", host, "-p", str(port)]
+
+
+def shell_command(params: Params, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> str:
+    """The same server as a one-liner for a fresh shell opened in the project root (README)."""
+    return ('PATH="$PWD/.venv/bin:$PATH" MLFLOW_TRACKING_URI="sqlite:///$PWD/mlruns/mlflow.db" '
+            f'MLFLOW_DISABLE_TELEMETRY=true mlflow models serve -m "{champion_uri(params)}" '
+            f"--env-manager local -h {host} -p {port}")
+
+
+def champion_version(paths: Paths, params: Params) -> str:
+    """The version the champion alias points to; ServingError when there is none."""
+    from pipelines.model import tracking
+
+    name, alias = model_name(params), promote_params(params).champion_alias
+    if not (paths.mlruns / "mlflow.db").exists():
+        raise ServingError(f"no MLflow store at {paths.mlruns}: run the pipeline (train, promote) first")
+    client = tracking.connect(paths)
+    mv = version_by_alias(client, name, alias)
+    if mv is None:
+        raise ServingError(f"model '{name}' has no '{alias}' alias: run `python -m pipelines promote` first")
+    return str(mv.version)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """`serve` options."""
+    parser.add_argument("--host", default=DEFAULT_HOST, help=f"interface to bind (default {DEFAULT_HOST})")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
+
+
+def run_serve(paths: Paths, params: Params, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> dict[str, Any]:
+    """Replace this process with the MLflow scoring server for the champion (never returns)."""
+    version = champion_version(paths, params)
+    cmd = serve_command(paths, params, host, port)
+    print(f"serving {champion_uri(params)} (version {version}) on http://{host}:{port}/invocations", file=sys.stderr)
+    print(" ".join(cmd), file=sys.stderr, flush=True)
+    os.chdir(paths.root)
+    os.execve(cmd[0], cmd, serve_env(paths))
+
+
+# ---- a server process for tests and the benchmark ------------------------------------------------
+
+def free_port(host: str = DEFAULT_HOST) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class ServedModel:
+    """`serve_command` running in its own process group; stop() ends the whole group."""
+
+    process: subprocess.Popen[bytes]
+    url: str
+    log_file: Path
+
+    @classmethod
+    def start(cls, paths: Paths, params: Params, host: str = DEFAULT_HOST, port: int | None = None,
+              timeout_s: float = 120.0, log_file: Path | None = None) -> ServedModel:
+        champion_version(paths, params)  # a clear error before spawning anything
+        port = port or free_port(host)
+        log_file = log_file or Path(tempfile.gettempdir()) / f"idf-serve-{port}.log"
+        handle = log_file.open("wb")
+        process = subprocess.Popen(
+            serve_command(paths, params, host, port), cwd=paths.root, env=serve_env(paths),
+            stdout=handle, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        handle.close()
+        server = cls(process, f"http://{host}:{port}", log_file)
+        try:
+            server.wait_ready(timeout_s)
+        except BaseException:
+            server.stop()
+            raise
+        return server
+
+    def wait_ready(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise ServingError(f"the server exited with code {self.process.returncode}:\n{self.log_tail()}")
+            try:
+                if requests.get(f"{self.url}/ping", timeout=1).status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.2)
+        raise ServingError(f"the server did not answer /ping within {timeout_s:.0f} s:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def group_alive(self) -> bool:
+        """Any process left in the server's group (uvicorn is reaped by init shortly after mlflow exits)."""
+        try:
+            os.killpg(self.process.pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+    def stop(self, timeout_s: float = 15.0) -> None:
+        """SIGTERM to the whole group (mlflow and the uvicorn it started), SIGKILL after timeout_s."""
+        pgid = self.process.pid
+        if self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pgid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pgid, signal.SIGKILL)
+                self.process.wait(timeout_s)
+        deadline = time.monotonic() + timeout_s
+        killed = False
+        while self.group_alive() and time.monotonic() < deadline:
+            if not killed and time.monotonic() > deadline - timeout_s / 2:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pgid, signal.SIGKILL)  # a straggler that ignored SIGTERM
+                killed = True
+            time.sleep(0.1)
+
+
+@contextlib.contextmanager
+def served_champion(paths: Paths, params: Params, **kwargs: Any) -> Iterator[ServedModel]:
+    server = ServedModel.start(paths, params, **kwargs)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+# ---- the client -------------------------------------------------------------------------------
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, pd.Timestamp):
+        return value.date().isoformat()
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return value
+
+
+def split_payload(frame: pd.DataFrame | pl.DataFrame) -> dict[str, Any]:
+    """{"dataframe_split": {"columns": [...], "data": [[...], ...]}} with nulls as JSON null."""
+    pdf = frame.to_pandas() if isinstance(frame, pl.DataFrame) else frame
+    data = [[_json_value(v) for v in row] for row in pdf.itertuples(index=False, name=None)]
+    return {"dataframe_split": {"columns": [str(c) for c in pdf.columns], "data": data}}
+
+
+def records_payload(frame: pd.DataFrame | pl.DataFrame) -> dict[str, Any]:
+    pdf = frame.to_pandas() if isinstance(frame, pl.DataFrame) else frame
+    columns = [str(c) for c in pdf.columns]
+    return {"dataframe_records": [dict(zip(columns, (_json_value(v) for v in row), strict=True))
+                                  for row in pdf.itertuples(index=False, name=None)]}
+
+
+class ScoringClient:
+    """A keep-alive HTTP client of the served model."""
+
+    def __init__(self, url: str, timeout_s: float = 30.0) -> None:
+        self.url = url.rstrip("/")
+        self.timeout_s = timeout_s
+        self.session = requests.Session()
+
+    def post(self, body: bytes | str | dict[str, Any], content_type: str = "application/json") -> requests.Response:
+        data = json.dumps(body, allow_nan=False) if isinstance(body, dict) else body
+        return self.session.post(f"{self.url}/invocations", data=data, headers={"Content-Type": content_type},
+                                 timeout=self.timeout_s)
+
+    def score(self, frame: pd.DataFrame | pl.DataFrame) -> pd.DataFrame:
+        """probability, high_risk per row (request order); ServingError with the server's message on 4xx/5xx."""
+        response = self.post(split_payload(frame))
+        if response.status_code != 200:
+            raise ServingError(f"HTTP {response.status_code}: {response.text[:2000]}")
+        predictions = pd.DataFrame(response.json()["predictions"])
+        return predictions.astype({"probability": "float64", "high_risk": "int64"})
+
+    def close(self) -> None:
+        self.session.close()
+
+
+# ---- batch scoring ------------------------------------------------------------------------------
+
+def check_batch_input(frame: pl.DataFrame, source: str) -> None:
+    """The feature contract: stay_id + every feature; other mart columns (date, label) tolerated."""
+    allowed = set(contracts.FEATURE_SCHEMA)
+    extra = [c for c in frame.columns if c not in allowed]
+    if extra:
+        raise ScoringInputError(f"{source}: column(s) {', '.join(extra)} are not in the feature contract "
+                                "(contracts.FEATURE_SCHEMA); remove them")
+    required = [fdata.KEY, *fdata.FEATURES]
+    missing = [c for c in required if c not in frame.columns]
+    if missing:
+        raise ScoringInputError(f"{source}: missing column(s) {', '.join(missing)}")
+    if frame.height == 0:
+        raise ScoringInputError(f"{source}: no rows to score")
+    for name in required:
+        dtype, expected = frame.schema[name], contracts.FEATURE_SCHEMA[name]
+        if expected.is_integer():
+            ok = dtype.is_integer()
+        elif expected.is_float():
+            ok = dtype.is_numeric()
+        else:
+            ok = dtype in (pl.String(), pl.Categorical()) or isinstance(dtype, pl.Enum)
+        if not ok:
+            raise ScoringInputError(f"{source}: column '{name}' has type {dtype}, expected {expected}")
+        nulls = frame[name].null_count()
+        if nulls and name not in fdata.NULLABLE_NUMERIC:
+            raise ScoringInputError(f"{source}: column '{name}' has {nulls} null value(s); only "
+                                    f"{', '.join(fdata.NULLABLE_NUMERIC)} may be null")
+        if dtype.is_float():
+            bad = frame.select((pl.col(name).is_nan() | pl.col(name).is_infinite()).sum()).item()
+            if bad:
+                raise ScoringInputError(f"{source}: column '{name}' has {bad} NaN or infinite value(s)")
+    duplicates = frame.height - frame[fdata.KEY].n_unique()
+    if duplicates:
+        raise ScoringInputError(f"{source}: column '{fdata.KEY}' is not unique ({duplicates} duplicate row(s))")
+
+
+def score_batch(paths: Paths, params: Params, input_parquet: Path, output_parquet: Path) -> dict[str, Any]:
+    """Score a Parquet file with the champion; write stay_id, probability, high_risk (input order)."""
+    import mlflow
+
+    input_parquet, output_parquet = Path(input_parquet), Path(output_parquet)
+    if not input_parquet.exists():
+        raise ScoringInputError(f"{input_parquet}: file not found")
+    try:
+        frame = pl.read_parquet(input_parquet)
+    except Exception as exc:  # polars raises several kinds for a file that is not Parquet
+        raise ScoringInputError(f"{input_parquet}: not a readable Parquet file ({exc})") from exc
+    check_batch_input(frame, str(input_parquet))
+
+    version = champion_version(paths, params)  # resolve the alias once: every row gets the same model
+    name = model_name(params)
+    model = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
+    features = frame.with_columns(pl.col(fdata.CATEGORICAL).cast(pl.String))
+    scored = model.predict(fdata.to_serving_input(features))
+    out = pl.DataFrame({
+        fdata.KEY: frame[fdata.KEY].cast(pl.String),
+        "probability": scored["probability"].to_numpy(dtype="float64"),
+        "high_risk": scored["high_risk"].to_numpy().astype("int8"),
+    })
+    output_parquet.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output_parquet.with_name(output_parquet.name + ".tmp")
+    out.write_parquet(tmp, statistics=False)
+    tmp.replace(output_parquet)
+    summary = {"model_name": name, "model_version": version, "rows": out.height,
+               "flagged": int(out["high_risk"].sum()), "input": str(input_parquet), "output": str(output_parquet)}
+    log.info("score: %d rows scored by %s v%s, %d flagged -> %s", out.height, name, version, summary["flagged"],
+             output_parquet)
+    return summary
+
+
+def run_score(paths: Paths, params: Params, input_path: Path, output_path: Path) -> dict[str, Any]:
+    """The `score` CLI command (--input, --output)."""
+    return score_batch(paths, params, input_path, output_path)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m pipelines.serving [--host H] [--port P]` (same as `python -m pipelines serve`)."""
+    from pipelines.config import load_params
+
+    parser = argparse.ArgumentParser(prog="python -m pipelines.serving", description=__doc__.splitlines()[0])
+    parser.add_argument("--root", type=Path, default=Path.cwd())
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    root = args.root.resolve()
+    run_serve(Paths(root), load_params(root / "params.yaml"), args.host, args.port)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
