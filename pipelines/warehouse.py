@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from pipelines import config
 from pipelines.config import Params, Paths
+from pipelines.stats import ratio_independent, ratio_to_total, wilson_interval
 
 os.environ["DBT_SEND_ANONYMOUS_USAGE_STATS"] = "False"
 
@@ -34,7 +35,6 @@ CLEAN_TABLES: tuple[str, ...] = ("patients", "hospitals", "stays", "diagnoses", 
 MARTS_SCHEMA = "marts"
 FEATURES_RELATION = f"{MARTS_SCHEMA}.ml_readmission_features"
 DBT_TARGET = "local"
-Z_95 = 1.959963984540054
 
 
 class WarehouseParams(BaseModel):
@@ -187,35 +187,6 @@ def run_warehouse(paths: Paths, params: Params) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------------------------
 # Figures read back from the marts (read-only)
-
-
-def wilson_interval(successes: int, trials: int, z: float = Z_95) -> tuple[float, float]:
-    if trials <= 0:
-        return (math.nan, math.nan)
-    p = successes / trials
-    denom = 1 + z * z / trials
-    centre = p + z * z / (2 * trials)
-    half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials))
-    return (max(0.0, (centre - half) / denom), min(1.0, (centre + half) / denom))
-
-
-def ratio_to_total(x: int, n: int, x_total: int, n_total: int, z: float = Z_95) -> tuple[float, float, float]:
-    """Rate ratio of a sub-population (x/n) to the whole it belongs to (x_total/n_total), with a
-    delta-method 95% CI on the log scale that accounts for the overlap:
-    Var(log R) = (1-p)/(n p) + (1-P)/(N P) - 2 (1-p)/(N P)."""
-    p, big_p = x / n, x_total / n_total
-    ratio = p / big_p
-    var = (1 - p) / (n * p) + (1 - big_p) / (n_total * big_p) - 2 * (1 - p) / (n_total * big_p)
-    half = z * math.sqrt(max(var, 0.0))
-    return ratio, ratio * math.exp(-half), ratio * math.exp(half)
-
-
-def ratio_independent(x1: int, n1: int, x2: int, n2: int, z: float = Z_95) -> tuple[float, float, float]:
-    """Risk ratio of two independent groups with the Katz log CI."""
-    p1, p2 = x1 / n1, x2 / n2
-    ratio = p1 / p2
-    half = z * math.sqrt((1 - p1) / x1 + (1 - p2) / x2) if x1 and x2 else math.inf
-    return ratio, ratio * math.exp(-half), ratio * math.exp(half)
 
 
 def _r(value: float, digits: int = 4) -> float | None:

@@ -17,7 +17,8 @@ from datetime import date
 from typing import Any
 
 from pipelines.dashboard import queries as q
-from pipelines.dashboard.stats import pearson, ratio_to_total, safe_div, wilson
+from pipelines.stats import pearson, ratio_to_total, safe_div
+from pipelines.stats import wilson_interval as wilson
 
 # Short French names of the project's analytic diagnosis groups (the seed labels are per
 # ICD-10 category; a group spans several categories).

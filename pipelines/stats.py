@@ -1,4 +1,4 @@
-"""Intervals and ratios of the dashboard (the same formulas as reports/metrics/warehouse.json)."""
+"""Intervals and ratios shared by the warehouse figures (warehouse.json) and the dashboard."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from collections.abc import Sequence
 Z_95 = 1.959963984540054
 
 
-def wilson(successes: int, trials: int, z: float = Z_95) -> tuple[float, float]:
+def wilson_interval(successes: int, trials: int, z: float = Z_95) -> tuple[float, float]:
     """95% Wilson score interval of a proportion (NaN, NaN) without trials."""
     if trials <= 0:
         return (math.nan, math.nan)
@@ -29,6 +29,14 @@ def ratio_to_total(x: int, n: int, x_total: int, n_total: int, z: float = Z_95) 
     ratio = p / big_p
     var = (1 - p) / (n * p) + (1 - big_p) / (n_total * big_p) - 2 * (1 - p) / (n_total * big_p)
     half = z * math.sqrt(max(var, 0.0))
+    return ratio, ratio * math.exp(-half), ratio * math.exp(half)
+
+
+def ratio_independent(x1: int, n1: int, x2: int, n2: int, z: float = Z_95) -> tuple[float, float, float]:
+    """Risk ratio of two independent groups with the Katz log CI."""
+    p1, p2 = x1 / n1, x2 / n2
+    ratio = p1 / p2
+    half = z * math.sqrt((1 - p1) / x1 + (1 - p2) / x2) if x1 and x2 else math.inf
     return ratio, ratio * math.exp(-half), ratio * math.exp(half)
 
 
