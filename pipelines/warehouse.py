@@ -204,7 +204,7 @@ def write_metrics(path: Path, figures: dict[str, Any]) -> None:
 def warehouse_figures(warehouse: Path, wp: WarehouseParams) -> dict[str, Any]:
     import duckdb
 
-    con = duckdb.connect(str(warehouse), read_only=True)
+    con = duckdb.connect(str(warehouse), read_only=True, config={"threads": 1})  # same sums, same bytes
     try:
         def one(sql: str) -> tuple[Any, ...]:
             row = con.execute(sql).fetchone()

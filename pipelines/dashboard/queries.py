@@ -108,7 +108,7 @@ def connect(warehouse: Path) -> Any:
 
     if not warehouse.is_file():
         raise FileNotFoundError(f"{warehouse}: warehouse not found (run the warehouse stage first)")
-    return duckdb.connect(str(warehouse), read_only=True)
+    return duckdb.connect(str(warehouse), read_only=True, config={"threads": 1})  # same sums, same bytes
 
 
 def _rows(con: Any, sql: str, *args: Any) -> list[tuple[Any, ...]]:

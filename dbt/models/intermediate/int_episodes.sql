@@ -35,7 +35,7 @@ totals as (
     select
         episode_id,
         max(discharge_date) as discharge_date,
-        sum(stay_cost) as stay_cost
+        round(sum(stay_cost), 2) as stay_cost  -- cents: float sums must not depend on thread order
 
     from stay_episodes
     group by episode_id

@@ -30,7 +30,7 @@ cells as (
         count(distinct patient_id) as patients,
         sum(readmitted_30d) as readmissions,
         count(distinct case when readmitted_30d = 1 then patient_id end) as readmitted_patients,
-        sum(episode_cost) as total_cost
+        round(sum(episode_cost), 2) as total_cost
 
     from readmissions
     where is_index
