@@ -130,6 +130,9 @@ def main() -> None:
                 groups.append([code, group, cim[code]])
     _write("ref_diagnosis_groups", ["icd10_category", "diagnosis_group", "icd10_label_fr"], groups)
 
+    categories = sorted((c, lib) for c, lib in cim.items() if len(c) == 3 and c[0].isalpha() and c[1:].isdigit())
+    _write("ref_icd10_categories", ["icd10_category", "icd10_label_fr"], [list(r) for r in categories])
+
     _write(
         "ref_charlson_categories",
         ["charlson_category", "charlson_label", "charlson_weight", "superseded_by"],

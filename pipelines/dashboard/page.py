@@ -283,7 +283,8 @@ def diagnoses_section(c: Context, fig: FigureWriter) -> str:
         for g in d.cost_groups
     )
     notes = [f"Main diagnosis of the index stay, by 3-character ICD-10 category, French labels from the CIM-10 "
-             f"nomenclature (seed ref_diagnosis_groups). {d.published_categories} categories published, "
+             f"nomenclature (seeds ref_diagnosis_groups and ref_icd10_categories). "
+             f"{d.published_categories} categories published, "
              f"{d.suppressed_categories} suppressed (fewer than {c.w.min_cell} patients) and not ranked."]
     if d.unlabelled_categories:
         notes.append("No CIM-10 label in the project's seed for: " + ", ".join(d.unlabelled_categories) + ".")

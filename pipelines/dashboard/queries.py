@@ -167,11 +167,25 @@ def hospitals(con: Any) -> list[HospitalRow]:
             for i, n, d, c, b, s, p in rows]
 
 
+def _has_table(con: Any, schema: str, table: str) -> bool:
+    found = con.execute(
+        "select count(*) from information_schema.tables where table_schema = ? and table_name = ?", [schema, table]
+    ).fetchone()
+    return bool(found and found[0])
+
+
 def diagnoses(con: Any) -> list[DiagnosisRow]:
-    """Index stays by 3-character ICD-10 category of the main diagnosis (with its French label)."""
+    """Index stays by 3-character ICD-10 category of the main diagnosis (with its French label).
+
+    Labels come from the diagnosis-group seed, else from the seed of every CIM-10 category
+    (ref_icd10_categories) when the warehouse has it.
+    """
+    every = _has_table(con, REF, "ref_icd10_categories")
+    label = "coalesce(g.icd10_label_fr, c.icd10_label_fr)" if every else "g.icd10_label_fr"
+    join = f"left join {REF}.ref_icd10_categories as c on c.icd10_category = left(s.icd10_code, 3)" if every else ""
     rows = _rows(
         con,
-        f"""select left(s.icd10_code, 3) as category, any_value(g.icd10_label_fr) as label,
+        f"""select left(s.icd10_code, 3) as category, any_value({label}) as label,
                    any_value(r.diagnosis_group) as grp,
                    count(*) as n, count(distinct r.patient_id) as patients,
                    coalesce(sum(r.readmitted_30d), 0) as x,
@@ -180,6 +194,7 @@ def diagnoses(con: Any) -> list[DiagnosisRow]:
             from {MARTS}.fct_readmissions as r
             join {MARTS}.fct_stays as s using (stay_id)
             left join {REF}.ref_diagnosis_groups as g on g.icd10_category = left(s.icd10_code, 3)
+            {join}
             where r.is_index
             group by 1 order by 1""",
     )
