@@ -87,12 +87,26 @@ def _key(table: str, row: dict[str, str]) -> str:
     return "|".join(row[c] for c in RAW_TABLES[table].key)
 
 
+def _written_columns(table: str) -> list[str]:
+    """The columns dirt may rewrite in this table, plus its key (read for the log), in file order.
+
+    Only these go through Python lists; the other columns stay Polars series untouched.
+    """
+    spec = RAW_TABLES[table]
+    wanted = set(spec.key) | {spec.columns[-1]}  # malformed lines grow the last field
+    wanted |= {column for targets in _REPAIRABLE.values() for t, column in targets if t == table}
+    wanted |= {_FATAL_COLUMN[kind] for kind in _FATAL[table]} - {""}
+    if "discharge_before_admission" in _FATAL[table]:
+        wanted.add("EXE_SOI_DTD")  # swapped with EXE_SOI_DTF
+    return [c for c in spec.columns if c in wanted]
+
+
 def corrupt(
     table: str, frame: pl.DataFrame, rates: DirtRates, rng: np.random.Generator
 ) -> tuple[pl.DataFrame, list[dict[str, str]]]:
     """Return the dirty table and the corruption log rows (contracts.TRUTH_CORRUPTION_COLUMNS)."""
     n = frame.height
-    cols = {c: frame[c].to_list() for c in frame.columns}
+    cols = {c: frame[c].to_list() for c in _written_columns(table)}
     log: list[dict[str, str]] = []
     # Repairable formats, independent per kind.
     for kind, targets in _REPAIRABLE.items():
@@ -131,7 +145,7 @@ def corrupt(
     # Exact duplicates of some well-formed rows.
     malformed = {int(e["__row"]) for e in log if e["kind"] == "malformed_line"}
     dup = [i for i in np.flatnonzero(rng.random(n) < rates.duplicate_row).tolist() if i not in malformed]
-    dirty_frame = pl.DataFrame(cols, schema=dict.fromkeys(frame.columns, pl.String))
+    dirty_frame = frame.with_columns([pl.Series(c, values, dtype=pl.String) for c, values in cols.items()])
     if dup:
         dirty_frame = (
             dirty_frame.with_row_index("__i")
