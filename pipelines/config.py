@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -75,6 +75,8 @@ class CleanParams(_Strict):
     min_age: int = 0
     max_age: int = 115
     min_birth_year: int = 1900
+    encoding: Literal["auto", "utf-8", "cp1252", "latin-1"] = "auto"  # auto: UTF-8, else CP1252, else Latin-1
+    max_quarantine_share: float = Field(0.05, ge=0, le=1)  # above it for a table, clean stops (exit 2)
 
 
 class Params(BaseModel):

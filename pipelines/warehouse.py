@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from pipelines import config
 from pipelines.config import Params, Paths
+from pipelines.guards import check_clean_stays
 from pipelines.stats import ratio_independent, ratio_to_total, wilson_interval
 
 os.environ["DBT_SEND_ANONYMOUS_USAGE_STATS"] = "False"
@@ -167,6 +168,7 @@ def run_warehouse(paths: Paths, params: Params) -> dict[str, Any]:
     """`dbt build` (seeds, models, data and unit tests) into paths.warehouse; returns figures."""
     wp = warehouse_params(params)
     check_clean_inputs(paths)
+    check_clean_stays(paths.clean)
     started = time.perf_counter()
     result = invoke_dbt(dbt_args("build", paths, wp), paths)
     wall = time.perf_counter() - started
