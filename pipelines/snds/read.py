@@ -28,6 +28,14 @@ DATE_FORMATS: dict[str, str] = {
     "iso_datetime": "%Y-%m-%d %H:%M:%S",
     "sas_datetime": "%d%b%Y:%H:%M:%S",
 }
+# The shape a value must have in each format (strptime alone takes '23' for a 4-digit year).
+_DATE_SHAPES: dict[str, str] = {
+    "%d/%m/%Y": r"^[0-9]{2}/[0-9]{2}/[0-9]{4}$",
+    "%d%m%Y": r"^[0-9]{8}$",
+    "%Y-%m-%d": r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$",
+    "%Y-%m-%d %H:%M:%S": r"^[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}$",
+    "%d%b%Y:%H:%M:%S": r"^[0-9]{2}[A-Za-z]{3}[0-9]{4}:[0-9]{2}:[0-9]{2}:[0-9]{2}$",
+}
 # A date column is structurally wrong when its best format parses less than this share.
 MIN_DATE_SHARE = 0.5
 LINE = "_line"  # 1-based line number in the file
@@ -89,9 +97,12 @@ def decode(data: bytes, path: Path, encoding: str) -> tuple[str, str]:
 
 
 def _lines(text: str) -> pl.Series:
-    """Every line (header included); CRLF and CR-only endings accepted, a final newline ignored."""
+    """Every line (header included); CRLF and CR-only endings accepted, a final newline ignored.
+
+    A bare CR inside a file that has LF line ends is data, not a line break.
+    """
     if "\r" in text:
-        text = text.replace("\r\n", "\n").replace("\r", "\n")
+        text = text.replace("\r\n", "\n") if "\n" in text else text.replace("\r", "\n")
     data = text.encode("utf-8")
     expected = data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
     if _UNUSED.encode() not in data:
@@ -196,17 +207,19 @@ def detect_date_format(values: pl.Series, path: Path, column: str) -> str:
 
 
 def _to_date(values: pl.Series, fmt: str) -> pl.Series:
+    return pl.select(_parse(pl.lit(values), fmt)).to_series()
+
+
+def _parse(value: pl.Expr, fmt: str) -> pl.Expr:
+    shaped = pl.when(value.str.contains(_DATE_SHAPES[fmt])).then(value)
     if "%H" in fmt:
-        return values.str.to_datetime(fmt, strict=False).dt.date()
-    return values.str.to_date(fmt, strict=False)
+        return shaped.str.to_datetime(fmt, strict=False, time_unit="us").dt.date()
+    return shaped.str.to_date(fmt, strict=False)
 
 
 def date_expr(col: str, fmt: str) -> pl.Expr:
     """The Date of a raw text column written in the given strptime format (null if not a date)."""
-    value = pl.col(col).str.strip_chars()
-    if "%H" in fmt:
-        return value.str.to_datetime(fmt, strict=False).dt.date()
-    return value.str.to_date(fmt, strict=False)
+    return _parse(pl.col(col).str.strip_chars(), fmt)
 
 
 def read_source(file: SourceFile, encoding: str = "auto") -> SourceRows:
