@@ -290,6 +290,10 @@ def warehouse_figures(warehouse: Path, wp: WarehouseParams) -> dict[str, Any]:
             "min_cell_patients": wp.min_cell_patients,
         }
         figures["feature_rows"] = int(one(f"select count(*) from {FEATURES_RELATION}")[0])
+        # Clean stays dropped by the standard PMSI filters in staging (error GHM, control codes, geographic FINESS).
+        figures["pmsi_filtered_stays"] = dict(
+            rows("select pmsi_filter, count(*) from staging.stg_pmsi_exclusions group by 1 order by 1")
+        )
     finally:
         con.close()
     return figures

@@ -103,7 +103,8 @@ def build_extract(folder: Path, seed: int = 11, n_patients: int = 90) -> Written
             rsa[eta] = rsa.get(eta, 0) + 1
             num = f"{rsa[eta]:010d}"
             adm, dis = st["adm"], st["dis"]
-            assert isinstance(adm, date) and isinstance(dis, date)
+            assert isinstance(adm, date)
+            assert isinstance(dis, date)
             ghm = "28Z04Z" if session else rng.choice(["04M052", "05M092", "01M303"])
             dp = "Z491" if session else rng.choice(["J441", "I509", "I639", "R53+0", "E119"])
             sor_mod = "8" if session else rng.choice(["8", "8", "8", "-1", "7"])

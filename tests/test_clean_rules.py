@@ -197,7 +197,9 @@ def test_impossible_age(tmp_path: Path, age: str, ok: bool) -> None:
 
 def test_age_bounds_come_from_params(tmp_path: Path) -> None:
     out = clean_rows(
-        tmp_path, CleanParams(min_age=18, max_age=100, max_quarantine_share=1.0), stays=[stay(1, AGE_ANN="17"), stay(2, AGE_ANN="18")]
+        tmp_path,
+        CleanParams(min_age=18, max_age=100, max_quarantine_share=1.0),
+        stays=[stay(1, AGE_ANN="17"), stay(2, AGE_ANN="18")],
     )
     assert out.clean("stays")["rsa_num"].to_list() == [2]
     assert out.reasons("stays") == ["impossible_age"]

@@ -53,7 +53,8 @@ def test_no_stay_lost_to_key_collisions(run: tuple[Paths, Written, dict[str, Any
     stays = cleaning["tables"]["stays"]
     assert sorted(written.stays_per_year) == [2021, 2022, 2023, 2024]
     assert stays["clean_rows"] == sum(written.stays_per_year.values())
-    assert stays["quarantined_rows"] == 0 and stays["linked_rows_rejected"] == 0
+    assert stays["quarantined_rows"] == 0
+    assert stays["linked_rows_rejected"] == 0
     clean = pl.read_parquet(paths.clean / "stays.parquet")
     assert clean.select("hospital_id", "rsa_num").is_duplicated().any()  # RSA_NUM restarts every year
     assert clean["stay_id"].is_unique().all()
@@ -65,7 +66,8 @@ def test_real_conventions_are_mapped(run: tuple[Paths, Written, dict[str, Any], 
     paths, _, cleaning, _ = run
     stays = pl.read_parquet(paths.clean / "stays.parquet")
     sessions = stays.filter(pl.col("icd10_code") == "Z491")
-    assert sessions.height > 0 and (sessions["length_of_stay"] == 0).all()  # empty SEJ_NBJ
+    assert sessions.height > 0
+    assert (sessions["length_of_stay"] == 0).all()
     assert "-1" in stays["discharge_mode"].to_list()
     assert {"9", "0"} <= set(stays["entry_source"].drop_nulls().to_list())
     assert "R53+0" in stays["icd10_code"].to_list()
@@ -76,7 +78,8 @@ def test_real_conventions_are_mapped(run: tuple[Paths, Written, dict[str, Any], 
     assert "Other" in hospitals["category"].to_list()
     assert pl.read_parquet(paths.clean / "dispensings.parquet")["amount"].to_list()[0] == 12.5
     files = cleaning["tables"]["stays"]["files"]
-    assert files["T_MCO22B.csv"]["format"]["separator"] == "," and files["T_MCO22B.csv"]["format"]["quoted"]
+    assert files["T_MCO22B.csv"]["format"]["separator"] == ","
+    assert files["T_MCO22B.csv"]["format"]["quoted"]
     assert files["T_MCO21C.csv"]["format"]["date_formats"]["EXE_SOI_DTD"] == "sas_datetime"
     assert files["T_MCO24C.csv"]["format"]["date_formats"]["EXE_SOI_DTD"] == "ddmmyyyy"
     assert "t_mco23b.txt" in files
@@ -89,6 +92,7 @@ def test_pmsi_filters_are_applied_in_staging(run: tuple[Paths, Written, dict[str
         excluded = dict(con.execute(f"select pmsi_filter, stay_id from {_rel(con, 'stg_pmsi_exclusions')}").fetchall())
         staged = {r[0] for r in con.execute(f"select stay_id from {_rel(con, 'stg_stays')}").fetchall()}
     assert set(excluded) == {"error_ghm", "control_codes", "geographic_finess"}
+    assert run[3]["pmsi_filtered_stays"] == {"control_codes": 1, "error_ghm": 1, "geographic_finess": 1}
     for stay_id in excluded.values():
         assert stay_id not in staged
     assert {written.filtered[k] for k in excluded} == set(excluded.values())
@@ -96,7 +100,8 @@ def test_pmsi_filters_are_applied_in_staging(run: tuple[Paths, Written, dict[str
 
 def test_features_come_out(run: tuple[Paths, Written, dict[str, Any], dict[str, Any]]) -> None:
     paths, _, _, figures = run
-    assert "error" not in figures["dbt"]["node_statuses"] and "fail" not in figures["dbt"]["node_statuses"]
+    assert "error" not in figures["dbt"]["node_statuses"]
+    assert "fail" not in figures["dbt"]["node_statuses"]
     out = run_features(paths, Params())
     assert out["rows"] >= 10
     assert pl.read_parquet(out["path"])["stay_id"].is_unique().all()

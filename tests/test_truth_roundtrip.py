@@ -14,7 +14,14 @@ import pytest
 
 from pipelines.clean import run_clean
 from pipelines.config import Params, Paths
-from pipelines.contracts import CORRUPTION_KINDS, PMSI_YEAR_COLUMN, RAW_SEPARATOR, RAW_TABLES, SOURCES, TRUTH_CORRUPTIONS_FILE
+from pipelines.contracts import (
+    CORRUPTION_KINDS,
+    PMSI_YEAR_COLUMN,
+    RAW_SEPARATOR,
+    RAW_TABLES,
+    SOURCES,
+    TRUTH_CORRUPTIONS_FILE,
+)
 from pipelines.generate import run_generate
 
 # Raw key -> clean key expression, per table (RSA_NUM is written as 10 digits).

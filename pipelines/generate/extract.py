@@ -59,11 +59,17 @@ def hospitals_table(hosp: Hospitals) -> pl.DataFrame:
     return _select_raw("hospitals", frame.sort("IDE_ETA_NUM"))
 
 
+# One beneficiary in this many has sex code 0 in IR_BEN_R (DCIR "unknown"); their stays keep 1/2.
+SEX_UNKNOWN_EVERY = 400
+
+
 def patients_table(pat: Patients, death_day: IntArray, start: np.datetime64) -> pl.DataFrame:
+    ids = np.array([int(p, 16) for p in pat.patient_id], dtype=object)
+    sex = np.where(ids % SEX_UNKNOWN_EVERY == 0, 0, pat.sex)
     frame = pl.DataFrame(
         {
             "BEN_NIR_PSA": pat.patient_id, "BEN_RNG_GEM": np.ones(pat.patient_id.size, dtype=np.int64),
-            "BEN_SEX_COD": pat.sex, "BEN_NAI_ANN": pat.birth_year, "BEN_RES_DPT": pat.department,
+            "BEN_SEX_COD": sex, "BEN_NAI_ANN": pat.birth_year, "BEN_RES_DPT": pat.department,
             "BEN_RES_COM": pat.commune, "death": death_day,
         }
     ).with_columns(
@@ -114,7 +120,8 @@ def stays_tables(
         comorbidities=pl.Series(session_comorb[sessions["patient_idx"].to_numpy()]),
         probability=pl.lit(None, dtype=pl.Float64),
         readmitted=pl.lit(False),
-        entry_mode=pl.lit("8"), entry_source=pl.lit(""), discharge_mode=pl.lit("8"),
+        # A session has no provenance: PMSI writes 0 ("sans objet", MS_PRV_V).
+        entry_mode=pl.lit("8"), entry_source=pl.lit("0"), discharge_mode=pl.lit("8"),
         discharge_destination=pl.lit(""),
     )
     stays = (
