@@ -82,7 +82,8 @@ SOURCES: dict[str, SourceTable] = {
             "T_MCOaaB", r"T_MCO(?P<yy>[0-9]{2})B",
             columns=("ETA_NUM", "RSA_NUM", "SEJ_NBJ", "DGN_PAL", "DGN_REL", "ENT_MOD", "ENT_PRV",
                      "SOR_MOD", "SOR_DES", "GRG_GHM", "AGE_ANN", "COD_SEX", "BDI_DEP"),
-            required=("ETA_NUM", "RSA_NUM", "DGN_PAL", "SOR_MOD", "GRG_GHM", "AGE_ANN", "COD_SEX"),
+            required=("ETA_NUM", "RSA_NUM", "DGN_PAL", "ENT_MOD", "SOR_MOD", "GRG_GHM", "AGE_ANN", "COD_SEX",
+                      "BDI_DEP"),
             key=_PMSI_KEY, yearly=True,
         ),
         SourceTable(
@@ -102,22 +103,22 @@ SOURCES: dict[str, SourceTable] = {
         SourceTable(
             "T_MCOaaD", r"T_MCO(?P<yy>[0-9]{2})D",
             columns=("ETA_NUM", "RSA_NUM", "DGN_ASS_NUM", "ASS_DGN"),
-            required=("ETA_NUM", "RSA_NUM", "ASS_DGN"),
+            required=("ETA_NUM", "RSA_NUM", "DGN_ASS_NUM", "ASS_DGN"),
             key=(*_PMSI_KEY, "DGN_ASS_NUM"), yearly=True, optional=True,
             without="no associated diagnoses for the stays of that year (Charlson score 0)",
         ),
         SourceTable(
             "ER_PRS_F", r"ER_PRS_F(_.*)?",
             columns=(*DCIR_KEYS, "BEN_NIR_PSA", "BEN_RNG_GEM", "EXE_SOI_DTD", "BSE_REM_MNT"),
-            required=(*DCIR_KEYS, "BEN_NIR_PSA", "EXE_SOI_DTD"),
-            key=DCIR_KEYS, optional=True, dates=("EXE_SOI_DTD",),
+            required=(*DCIR_KEYS, "BEN_NIR_PSA", "EXE_SOI_DTD", "BSE_REM_MNT"),
+            key=DCIR_KEYS, optional=True, dates=("EXE_SOI_DTD", "FLX_DIS_DTD", "FLX_TRT_DTD"),
             without="no pharmacy dispensings (prior_atc_classes_90d is 0 for everyone)",
         ),
         SourceTable(
             "ER_PHA_F", r"ER_PHA_F(_.*)?",
             columns=(*DCIR_KEYS, "PHA_PRS_C13", "PHA_ACT_QSN"),
-            required=(*DCIR_KEYS, "PHA_PRS_C13"),
-            key=DCIR_KEYS, optional=True,
+            required=(*DCIR_KEYS, "PHA_PRS_C13", "PHA_ACT_QSN"),
+            key=DCIR_KEYS, optional=True, dates=("FLX_DIS_DTD", "FLX_TRT_DTD"),
             without="no pharmacy dispensings (prior_atc_classes_90d is 0 for everyone)",
         ),
         SourceTable(

@@ -92,7 +92,7 @@ def test_a_date_column_in_no_known_format_is_structural(tmp_path: Path) -> None:
 
 def _pmsi(tmp_path: Path, b: list[str], c: list[str]) -> None:
     (tmp_path / "T_MCO23B.csv").write_text("\n".join(
-        ["ETA_NUM;RSA_NUM;DGN_PAL;SOR_MOD;GRG_GHM;AGE_ANN;COD_SEX", *b]) + "\n")
+        ["ETA_NUM;RSA_NUM;DGN_PAL;SOR_MOD;GRG_GHM;AGE_ANN;COD_SEX;ENT_MOD;BDI_DEP", *b]) + "\n")
     (tmp_path / "T_MCO23C.csv").write_text("\n".join(
         ["ETA_NUM;RSA_NUM;NIR_ANO_17;EXE_SOI_DTD;EXE_SOI_DTF", *c]) + "\n")
     (tmp_path / "IR_BEN_R.csv").write_text("BEN_NIR_PSA;BEN_SEX_COD;BEN_NAI_ANN;BEN_RES_DPT\n")
@@ -102,7 +102,8 @@ def _pmsi(tmp_path: Path, b: list[str], c: list[str]) -> None:
 def test_links_join_one_to_one_and_reject_what_cannot_join(tmp_path: Path) -> None:
     _pmsi(
         tmp_path,
-        b=["750000001;0000000001;J441;8;04M052;70;1", "750000001;2;I10;8;05M092;71;2", "750000001;3;I10;8;x;1;1"],
+        b=["750000001;0000000001;J441;8;04M052;70;1;8;93", "750000001;2;I10;8;05M092;71;2;8;93",
+           "750000001;3;I10;8;x;1;1;8;93"],
         c=["750000001;1;P1;03/01/2023;04/01/2023",  # '1' joins '0000000001'
            "750000001;1;P9;03/01/2023;04/01/2023",  # a second C row for the same stay
            "750000001;7;P7;03/01/2023;04/01/2023",  # no B row
@@ -130,3 +131,16 @@ def test_required_tables_are_named(tmp_path: Path) -> None:
 def test_source_file_names_follow_the_snds_convention() -> None:
     assert SOURCES["T_MCOaaVALO"].file_name(2023) == "T_MCO23VALO.csv"
     assert SourceFile(SOURCES["IR_BEN_R"], Path("x"), None).year is None
+
+
+def test_dcir_keys_join_across_date_formats_and_leading_zeros(tmp_path: Path) -> None:
+    _pmsi(tmp_path, b=[], c=[])
+    keys = "DCT_ORD_NUM;FLX_DIS_DTD;FLX_EMT_NUM;FLX_EMT_ORD;FLX_EMT_TYP;FLX_TRT_DTD;ORG_CLE_NUM;PRS_ORD_NUM;REM_TYP_AFF"
+    (tmp_path / "ER_PRS_F.csv").write_text(
+        f"{keys};BEN_NIR_PSA;EXE_SOI_DTD;BSE_REM_MNT\n42;01/02/2023;17;1;1;01/02/2023;01751000;1;1;P1;15/01/2023;3,5\n")
+    (tmp_path / "ER_PHA_F.csv").write_text(
+        f"{keys};PHA_PRS_C13;PHA_ACT_QSN\n0042;2023-02-01;017;1;1;2023-02-01;01751000;1;1;3400930012345;2\n")
+    table = ingest_table(Extract.open(tmp_path), "dispensings")
+    assert table.rows["BEN_NIR_PSA"].to_list() == ["P1"]
+    assert table.rows["_unlinked"].to_list() == [None]
+    assert table.rejected.height == 0

@@ -24,7 +24,7 @@ import polars as pl
 from pipelines.contracts import PMSI_YEAR_COLUMN, RAW_TABLES, SOURCES, RawTable, SourceTable
 from pipelines.snds.discover import SourceFile, discover
 from pipelines.snds.errors import ExtractError
-from pipelines.snds.read import FILE, LINE, MALFORMED, RAW, SourceRows, date_column, read_source
+from pipelines.snds.read import DATE_SUFFIX, FILE, LINE, MALFORMED, RAW, SourceRows, date_column, read_source
 
 REASON = "reason"
 DETAIL = "detail"
@@ -124,13 +124,16 @@ def _stack(parts: Sequence[SourceRows], source: SourceTable) -> pl.DataFrame:
     return pl.concat(frames, how="vertical")
 
 
-def _key_exprs(cols: Sequence[str]) -> list[pl.Expr]:
-    """Join keys compared as trimmed text; RSA_NUM without leading zeros ('0000000042' = '42')."""
+def _key_exprs(cols: Sequence[str], dates: Sequence[str] = ()) -> list[pl.Expr]:
+    """Join keys as both sides may write them: trimmed text, numbers without leading zeros
+    ('0000000042' = '42', as an integer-typed export writes it), dates compared as dates
+    (each file's own format: '01/02/2023' in ER_PRS_F joins '2023-02-01' in ER_PHA_F).
+    """
     out = []
     for i, c in enumerate(cols):
-        value = pl.col(c).str.strip_chars()
-        if c == "RSA_NUM":
-            value = value.str.replace(r"^0+([0-9])", "${1}")
+        value = pl.col(c).str.strip_chars().str.replace(r"^0+([0-9])", "${1}")
+        if c in dates:
+            value = pl.coalesce(pl.col(date_column(c)).cast(pl.String), value)
         out.append(value.alias(f"_k{i}"))
     return out
 
@@ -147,10 +150,11 @@ def _reject(frame: pl.DataFrame, reason: str, detail: pl.Expr) -> pl.DataFrame:
     return frame.with_columns(pl.lit(reason).alias(REASON), detail.alias(DETAIL))
 
 
-def _dedupe_linked(rows: pl.DataFrame, key: Sequence[str]) -> tuple[pl.DataFrame, list[pl.DataFrame]]:
+def _dedupe_linked(rows: pl.DataFrame, key: Sequence[str], dates: Sequence[str] = ()
+                   ) -> tuple[pl.DataFrame, list[pl.DataFrame]]:
     """Split linked rows into joinable ones (one per key) and rejects (malformed, duplicate key)."""
     malformed = rows.filter(pl.col(MALFORMED))
-    ok = rows.filter(~pl.col(MALFORMED)).with_columns(_key_exprs(key))
+    ok = rows.filter(~pl.col(MALFORMED)).with_columns(_key_exprs(key, dates))
     keys = _key_names(len(key))
     ok = ok.with_columns(pl.col(LINE).first().over(keys).alias("_first"), pl.col(FILE).first().over(keys).alias("_ff"))
     first = pl.col(LINE) == pl.col("_first")
@@ -165,20 +169,22 @@ def _dedupe_linked(rows: pl.DataFrame, key: Sequence[str]) -> tuple[pl.DataFrame
 
 
 def _link(driving: pl.DataFrame, linked: pl.DataFrame, source: SourceTable, on: Sequence[str],
-          driving_name: str) -> tuple[pl.DataFrame, list[pl.DataFrame]]:
+          driving_src: SourceTable) -> tuple[pl.DataFrame, list[pl.DataFrame]]:
     """Left-join one linked source (unique per key) onto the driving rows; reject orphans."""
     keys = _key_names(len(on))
-    joinable, rejects = _dedupe_linked(linked, on)
-    driving_keys = driving.filter(~pl.col(MALFORMED)).select(_key_exprs(on)).unique()
+    joinable, rejects = _dedupe_linked(linked, on, source.dates)
+    driving_keys = driving.filter(~pl.col(MALFORMED)).select(_key_exprs(on, driving_src.dates)).unique()
     orphans = joinable.join(driving_keys, on=keys, how="anti")
     rejects.append(_reject(orphans, "orphan_row", pl.concat_str(
-        [_key_text(on), pl.lit(f": no {driving_name} row with this key")])))
-    own = [c for c in (*source.columns, *(date_column(d) for d in source.dates)) if c not in on]
+        [_key_text(on), pl.lit(f": no {driving_src.name} row with this key")])))
+    # key columns (and their parsed dates) are the driving row's already
+    own = [c for c in (*source.columns, *(date_column(d) for d in source.dates))
+           if c.removesuffix(DATE_SUFFIX) not in on]
     right = joinable.select(
         *keys, *own, pl.col(FILE).alias(link_file_col(source.name)), pl.col(LINE).alias(link_line_col(source.name))
     )
     # A malformed driving line's fields are unreliable: it joins nothing (null keys never match).
-    driving_side = driving.with_columns(pl.when(~pl.col(MALFORMED)).then(k) for k in _key_exprs(on))
+    driving_side = driving.with_columns(pl.when(~pl.col(MALFORMED)).then(k) for k in _key_exprs(on, driving_src.dates))
     joined = (
         driving_side.join(right, on=keys, how="left", maintain_order="left", coalesce=True)
         .drop(keys)
@@ -245,7 +251,7 @@ def ingest_table(extract: Extract, name: str) -> Ingested:
                 has_valuation = bool(link_years)
                 rows = rows.with_columns(
                     pl.col(PMSI_YEAR_COLUMN).is_in([str(y) for y in link_years]).alias(VALUED))
-        rows, rejects = _link(rows, _stack(link_parts, link_src), link_src, on, driving_src.name)
+        rows, rejects = _link(rows, _stack(link_parts, link_src), link_src, on, driving_src)
         rejected += rejects
         if not link_src.optional or link_name == "ER_PRS_F":
             rows = rows.with_columns(

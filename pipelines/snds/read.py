@@ -26,6 +26,7 @@ DATE_FORMATS: dict[str, str] = {
     "ddmmyyyy": "%d%m%Y",
     "iso": "%Y-%m-%d",
     "iso_datetime": "%Y-%m-%d %H:%M:%S",
+    "iso_datetime_t": "%Y-%m-%dT%H:%M:%S",
     "sas_datetime": "%d%b%Y:%H:%M:%S",
 }
 # The shape a value must have in each format (strptime alone takes '23' for a 4-digit year).
@@ -34,6 +35,7 @@ _DATE_SHAPES: dict[str, str] = {
     "%d%m%Y": r"^[0-9]{8}$",
     "%Y-%m-%d": r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$",
     "%Y-%m-%d %H:%M:%S": r"^[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}$",
+    "%Y-%m-%dT%H:%M:%S": r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}$",
     "%d%b%Y:%H:%M:%S": r"^[0-9]{2}[A-Za-z]{3}[0-9]{4}:[0-9]{2}:[0-9]{2}:[0-9]{2}$",
 }
 # A date column is structurally wrong when its best format parses less than this share.
