@@ -29,6 +29,7 @@ class DirtRates(_Strict):
     impossible_birth_year: float = Field(0.002, ge=0, le=1)
     malformed_line: float = Field(0.0005, ge=0, le=1)
     duplicate_row: float = Field(0.003, ge=0, le=1)
+    pmsi_rejected_stay: float = Field(0.002, ge=0, le=1)  # extra RSAs the PMSI filters drop (not corruptions)
 
 
 class EffectParams(_Strict):

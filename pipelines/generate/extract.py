@@ -176,6 +176,26 @@ def stays_tables(
     return _select_raw("stays", stays), diagnoses, truth
 
 
+def pmsi_rejected_stays(
+    stays: pl.DataFrame, rate: float, rsa_next: dict[tuple[str, str], int], rng: np.random.Generator
+) -> pl.DataFrame:
+    """Extra RSAs the standard PMSI filters drop: error GHMs (CMD 90) and failed chaining controls.
+
+    Copies of a few stays under new RSA numbers, half with GHM 90Z00Z, half with NIR_RET 1;
+    they are no stay of the truth (staging drops them before any analysis).
+    """
+    picked = stays.filter(pl.Series(rng.random(stays.height) < rate))
+    if picked.height == 0:
+        return picked
+    error_ghm = pl.Series(rng.random(picked.height) < 0.5)
+    rejected = picked.with_columns(
+        GRG_GHM=pl.when(error_ghm).then(pl.lit("90Z00Z")).otherwise(pl.col("GRG_GHM")),
+        NIR_RET=pl.when(error_ghm).then(pl.col("NIR_RET")).otherwise(pl.lit("1")),
+    )
+    rsa = _rsa_numbers(rejected, rsa_next)
+    return rejected.with_columns(RSA_NUM=rsa.cast(pl.String).str.zfill(10))
+
+
 def _diagnoses(stays: pl.DataFrame, rng: np.random.Generator) -> pl.DataFrame:
     mask = stays["comorbidities"].to_numpy()
     rows_l, codes_l = [], []

@@ -27,7 +27,7 @@ from pipelines.generate.sessions import simulate_dispensings, simulate_sessions
 
 # Independent random streams, so that changing one part leaves the others' draws alone.
 _STREAM_HOSPITALS, _STREAM_PATIENTS, _STREAM_STAYS, _STREAM_SESSIONS = 1, 2, 3, 4
-_STREAM_PHARMACY, _STREAM_EXTRACT, _STREAM_DIRT = 5, 6, 7
+_STREAM_PHARMACY, _STREAM_EXTRACT, _STREAM_DIRT, _STREAM_PMSI = 5, 6, 7, 8
 
 
 def _rng(seed: int, *stream: int) -> np.random.Generator:
@@ -93,6 +93,9 @@ def run_generate(paths: Paths, params: Params, progress: bool = True) -> dict[st
         }
         for k, (name, frame) in enumerate(tables.items(), start=1):
             dirty, log = corrupt(name, frame, gen.dirt, _rng(seed, _STREAM_DIRT, chunk + 1, k))
+            if name == "stays":  # stays the standard PMSI filters drop in staging (not in the truth)
+                dirty = pl.concat([dirty, extract.pmsi_rejected_stays(
+                    stays, gen.dirt.pmsi_rejected_stay, rsa_next, _rng(seed, _STREAM_PMSI, chunk))])
             write(name, dirty)
             corruptions += log
         truths.append(truth)

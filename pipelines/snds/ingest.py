@@ -131,7 +131,9 @@ def _key_exprs(cols: Sequence[str], dates: Sequence[str] = ()) -> list[pl.Expr]:
     """
     out = []
     for i, c in enumerate(cols):
-        value = pl.col(c).str.strip_chars().str.replace(r"^0+([0-9])", "${1}")
+        trimmed = pl.col(c).str.strip_chars()
+        unpadded = trimmed.str.strip_chars_start("0")
+        value = pl.when((unpadded == "") & (trimmed != "")).then(pl.lit("0")).otherwise(unpadded)
         if c in dates:
             value = pl.coalesce(pl.col(date_column(c)).cast(pl.String), value)
         out.append(value.alias(f"_k{i}"))
@@ -156,16 +158,22 @@ def _dedupe_linked(rows: pl.DataFrame, key: Sequence[str], dates: Sequence[str] 
     malformed = rows.filter(pl.col(MALFORMED))
     ok = rows.filter(~pl.col(MALFORMED)).with_columns(_key_exprs(key, dates))
     keys = _key_names(len(key))
-    ok = ok.with_columns(pl.col(LINE).first().over(keys).alias("_first"), pl.col(FILE).first().over(keys).alias("_ff"))
-    first = pl.col(LINE) == pl.col("_first")
-    dups = ok.filter(~first)
+    first = pl.struct(keys).is_first_distinct()  # rows come in file, then line order
+    ok = ok.with_columns(first.alias("_is_first"))
+    kept = ok.filter(pl.col("_is_first")).drop("_is_first")
+    dups = ok.filter(~pl.col("_is_first")).drop("_is_first")
+    if dups.height:  # rare: name the line that holds the key
+        holders = kept.select(*keys, pl.col(LINE).alias("_first"), pl.col(FILE).alias("_ff"))
+        dups = dups.join(holders, on=keys, how="left", maintain_order="left")
+    else:
+        dups = dups.with_columns(pl.lit(None, pl.Int64).alias("_first"), pl.lit(None, pl.String).alias("_ff"))
     rejects = [
         _reject(malformed, "malformed_line", pl.lit("wrong number of fields or broken quoting")),
         _reject(dups, "duplicate_key", pl.concat_str(
             [_key_text(key), pl.lit(": key already used by line "), pl.col("_first").cast(pl.String),
-             pl.lit(" of "), pl.col("_ff")])),
+             pl.lit(" of "), pl.col("_ff")])).drop("_first", "_ff"),
     ]
-    return ok.filter(first).drop("_first", "_ff"), rejects
+    return kept, rejects
 
 
 def _link(driving: pl.DataFrame, linked: pl.DataFrame, source: SourceTable, on: Sequence[str],

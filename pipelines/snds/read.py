@@ -242,10 +242,9 @@ def read_source(file: SourceFile, encoding: str = "auto") -> SourceRows:
     nonblank = (body.str.strip_chars() != "").arg_true()
     body = body.slice(0, int(nonblank[-1]) + 1 if len(nonblank) else 0)
     frame = pl.DataFrame({
-        FILE: pl.Series([path.name] * len(body), dtype=pl.String),
         LINE: pl.int_range(2, len(body) + 2, dtype=pl.Int64, eager=True),
         RAW: body,
-    })
+    }).select(pl.lit(path.name, pl.String).alias(FILE), LINE, RAW)
     unique = frame.filter(pl.col(RAW).is_first_distinct())
     rows = split_rows(unique, header, sep, quoted, file.source).collect()
     formats: dict[str, str] = {}
