@@ -419,6 +419,19 @@ def test_content_type_with_charset_is_accepted(project: dict[str, Any], server: 
 
 
 @pytest.mark.slow
+def test_concurrent_clients_all_answered(project: dict[str, Any], server: ServedModel) -> None:
+    """The benchmark's concurrent mode: every request of every client answered 200."""
+    from pipelines.bench_serving import _concurrent
+
+    rows = _features(project, 40)
+    bodies = [json.dumps(split_payload(rows[i:i + 1])) for i in range(40)]
+    latencies_ms, elapsed_s, errors = _concurrent(server.url, bodies, clients=4, budget_s=60)
+    assert errors == []
+    assert latencies_ms.size == 40
+    assert 0 < elapsed_s < 60
+
+
+@pytest.mark.slow
 def test_readme_command_from_a_fresh_shell(project: dict[str, Any]) -> None:
     """The README's one-liner, in a shell whose PATH does not know the venv, from the project root."""
     paths, params = project["paths"], project["params"]
