@@ -202,10 +202,18 @@ class Scorer:
             high_risk = probability >= self.threshold
             return [{"probability": float(p), "high_risk": int(h)}
                     for p, h in zip(probability.tolist(), high_risk.tolist(), strict=True)]
+        from mlflow.exceptions import MlflowException
+
         frame = pd.DataFrame({name: columns[name] for name in self.contract.features})
         for rule, values in zip(self.contract.numeric, numeric, strict=True):
             frame[rule.name] = values
-        predicted = self.pyfunc.predict(frame)
+        try:
+            predicted = self.pyfunc.predict(frame)
+        except MlflowException as exc:  # the model's own check; older versions' messages may show values
+            if exc.get_http_status_code() != 400:  # type: ignore[no-untyped-call]
+                raise
+            raise RequestError(400, "invalid input: refused by the model's own input check",
+                               "INVALID_PARAMETER_VALUE") from None
         return [{"probability": float(p), "high_risk": int(h)} for p, h in
                 zip(np.asarray(predicted["probability"], dtype=np.float64).tolist(),
                     np.asarray(predicted["high_risk"]).tolist(), strict=True)]
@@ -261,6 +269,7 @@ class ScoringApp:
             await self.invocations(scope, receive, send)
 
     async def invocations(self, scope: Scope, receive: Receive, send: Send) -> None:
+        body_read = False
         try:
             content_type, length = _media_type(scope["headers"])
             if content_type != "application/json":
@@ -270,10 +279,11 @@ class ScoringApp:
                 raise RequestError(413, f"request body over the limit of {self.max_request_bytes} bytes "
                                    "(serving.max_request_bytes)", "REQUEST_LIMIT_EXCEEDED")
             body = await self._read_body(receive)
+            body_read = True
             columns = request_columns(decode_body(body, self.max_json_depth))
             predictions = self.scorer.score(columns)
-        except RequestError as exc:
-            await _error(send, exc)
+        except RequestError as exc:  # refused before the body was read: close, the client may still be sending
+            await _error(send, exc, close=not body_read)
             return
         except Exception:  # a bug, not the client's fault: log it, never echo the request
             log.exception("scoring failed")
@@ -305,10 +315,9 @@ async def _respond(send: Send, status: int, body: bytes, content_type: bytes, cl
     await send({"type": "http.response.body", "body": body})
 
 
-async def _error(send: Send, exc: RequestError) -> None:
+async def _error(send: Send, exc: RequestError, close: bool = False) -> None:
     body = json.dumps({"error_code": exc.error_code, "message": exc.message}).encode()
-    # 413: the rest of the body was not read; closing the connection discards it
-    await _respond(send, exc.status, body, b"application/json", close=exc.status == 413)
+    await _respond(send, exc.status, body, b"application/json", close=close)
 
 
 def create_app() -> ScoringApp:

@@ -204,6 +204,23 @@ def test_registered_model_refuses_bad_input_in_process(project: dict[str, Any]) 
     assert caught.value.get_http_status_code() == 400
 
 
+def test_scorer_fast_path_equals_the_pyfunc_path(project: dict[str, Any]) -> None:
+    """The server's compiled path and its fallback (the pyfunc's own predict) give the same bits."""
+    from pipelines.scoring_app import Scorer, request_columns
+
+    scorer = Scorer.load(f"models:/{NAME}@champion", project["params"])
+    assert scorer.compiled is not None
+    assert scorer.contract.rule("diagnosis_group").allowed().count("'") == 2 * 8  # fixture's 8 groups
+    rows = project["split"].test.head(50).drop(fdata.LABEL).with_columns(pl.col(fdata.DATE).cast(pl.String))
+    columns = request_columns(records_payload(rows))
+    fast = scorer.score(columns)
+    slow = Scorer(scorer.pyfunc, scorer.contract, scorer.threshold, None, scorer.model_uri).score(columns)
+    assert fast == slow
+    expected = _expected(project, rows.with_columns(pl.col(fdata.DATE).str.to_date()))
+    assert [p["probability"] for p in fast] == expected["probability"].tolist()
+    assert [p["high_risk"] for p in fast] == expected["high_risk"].tolist()
+
+
 # ---- a real server ----------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
