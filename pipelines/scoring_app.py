@@ -23,6 +23,7 @@ another shape is scored through the pyfunc's own predict.
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -327,6 +328,8 @@ def create_app() -> ScoringApp:
     app = ScoringApp(Scorer.load(model_uri, params),
                      int(os.environ.get(ENV_MAX_BYTES, DEFAULT_MAX_REQUEST_BYTES)),
                      int(os.environ.get(ENV_MAX_DEPTH, DEFAULT_MAX_JSON_DEPTH)))
+    gc.collect()
+    gc.freeze()  # the loaded model's objects leave the collector's generations: shorter pauses under load
     log.info("worker %d ready: %s (%s path)", os.getpid(), model_uri,
              "compiled" if app.scorer.compiled is not None else "pyfunc")
     return app
