@@ -29,14 +29,13 @@ import logging
 import os
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from pipelines import contracts
-from pipelines.config import Params, load_params
+from pipelines.config import Params
 from pipelines.model import scoring_contract as sc
 from pipelines.model.pyfunc_model import CompiledPipeline
 
@@ -48,7 +47,7 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 ENV_MODEL_URI = "IDF_SERVE_MODEL_URI"  # set by `serve` for its workers
-ENV_PARAMS = "IDF_SERVE_PARAMS"
+ENV_PARAMS = "IDF_SERVE_PARAMS_JSON"  # the validated params, as JSON (no temp file to leak)
 ENV_MAX_BYTES = "IDF_SERVE_MAX_REQUEST_BYTES"
 ENV_MAX_DEPTH = "IDF_SERVE_MAX_JSON_DEPTH"
 DEFAULT_MAX_REQUEST_BYTES = 4 * 1024 * 1024
@@ -324,7 +323,7 @@ async def _error(send: Send, exc: RequestError, close: bool = False) -> None:
 def create_app() -> ScoringApp:
     """uvicorn factory for each worker: model URI and params from the environment `serve` set."""
     model_uri = os.environ[ENV_MODEL_URI]
-    params = load_params(Path(os.environ[ENV_PARAMS]))
+    params = Params.model_validate(json.loads(os.environ[ENV_PARAMS]))
     app = ScoringApp(Scorer.load(model_uri, params),
                      int(os.environ.get(ENV_MAX_BYTES, DEFAULT_MAX_REQUEST_BYTES)),
                      int(os.environ.get(ENV_MAX_DEPTH, DEFAULT_MAX_JSON_DEPTH)))

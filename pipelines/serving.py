@@ -162,18 +162,15 @@ def run_serve(paths: Paths, params: Params, host: str = DEFAULT_HOST, port: int 
     model_uri = f"models:/{model_name(params)}/{version}"
     os.chdir(paths.root)
     os.environ.update(serve_env(paths))
-    params_file = write_params(params)
     os.environ[scoring_app.ENV_MODEL_URI] = model_uri
-    os.environ[scoring_app.ENV_PARAMS] = str(params_file)
+    os.environ[scoring_app.ENV_PARAMS] = json.dumps(params.model_dump(mode="json"))
     os.environ[scoring_app.ENV_MAX_BYTES] = str(sp.max_request_bytes)
     os.environ[scoring_app.ENV_MAX_DEPTH] = str(sp.max_json_depth)
     print(f"serving {champion_uri(params)} (version {version}, {sp.workers} worker(s), body limit "
           f"{sp.max_request_bytes} bytes) on http://{host}:{port}/invocations", file=sys.stderr, flush=True)
-    try:
-        uvicorn.run("pipelines.scoring_app:create_app", factory=True, host=host, port=port, workers=sp.workers,
-                    loop="uvloop", http="httptools", access_log=False, log_level="info")
-    finally:
-        params_file.unlink(missing_ok=True)
+    # uvicorn re-raises SIGTERM / SIGINT after its graceful shutdown: nothing after this line may matter
+    uvicorn.run("pipelines.scoring_app:create_app", factory=True, host=host, port=port, workers=sp.workers,
+                loop="uvloop", http="httptools", access_log=False, log_level="info")
     return {"model_uri": model_uri, "host": host, "port": port}
 
 

@@ -230,7 +230,9 @@ def server(project: dict[str, Any]) -> Iterator[ServedModel]:
         yield served
     finally:
         served.stop()
-        assert not served.group_alive()  # the whole group is gone (mlflow, uvicorn)
+        assert not served.group_alive()  # the whole group is gone (serve, its uvicorn workers)
+        assert served.params_file is not None
+        assert not served.params_file.exists()  # nothing left in the temp folder
 
 
 @pytest.mark.slow
