@@ -42,7 +42,7 @@ STAGES: dict[str, tuple[str, str, str]] = {
     "rollback": ("pipelines.promote", "rollback",
                  "make 'previous' the champion again (the rolled-back version becomes 'previous')"),
     "serve": ("pipelines.serving", "run_serve",
-              "serve models:/<name>@champion over REST with mlflow models serve (--host, --port)"),
+              "serve models:/<name>@champion over REST (MLflow protocol, uvicorn workers; --host, --port)"),
     "score": ("pipelines.serving", "run_score",
               "batch-score a Parquet file of discharges with the champion (--input, --output)"),
     "publish": ("pipelines.cloud.publish", "run_publish",
@@ -76,7 +76,7 @@ def _is_user_error(exc: BaseException) -> bool:
 def _run_stage(name: str, paths: Paths, params: Params, quiet: bool, args: argparse.Namespace) -> dict[str, Any]:
     module_name, func_name, _ = STAGES[name]
     func: Callable[..., dict[str, Any]] = getattr(importlib.import_module(module_name), func_name)
-    if name == "serve":  # execs mlflow models serve: does not return
+    if name == "serve":  # runs the server until interrupted
         return func(paths, params, host=args.host, port=args.port)
     if name == "score":
         return func(paths, params, args.input.resolve(), args.output.resolve())

@@ -1,17 +1,18 @@
-"""Serving the champion: `mlflow models serve` on the project's store, a thin client, batch scoring.
+"""Serving the champion: the project's REST server, a thin client, batch scoring.
 
-REST   `python -m pipelines serve [--host 127.0.0.1] [--port 5001]` execs
-           mlflow models serve -m models:/<train.model_name>@<promote.champion_alias>
-               --env-manager local -h HOST -p PORT
-       with the venv's bin/ first on PATH (mlflow execs `uvicorn` from there), MLFLOW_TRACKING_URI
-       (and the registry URI) set to the project's sqlite store and MLFLOW_DISABLE_TELEMETRY=true.
+REST   `python -m pipelines serve [--host 127.0.0.1] [--port 5001]` resolves the
+       `models:/<train.model_name>@<promote.champion_alias>` alias once in the project's MLflow
+       registry and runs uvicorn (`serving.workers` processes) on pipelines.scoring_app, which
+       loads that version with mlflow.pyfunc.load_model and speaks MLflow's JSON protocol:
        POST /invocations, Content-Type application/json, {"dataframe_split": {...}} or
        {"dataframe_records": [...]}: feature rows of ml_readmission_features without the label;
-       answer {"predictions": [{"probability": p, "high_risk": 0|1}, ...]} in request order. Bad
-       input gets HTTP 400 with a message naming the column (pipelines/model/pyfunc_model.py).
+       answer {"predictions": [{"probability": p, "high_risk": 0|1}, ...]} in request order.
+       Bad input gets 400 / 413 / 415 naming the column and row, never echoing values
+       (the scoring contract: pipelines/model/scoring_contract.py).
 Batch  `python -m pipelines score --input discharges.parquet --output scores.parquet` scores a
-       Parquet file with the champion (the version the alias points to when the command starts)
-       and writes stay_id, probability, high_risk in the input's row order.
+       Parquet file with the champion (the version the alias points to when the command starts),
+       after the same contract checks, and writes stay_id, probability, high_risk in the input's
+       row order.
 
 `ServedModel` / `served_champion` start the same command on a free loopback port in its own
 process group (tests, benchmark) and stop the whole group.
@@ -25,7 +26,6 @@ import json
 import logging
 import math
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -41,10 +41,13 @@ import numpy as np
 import pandas as pd
 import polars as pl
 import requests
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
 
 from pipelines import contracts
 from pipelines.config import Params, Paths, section
 from pipelines.model import data as fdata
+from pipelines.model import scoring_contract as sc
 from pipelines.model.params import TrainParams
 from pipelines.promote import PromoteParams, promote_params, version_by_alias
 
@@ -53,6 +56,20 @@ log = logging.getLogger(__name__)
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 5001
 OUTPUT_COLUMNS = (fdata.KEY, "probability", "high_risk")
+
+
+class ServingParams(BaseModel):
+    """params.yaml section `serving`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    workers: int = Field(2, ge=1, le=32)  # uvicorn worker processes (one per core here)
+    max_request_bytes: int = Field(4 * 1024 * 1024, ge=1024)  # larger bodies get 413 unread
+    max_json_depth: int = Field(8, ge=4, le=64)  # dataframe_split is 4 deep
+
+
+def serving_params(params: Params) -> ServingParams:
+    return section(params, "serving", ServingParams)
 
 
 class ServingError(RuntimeError):
@@ -75,7 +92,7 @@ def champion_uri(params: Params) -> str:
 
 
 def venv_bin() -> Path:
-    """The bin/ folder of the running interpreter's environment (holds mlflow and uvicorn)."""
+    """The bin/ folder of the running interpreter's environment."""
     return Path(sys.prefix) / "bin"
 
 
@@ -92,18 +109,18 @@ def serve_env(paths: Paths, base: dict[str, str] | None = None) -> dict[str, str
     return env
 
 
-def serve_command(paths: Paths, params: Params, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> list[str]:
-    mlflow_bin = venv_bin() / "mlflow"
-    executable = str(mlflow_bin) if mlflow_bin.exists() else (shutil.which("mlflow") or "mlflow")
-    return [executable, "models", "serve", "-m", champion_uri(params), "--env-manager", "local",
-            "-h", host, "-p", str(port)]
+def serve_command(paths: Paths, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
+                  params_file: Path | None = None) -> list[str]:
+    """`python -m pipelines [--params FILE] serve` for the project at paths.root."""
+    cmd = [sys.executable, "-m", "pipelines", "--root", str(paths.root)]
+    if params_file is not None:
+        cmd += ["--params", str(params_file)]
+    return [*cmd, "serve", "--host", host, "--port", str(port)]
 
 
-def shell_command(params: Params, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> str:
+def shell_command(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> str:
     """The same server as a one-liner for a fresh shell opened in the project root (README)."""
-    return ('PATH="$PWD/.venv/bin:$PATH" MLFLOW_TRACKING_URI="sqlite:///$PWD/mlruns/mlflow.db" '
-            f'MLFLOW_DISABLE_TELEMETRY=true mlflow models serve -m "{champion_uri(params)}" '
-            f"--env-manager local -h {host} -p {port}")
+    return f".venv/bin/python -m pipelines serve --host {host} --port {port}"
 
 
 def champion_version(paths: Paths, params: Params) -> str:
@@ -126,14 +143,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
 
 
+def write_params(params: Params, directory: Path | None = None) -> Path:
+    """The params as a YAML file (the workers load exactly what this process validated)."""
+    fd, name = tempfile.mkstemp(prefix="idf-serve-params-", suffix=".yaml", dir=directory)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        yaml.safe_dump(params.model_dump(mode="json"), handle, sort_keys=True)
+    return Path(name)
+
+
 def run_serve(paths: Paths, params: Params, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> dict[str, Any]:
-    """Replace this process with the MLflow scoring server for the champion (never returns)."""
-    version = champion_version(paths, params)
-    cmd = serve_command(paths, params, host, port)
-    print(f"serving {champion_uri(params)} (version {version}) on http://{host}:{port}/invocations", file=sys.stderr)
-    print(" ".join(cmd), file=sys.stderr, flush=True)
+    """Serve the champion version with uvicorn until interrupted (SIGINT / SIGTERM)."""
+    import uvicorn
+
+    from pipelines import scoring_app
+
+    version = champion_version(paths, params)  # resolve the alias once: every worker loads this version
+    sp = serving_params(params)
+    model_uri = f"models:/{model_name(params)}/{version}"
     os.chdir(paths.root)
-    os.execve(cmd[0], cmd, serve_env(paths))
+    os.environ.update(serve_env(paths))
+    os.environ[scoring_app.ENV_MODEL_URI] = model_uri
+    os.environ[scoring_app.ENV_PARAMS] = json.dumps(params.model_dump(mode="json"))
+    os.environ[scoring_app.ENV_MAX_BYTES] = str(sp.max_request_bytes)
+    os.environ[scoring_app.ENV_MAX_DEPTH] = str(sp.max_json_depth)
+    print(f"serving {champion_uri(params)} (version {version}, {sp.workers} worker(s), body limit "
+          f"{sp.max_request_bytes} bytes) on http://{host}:{port}/invocations", file=sys.stderr, flush=True)
+    # uvicorn re-raises SIGTERM / SIGINT after its graceful shutdown: nothing after this line may matter
+    uvicorn.run("pipelines.scoring_app:create_app", factory=True, host=host, port=port, workers=sp.workers,
+                loop="uvloop", http="httptools", access_log=False, log_level="info")
+    return {"model_uri": model_uri, "host": host, "port": port}
 
 
 # ---- a server process for tests and the benchmark ------------------------------------------------
@@ -151,6 +189,7 @@ class ServedModel:
     process: subprocess.Popen[bytes]
     url: str
     log_file: Path
+    params_file: Path | None = None
 
     @classmethod
     def start(cls, paths: Paths, params: Params, host: str = DEFAULT_HOST, port: int | None = None,
@@ -158,13 +197,14 @@ class ServedModel:
         champion_version(paths, params)  # a clear error before spawning anything
         port = port or free_port(host)
         log_file = log_file or Path(tempfile.gettempdir()) / f"idf-serve-{port}.log"
+        params_file = write_params(params)
         handle = log_file.open("wb")
         process = subprocess.Popen(
-            serve_command(paths, params, host, port), cwd=paths.root, env=serve_env(paths),
+            serve_command(paths, host, port, params_file), cwd=paths.root, env=serve_env(paths),
             stdout=handle, stderr=subprocess.STDOUT, start_new_session=True,
         )
         handle.close()
-        server = cls(process, f"http://{host}:{port}", log_file)
+        server = cls(process, f"http://{host}:{port}", log_file, params_file)
         try:
             server.wait_ready(timeout_s)
         except BaseException:
@@ -222,6 +262,8 @@ class ServedModel:
                     os.killpg(pgid, signal.SIGKILL)  # a straggler that ignored SIGTERM
                 killed = True
             time.sleep(0.1)
+        if self.params_file is not None:
+            self.params_file.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
@@ -324,6 +366,19 @@ def check_batch_input(frame: pl.DataFrame, source: str) -> None:
         raise ScoringInputError(f"{source}: column '{fdata.KEY}' is not unique ({duplicates} duplicate row(s))")
 
 
+def check_batch_contract(frame: pl.DataFrame, model: Any, params: Params, source: str) -> None:
+    """Ranges and code sets (the scoring contract, with the model's trained categories)."""
+    try:
+        bundle = getattr(model.unwrap_python_model(), "bundle", None)
+    except Exception:  # not a python_model flavour: the contract's own code sets
+        bundle = None
+    trained = sc.trained_categories(bundle) if isinstance(bundle, dict) else None
+    try:
+        sc.check_frame(sc.scoring_contract(params, trained), frame)
+    except sc.ScoringContractError as exc:
+        raise ScoringInputError(f"{source}: {exc}") from None
+
+
 def score_batch(paths: Paths, params: Params, input_parquet: Path, output_parquet: Path) -> dict[str, Any]:
     """Score a Parquet file with the champion; write stay_id, probability, high_risk (input order)."""
     import mlflow
@@ -340,6 +395,7 @@ def score_batch(paths: Paths, params: Params, input_parquet: Path, output_parque
     version = champion_version(paths, params)  # resolve the alias once: every row gets the same model
     name = model_name(params)
     model = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
+    check_batch_contract(frame, model, params, str(input_parquet))
     features = frame.with_columns(pl.col(fdata.CATEGORICAL).cast(pl.String))
     scored = model.predict(fdata.to_serving_input(features))
     out = pl.DataFrame({

@@ -17,7 +17,9 @@ mart ml_readmission_features without the label. Every feature column must be the
 Numeric features are JSON numbers (integer features whole numbers), categorical features strings;
 null / NaN is allowed in `days_since_last_discharge` only (no earlier stay); infinities never.
 A violation raises MlflowException(INVALID_PARAMETER_VALUE), which the scoring server answers
-with HTTP 400 and the message, naming the column, the row and the offending value.
+with HTTP 400 and the message, naming the column and the row but never the value (health data).
+Ranges and code sets are checked in front of the model by the project's server and batch
+scoring (pipelines/model/scoring_contract.py), which this file may not import.
 """
 
 from __future__ import annotations
@@ -188,6 +190,14 @@ class CompiledPipeline:
     def predict_positive(self, frame: pd.DataFrame) -> np.ndarray:
         return self.forest.predict_positive(self.matrix(frame))
 
+    def predict_arrays(self, numeric: list[np.ndarray], categorical: list[np.ndarray]) -> np.ndarray:
+        """The same from checked columns (float64 with NaN; str objects) in numeric/categorical order:
+        the REST fast path, no DataFrame."""
+        blocks = [np.column_stack(numeric).astype(np.float64, copy=False)]
+        for values, categories in zip(categorical, self.categories, strict=True):
+            blocks.append((np.asarray(values, dtype=object)[:, None] == categories[None, :]).astype(np.float64))
+        return self.forest.predict_positive(np.hstack(blocks))
+
     @classmethod
     def build(cls, bundle: dict[str, Any], n_check: int = 256, seed: int = 1) -> CompiledPipeline | None:
         forest = CompiledForest.build(bundle["pipeline"])
@@ -217,11 +227,6 @@ class CompiledPipeline:
 
 # ---- input checks ---------------------------------------------------------------------------
 
-def _show(value: Any) -> str:
-    text = repr(value.item() if isinstance(value, np.generic) else value)
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
 def _is_missing(value: Any) -> bool:
     return value is None or value is pd.NA or value is pd.NaT or (isinstance(value, float) and math.isnan(value))
 
@@ -233,7 +238,7 @@ def _first(mask: np.ndarray) -> int:
 def _check_numeric(name: str, values: pd.Series, integer: bool, nullable: bool) -> None:
     kind = "an integer" if integer else "a number"
     if values.dtype == bool or isinstance(values.dtype, pd.BooleanDtype):
-        raise InputError(f"column '{name}': expected {kind}, got a boolean (row 0: {_show(values.iloc[0])})", name)
+        raise InputError(f"column '{name}': expected {kind}, got a boolean (row 0)", name)
     if pd.api.types.is_numeric_dtype(values.dtype):
         array = values.to_numpy(dtype="float64", na_value=np.nan)
     else:  # object column: JSON values of mixed types; check each one
@@ -242,7 +247,7 @@ def _check_numeric(name: str, values: pd.Series, integer: bool, nullable: bool) 
                 continue
             if isinstance(value, bool | np.bool_) or not isinstance(value, Real | np.number):
                 raise InputError(
-                    f"column '{name}': expected {kind}, got {type(value).__name__} {_show(value)} (row {row})", name)
+                    f"column '{name}': expected {kind}, got {type(value).__name__} (row {row})", name)
         array = np.array([np.nan if _is_missing(v) else float(v) for v in values.tolist()], dtype="float64")
     missing = np.isnan(array)
     if missing.any() and not nullable:
@@ -256,7 +261,7 @@ def _check_numeric(name: str, values: pd.Series, integer: bool, nullable: bool) 
         fractional = ~missing & (np.floor(array) != array)
         if fractional.any():
             row = _first(fractional)
-            raise InputError(f"column '{name}': expected an integer, got {_show(array[row])} (row {row})", name)
+            raise InputError(f"column '{name}': expected an integer, got a fraction (row {row})", name)
 
 
 def _check_categorical(name: str, values: pd.Series) -> None:
@@ -265,7 +270,7 @@ def _check_categorical(name: str, values: pd.Series) -> None:
             raise InputError(f"column '{name}': null at row {row}; expected a string", name)
         if not isinstance(value, str):
             raise InputError(
-                f"column '{name}': expected a string, got {type(value).__name__} {_show(value)} (row {row})", name)
+                f"column '{name}': expected a string, got {type(value).__name__} (row {row})", name)
 
 
 def check_input(bundle: dict[str, Any], frame: pd.DataFrame) -> None:

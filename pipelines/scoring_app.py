@@ -1,0 +1,334 @@
+"""The project's REST scoring server: MLflow's JSON protocol, the scoring contract in front.
+
+An ASGI app (run by uvicorn, one or more worker processes) serving one registered model version
+loaded with `mlflow.pyfunc.load_model("models:/<name>/<version>")`, the version the champion
+alias pointed to when `serve` started. It speaks the same protocol as `mlflow models serve`:
+
+    POST /invocations  Content-Type: application/json
+        {"dataframe_split": {"columns": [...], "data": [[...], ...]}}  or  {"dataframe_records": [{...}, ...]}
+    -> 200 {"predictions": [{"probability": p, "high_risk": 0|1}, ...]}  (request order)
+    GET /ping, /health -> 200;  GET /version -> the MLflow version
+
+and refuses, before any model code runs, with a JSON body {"error_code", "message"} that names
+columns and row numbers but never echoes a value of the request:
+    415 no or another Content-Type;  413 a body over `serving.max_request_bytes` (Content-Length
+    checked before reading; a chunked body stops being read at the limit);  400 empty body, not
+    JSON, nested too deep, wrong top-level keys or shape, unknown or missing columns, a value
+    outside the scoring contract (pipelines/model/scoring_contract.py).
+
+Fast path: the checked columns go straight into the compiled pipeline of
+pipelines/model/pyfunc_model.py (same bits as scikit-learn, checked when built); a model of
+another shape is scored through the pyfunc's own predict.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+import os
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pipelines import contracts
+from pipelines.config import Params
+from pipelines.model import scoring_contract as sc
+from pipelines.model.pyfunc_model import CompiledPipeline
+
+log = logging.getLogger(__name__)
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+ENV_MODEL_URI = "IDF_SERVE_MODEL_URI"  # set by `serve` for its workers
+ENV_PARAMS = "IDF_SERVE_PARAMS_JSON"  # the validated params, as JSON (no temp file to leak)
+ENV_MAX_BYTES = "IDF_SERVE_MAX_REQUEST_BYTES"
+ENV_MAX_DEPTH = "IDF_SERVE_MAX_JSON_DEPTH"
+DEFAULT_MAX_REQUEST_BYTES = 4 * 1024 * 1024
+DEFAULT_MAX_JSON_DEPTH = 8  # dataframe_split data is depth 4
+TOP_LEVEL_KEYS = ("dataframe_split", "dataframe_records")
+SPLIT_KEYS = ("columns", "data", "index")  # pandas' split orientation ("index" is ignored)
+
+
+class RequestError(Exception):
+    """A refused request: HTTP status and a message without request values."""
+
+    def __init__(self, status: int, message: str, error_code: str = "BAD_REQUEST") -> None:
+        super().__init__(message)
+        self.status, self.message, self.error_code = status, message, error_code
+
+
+# ---- body -> columns ------------------------------------------------------------------------------
+
+def _depth_ok(value: Any, limit: int) -> bool:
+    """Nesting of the decoded body within `limit` (iterative: no recursion on hostile input)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            if depth > limit:
+                return False
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return True
+
+
+def decode_body(body: bytes, max_depth: int = DEFAULT_MAX_JSON_DEPTH) -> Any:
+    if not body.strip():
+        raise RequestError(400, "empty body: send a JSON object with dataframe_split or dataframe_records")
+    try:
+        payload = json.loads(body)
+    except RecursionError:
+        raise RequestError(400, f"JSON nested deeper than {max_depth} levels") from None
+    except (ValueError, UnicodeDecodeError):
+        raise RequestError(400, "the body is not valid JSON (UTF-8)") from None
+    if not _depth_ok(payload, max_depth):
+        raise RequestError(400, f"JSON nested deeper than {max_depth} levels")
+    return payload
+
+
+def _columns_from_split(split: Any) -> dict[str, list[Any]]:
+    if not isinstance(split, dict):
+        raise RequestError(400, "dataframe_split must be an object with 'columns' and 'data'")
+    unknown = sorted(k for k in split if k not in SPLIT_KEYS)
+    if unknown or "columns" not in split or "data" not in split:
+        raise RequestError(400, "dataframe_split takes 'columns' and 'data' (and optionally 'index')"
+                           + (f"; unknown field(s): {', '.join(unknown)}" if unknown else ""))
+    names, data = split["columns"], split["data"]
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise RequestError(400, "dataframe_split.columns must be a list of column names")
+    if not isinstance(data, list):
+        raise RequestError(400, "dataframe_split.data must be a list of rows")
+    _check_names(names)
+    for row, values in enumerate(data):
+        if not isinstance(values, list) or len(values) != len(names):
+            raise RequestError(400, f"dataframe_split.data row {row}: expected a list of {len(names)} values")
+    return {name: [values[i] for values in data] for i, name in enumerate(names)}
+
+
+def _columns_from_records(records: Any) -> dict[str, list[Any]]:
+    if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
+        raise RequestError(400, "dataframe_records must be a list of objects (one per row)")
+    if not records:
+        return {}
+    names = list(records[0])
+    _check_names(names)
+    expected = set(names)
+    for row, record in enumerate(records):
+        if record.keys() != expected:
+            missing = [n for n in names if n not in record]
+            problem = f"missing field(s) {', '.join(missing)}" if missing else "field(s) row 0 does not have"
+            raise RequestError(400, f"dataframe_records row {row}: {problem}; every row needs the same fields")
+    return {name: [record[name] for record in records] for name in names}
+
+
+def _check_names(names: list[str]) -> None:
+    """Column names against the feature contract (names are schema, safe to repeat)."""
+    if len(set(names)) != len(names):
+        raise RequestError(400, "duplicate column name(s)")
+    label = contracts.FEATURE_LABEL
+    if label in names:
+        raise RequestError(400, f"column '{label}' is the label, not an input: remove it from the request")
+    features = list(contracts.NUMERIC_FEATURES) + list(contracts.CATEGORICAL_FEATURES)
+    allowed = set(features) | set(sc.PASSTHROUGH)
+    unknown = [n for n in names if n not in allowed]
+    if unknown:
+        shown = ", ".join(n if len(n) <= 64 else n[:61] + "..." for n in unknown[:5])
+        raise RequestError(400, f"unexpected column(s): {shown}; the model takes the feature columns "
+                           f"({', '.join(features)}) and optionally {', '.join(sc.PASSTHROUGH)}")
+    missing = [n for n in features if n not in names]
+    if missing:
+        raise RequestError(400, f"missing feature column(s): {', '.join(missing)}")
+
+
+def request_columns(payload: Any) -> dict[str, list[Any]]:
+    """The decoded body -> column name -> values (rows in request order)."""
+    if not isinstance(payload, dict) or len(payload) != 1 or next(iter(payload)) not in TOP_LEVEL_KEYS:
+        keys = sorted(payload)[:5] if isinstance(payload, dict) else []
+        shown = ", ".join(k if len(k) <= 64 else k[:61] + "..." for k in keys)
+        raise RequestError(400, "the body must be a JSON object with exactly one of the fields "
+                           f"{' or '.join(TOP_LEVEL_KEYS)}" + (f" (got: {shown})" if shown else ""))
+    key, value = next(iter(payload.items()))
+    columns = _columns_from_split(value) if key == "dataframe_split" else _columns_from_records(value)
+    if not columns or not next(iter(columns.values())):
+        raise RequestError(400, "no rows to score: send at least one feature row")
+    return columns
+
+
+# ---- the model --------------------------------------------------------------------------------------
+
+@dataclass
+class Scorer:
+    """One loaded model version, its contract and (when it compiles) its fast path."""
+
+    pyfunc: Any
+    contract: sc.ScoringContract
+    threshold: float | None
+    compiled: CompiledPipeline | None
+    model_uri: str
+
+    @classmethod
+    def load(cls, model_uri: str, params: Params) -> Scorer:
+        import mlflow
+
+        pyfunc = mlflow.pyfunc.load_model(model_uri)
+        bundle: dict[str, Any] | None = None
+        try:
+            bundle = getattr(pyfunc.unwrap_python_model(), "bundle", None)
+        except Exception:  # not a python_model flavour: score through pyfunc.predict
+            bundle = None
+        ok = isinstance(bundle, dict) and bundle.get("format") == 1
+        compiled = CompiledPipeline.build(bundle) if ok and bundle is not None else None
+        trained = sc.trained_categories(bundle) if ok and bundle is not None else {}
+        threshold = float(bundle["threshold"]) if ok and bundle is not None else None
+        if compiled is not None and list(compiled.numeric) + list(compiled.categorical) != \
+                [r.name for r in sc.scoring_contract(params).numeric] + list(contracts.CATEGORICAL_FEATURES):
+            compiled = None  # the model's column order differs from the contract's: use its own predict
+        return cls(pyfunc, sc.scoring_contract(params, trained), threshold, compiled, model_uri)
+
+    def score(self, columns: dict[str, list[Any]]) -> list[dict[str, Any]]:
+        try:
+            numeric, categorical = sc.check_columns(self.contract, columns)
+        except sc.ScoringContractError as exc:
+            raise RequestError(400, f"invalid input: {exc}", "INVALID_PARAMETER_VALUE") from None
+        if self.compiled is not None and self.threshold is not None:
+            probability = self.compiled.predict_arrays(numeric, categorical)
+            high_risk = probability >= self.threshold
+            return [{"probability": float(p), "high_risk": int(h)}
+                    for p, h in zip(probability.tolist(), high_risk.tolist(), strict=True)]
+        from mlflow.exceptions import MlflowException
+
+        frame = pd.DataFrame({name: columns[name] for name in self.contract.features})
+        for rule, values in zip(self.contract.numeric, numeric, strict=True):
+            frame[rule.name] = values
+        try:
+            predicted = self.pyfunc.predict(frame)
+        except MlflowException as exc:  # the model's own check; older versions' messages may show values
+            if exc.get_http_status_code() != 400:  # type: ignore[no-untyped-call]
+                raise
+            raise RequestError(400, "invalid input: refused by the model's own input check",
+                               "INVALID_PARAMETER_VALUE") from None
+        return [{"probability": float(p), "high_risk": int(h)} for p, h in
+                zip(np.asarray(predicted["probability"], dtype=np.float64).tolist(),
+                    np.asarray(predicted["high_risk"]).tolist(), strict=True)]
+
+
+# ---- the ASGI app -----------------------------------------------------------------------------------
+
+def _media_type(headers: list[tuple[bytes, bytes]]) -> tuple[str | None, int | None]:
+    content_type, length = None, None
+    for name, value in headers:
+        if name == b"content-type":
+            content_type = value.decode("latin-1").split(";")[0].strip().lower()
+        elif name == b"content-length":
+            try:
+                length = int(value)
+            except ValueError:
+                length = -1
+    return content_type, length
+
+
+class ScoringApp:
+    """A bare ASGI app: a few routes, no framework overhead on the hot path."""
+
+    def __init__(self, scorer: Scorer, max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+                 max_json_depth: int = DEFAULT_MAX_JSON_DEPTH) -> None:
+        self.scorer = scorer
+        self.max_request_bytes = max_request_bytes
+        self.max_json_depth = max_json_depth
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        if scope["type"] != "http":
+            return
+        path, method = scope["path"], scope["method"]
+        if path in ("/ping", "/health"):
+            await _respond(send, 200, b"\n", b"text/plain")
+        elif path == "/version":
+            import mlflow
+
+            await _respond(send, 200, mlflow.__version__.encode(), b"text/plain")
+        elif path != "/invocations":
+            await _error(send, RequestError(404, "not found: POST /invocations", "ENDPOINT_NOT_FOUND"))
+        elif method != "POST":
+            await _error(send, RequestError(405, "use POST /invocations"))
+        else:
+            await self.invocations(scope, receive, send)
+
+    async def invocations(self, scope: Scope, receive: Receive, send: Send) -> None:
+        body_read = False
+        try:
+            content_type, length = _media_type(scope["headers"])
+            if content_type != "application/json":
+                raise RequestError(415, "unsupported or missing Content-Type; accepted content types: "
+                                   "application/json")
+            if length is not None and (length < 0 or length > self.max_request_bytes):
+                raise RequestError(413, f"request body over the limit of {self.max_request_bytes} bytes "
+                                   "(serving.max_request_bytes)", "REQUEST_LIMIT_EXCEEDED")
+            body = await self._read_body(receive)
+            body_read = True
+            columns = request_columns(decode_body(body, self.max_json_depth))
+            predictions = self.scorer.score(columns)
+        except RequestError as exc:  # refused before the body was read: close, the client may still be sending
+            await _error(send, exc, close=not body_read)
+            return
+        except Exception:  # a bug, not the client's fault: log it, never echo the request
+            log.exception("scoring failed")
+            await _error(send, RequestError(500, "internal error while scoring", "INTERNAL_ERROR"))
+            return
+        await _respond(send, 200, json.dumps({"predictions": predictions}).encode(), b"application/json")
+
+    async def _read_body(self, receive: Receive) -> bytes:
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise RequestError(400, "client disconnected")
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_request_bytes:  # chunked upload: stop reading at the limit
+                raise RequestError(413, f"request body over the limit of {self.max_request_bytes} bytes "
+                                   "(serving.max_request_bytes)", "REQUEST_LIMIT_EXCEEDED")
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+
+async def _respond(send: Send, status: int, body: bytes, content_type: bytes, close: bool = False) -> None:
+    headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
+    if close:
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _error(send: Send, exc: RequestError, close: bool = False) -> None:
+    body = json.dumps({"error_code": exc.error_code, "message": exc.message}).encode()
+    await _respond(send, exc.status, body, b"application/json", close=close)
+
+
+def create_app() -> ScoringApp:
+    """uvicorn factory for each worker: model URI and params from the environment `serve` set."""
+    model_uri = os.environ[ENV_MODEL_URI]
+    params = Params.model_validate(json.loads(os.environ[ENV_PARAMS]))
+    app = ScoringApp(Scorer.load(model_uri, params),
+                     int(os.environ.get(ENV_MAX_BYTES, DEFAULT_MAX_REQUEST_BYTES)),
+                     int(os.environ.get(ENV_MAX_DEPTH, DEFAULT_MAX_JSON_DEPTH)))
+    gc.collect()
+    gc.freeze()  # the loaded model's objects leave the collector's generations: shorter pauses under load
+    log.info("worker %d ready: %s (%s path)", os.getpid(), model_uri,
+             "compiled" if app.scorer.compiled is not None else "pyfunc")
+    return app
