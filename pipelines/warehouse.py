@@ -278,7 +278,8 @@ def warehouse_figures(warehouse: Path, wp: WarehouseParams) -> dict[str, Any]:
                             from {MARTS_SCHEMA}.fct_readmissions where is_index) as t where decile = 1"""
                 )[0] or math.nan, 2,
             ),
-            "cost_share_by_group": {str(g): _r(float(s)) for g, _, _, s in top},
+            # shares are null when the extract has no valuation (costs null)
+            "cost_share_by_group": {str(g): _r(math.nan if s is None else float(s)) for g, _, _, s in top},
         }
         figures["copd_cost_share_top_decile"] = figures["top_decile_cost"]["cost_share_by_group"].get("COPD", 0.0)
         published, suppressed = one(

@@ -111,3 +111,21 @@ def _rel(con: duckdb.DuckDBPyConnection, name: str) -> str:
     row = con.execute("select table_schema from information_schema.tables where table_name = ?", [name]).fetchone()
     assert row is not None, name
     return f"{row[0]}.{name}"
+
+
+def test_without_optional_tables_the_chain_degrades_with_messages(tmp_path: Path) -> None:
+    shutil.copytree(PROJECT_DBT, tmp_path / "dbt", ignore=shutil.ignore_patterns("target", "logs", "dbt_packages"))
+    paths = Paths(tmp_path)
+    build_extract(paths.raw)
+    for name in ["T_MCO21VALO.csv", "T_MCO22VALO.csv", "T_MCO23VALO.csv", "T_MCO24VALO.csv",
+                 "EXT_FINESS_SAE.csv", "IR_PHA_R.csv"]:
+        (paths.raw / name).unlink()
+    params = Params()
+    cleaning = run_clean(paths, params.clean)
+    notes = [n for t in cleaning["tables"].values() for n in t["notes"]]
+    assert any(n.startswith("T_MCOaaVALO for 2021, 2022, 2023, 2024 not in the extract (columns ETA_NUM, RSA_NUM,"
+                            " MNT_TOT_AM): stay_cost null") for n in notes)
+    assert any(n.startswith("EXT_FINESS_SAE not in the extract") for n in notes)
+    figures = run_warehouse(paths, params)  # cost tests warn instead of failing
+    assert "test.snds_readmission.not_null_stg_stays_stay_cost.060d5985fb" in figures["dbt"]["warnings"]
+    assert run_features(paths, params)["rows"] >= 10
