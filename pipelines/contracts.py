@@ -112,6 +112,11 @@ HOSPITAL_CATEGORIES: dict[str, str] = {
     "128": "Private clinic",
 }
 
+# PMSI codes accepted by clean, the same as the warehouse's seeds (dbt/seeds/ref_exit_modes.csv,
+# ref_provenances.csv; tests/test_clean_dbt_contract.py checks they agree).
+EXIT_MODES: tuple[str, ...] = ("0", "6", "7", "8", "9")  # ENT_MOD and SOR_MOD (MS_SOR_V)
+PROVENANCES: tuple[str, ...] = ("1", "2", "3", "4", "5", "6", "7")  # ENT_PRV and SOR_DES (MS_PRV_V)
+
 # Clean tables: analytic names and Polars dtypes. Every clean Parquet matches exactly.
 CLEAN_SCHEMAS: dict[str, dict[str, pl.DataType]] = {
     "patients": {
