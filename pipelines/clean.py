@@ -53,6 +53,7 @@ from pipelines.contracts import (
     RAW_DATE_FORMAT,
     RAW_SEPARATOR,
     RAW_TABLES,
+    SEX_CODES,
     RawTable,
     stay_id_expr,
 )
@@ -402,7 +403,7 @@ def invalid_date(pairs: Mapping[str, str]) -> list[Check]:
 def invalid_sex(raw: str, parsed: str) -> Check:
     return Check(
         "invalid_sex",
-        ~pl.col(parsed).is_in([1, 2]).fill_null(False),
+        ~pl.col(parsed).is_in(list(SEX_CODES)).fill_null(False),
         pl.format(f"{raw}='{{}}': sex must be 1 or 2", pl.col(raw)),
     )
 
