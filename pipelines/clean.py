@@ -38,6 +38,7 @@ import os
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -78,8 +79,9 @@ REASONS: tuple[str, ...] = (
     "impossible_birth_year",
     "unknown_finess",
     "unknown_stay",
-    "date_outside_extract",  # after the simulator's own dirt: its stays may run past the extract's end
+    "date_outside_extract",
     "duplicate_key",
+    "encloses_stay",  # cross-row, among rows passing every other check
 )
 # Repairs counted in the metrics (contracts.CORRUPTION_KINDS with outcome "repaired").
 REPAIR_KINDS: tuple[str, ...] = ("department_format", "icd_format", "decimal_comma")
@@ -451,6 +453,24 @@ def outside_extract(raw: str, parsed: str, period: ExtractPeriod, *, before_star
     return Check("date_outside_extract", failed, pl.format(f"{raw}='{{}}': {bound}", pl.col(raw)))
 
 
+def stay_outside_extract(period: ExtractPeriod) -> Check:
+    """A stay that does not touch the extract: admitted after its end or discharged before its start.
+
+    A stay admitted before the end and discharged after it is kept (in progress at the end of
+    the extract; the warehouse censors it), as a stay admitted before the start and discharged in it.
+    """
+    start, end = f"{period.start_date:%d/%m/%Y}", f"{period.end_date:%d/%m/%Y}"
+    return Check(
+        "date_outside_extract",
+        (pl.col("admission_date") > period.end_date) | (pl.col("discharge_date") < period.start_date),
+        pl.format(
+            f"EXE_SOI_DTD='{{}}', EXE_SOI_DTF='{{}}': the stay lies outside the extract period [{start}, {end}]",
+            pl.col("EXE_SOI_DTD"),
+            pl.col("EXE_SOI_DTF"),
+        ),
+    )
+
+
 def key_detail(cols: Sequence[str], explanation: str) -> pl.Expr:
     parts = [quoted(c) for c in cols]
     return pl.concat_str([pl.concat_str(parts, separator=", "), pl.lit(f": {explanation}")])
@@ -488,12 +508,35 @@ def flag_duplicate_keys(frame: pl.LazyFrame, key: Sequence[str]) -> pl.LazyFrame
     )
 
 
+_LAST_DAY = pl.lit(date(9999, 12, 31))
+
+
+def flag_enclosing_stays(frame: pl.LazyFrame) -> pl.LazyFrame:
+    """A stay discharged after a later-admitted stay of the same patient is discharged -> encloses_stay.
+
+    Stays are ordered as the warehouse's pathway orders them (admission, discharge, stay id); a
+    stay nested inside another one breaks its ``previous_discharge_date`` <= ``discharge_date``
+    test. The enclosing stay is the one quarantined: a typo in a discharge date (01/01/2099 for
+    2023) makes one stay swallow the patient's later stays.
+    """
+    ok = pl.col(_REASON).is_null()
+    discharge = pl.when(ok).then(pl.col("discharge_date")).otherwise(_LAST_DAY)
+    later_min = discharge.reverse().cum_min().reverse().shift(-1).over("patient_id")
+    encloses = ok & (pl.col("discharge_date") > later_min).fill_null(False)
+    return (
+        frame.sort("patient_id", "admission_date", "discharge_date", "stay_id", _LINE, nulls_last=True)
+        .with_columns(pl.when(encloses).then(pl.lit("encloses_stay")).otherwise(pl.col(_REASON)).alias(_REASON))
+    )
+
+
 def describe(quarantined: pl.DataFrame, checks: Sequence[Check], raw_key: Sequence[str]) -> pl.DataFrame:
     """Add ``detail`` to quarantined rows only (building messages for every row is costly)."""
     dup_detail = pl.concat_str([key_detail(raw_key, "key already used by line "), pl.col(_FIRST_LINE).cast(pl.String)])
     detail = (
         pl.when(pl.col(_REASON) == "duplicate_key")
         .then(dup_detail)
+        .when(pl.col(_REASON) == "encloses_stay")
+        .then(pl.lit("EXE_SOI_DTF: discharged after a later-admitted stay of the same patient is discharged"))
         .otherwise(first_failing(checks, lambda c: c.detail))
     )
     return quarantined.with_columns(detail.alias(_DETAIL))
@@ -526,6 +569,7 @@ class TableRules:
     # reason -> true where that reason is caused by a quarantined parent row in another table
     cascade: dict[str, pl.Expr] = field(default_factory=dict)
     id_column: str | None = None  # the column child tables refer to (stay_id, hospital_id)
+    cross_row: Callable[[pl.LazyFrame], pl.LazyFrame] | None = None  # after duplicate keys
 
 
 def hospitals_rules(ctx: Context) -> TableRules:
@@ -654,7 +698,7 @@ def stays_rules(ctx: Context) -> TableRules:
                     stay_days,
                 ),
             ),
-            outside_extract("EXE_SOI_DTF", "discharge_date", p.extract, before_start=True),
+            stay_outside_extract(p.extract),
             Check(
                 "impossible_age",
                 ~pl.col("age").is_between(p.min_age, p.max_age),
@@ -669,6 +713,7 @@ def stays_rules(ctx: Context) -> TableRules:
         key=("hospital_id", "rsa_num"),
         cascade={"unknown_finess": hospital_quarantined},
         id_column="stay_id",
+        cross_row=flag_enclosing_stays,
         repairs={
             "department_format": changed("BDI_DEP", "department"),
             "icd_format": changed("DGN_PAL", "icd10_code") + changed("DGN_REL", "related_icd10_code"),
@@ -827,6 +872,8 @@ def count_reasons(quarantine: pl.DataFrame, rules: TableRules) -> dict[str, int]
     counts = quarantine.get_column(_REASON).value_counts()
     found = dict(zip(counts[_REASON].to_list(), counts["count"].to_list(), strict=True))
     reasons = {"malformed_line", "duplicate_key", *(c.reason for c in rules.checks)}
+    if rules.cross_row is not None:
+        reasons.add("encloses_stay")
     return {r: int(found.get(r, 0)) for r in sorted(reasons)}
 
 
@@ -852,6 +899,8 @@ def clean_table(raw: RawLines, ctx: Context) -> CleanResult:
     rows = rows.lazy().with_columns(**rules.columns).collect()
     rows = assign_reasons(rows.lazy(), checks).collect()
     rows = flag_duplicate_keys(rows.lazy(), rules.key).collect()
+    if rules.cross_row is not None:
+        rows = rules.cross_row(rows.lazy()).collect()
     quarantined = rows.filter(pl.col(_REASON).is_not_null())
     ids = quarantined.get_column(rules.id_column).drop_nulls() if rules.id_column else pl.Series([], dtype=pl.String)
     cascade = count_cascade(quarantined, rules)
