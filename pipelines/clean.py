@@ -1,30 +1,41 @@
 """Clean stage: raw SNDS-shaped CSV exports -> typed clean tables, quarantine and metrics.
 
 Inputs are ``data/raw/<RawTable.file>`` (``;``-separated, UTF-8, header line, dates
-``dd/mm/yyyy``, no quoting). Outputs:
+``dd/mm/yyyy``, LF or CRLF line endings; RFC 4180 quoting: a field in double quotes may hold
+``;``, doubled quotes and newlines). Outputs:
 
 * ``data/clean/<table>.parquet``: exactly ``contracts.CLEAN_SCHEMAS[table]``, sorted by key.
 * ``data/quarantine/<table>.parquet``: the raw columns of ``RawTable.columns`` as text
-  (values as written, unstripped), then ``line_number`` (1-based, header = line 1),
-  ``reason`` and ``detail`` (``contracts.QUARANTINE_EXTRA_COLUMNS``), sorted by line.
-  A ``malformed_line`` row cannot be split reliably, so its whole raw text is kept in the
-  first raw column and the other raw columns are null.
-* ``reports/metrics/cleaning.json``: per-table counts, quarantine reasons and repairs.
+  (values as written, unstripped), then ``line_number`` (1-based, header = line 1; a quoted
+  record spanning lines has its first line's number), ``reason`` and ``detail``
+  (``contracts.QUARANTINE_EXTRA_COLUMNS``), sorted by line. A ``malformed_line`` row cannot be
+  split reliably, so its whole raw text is kept in the first raw column, the others are null.
+* ``reports/metrics/cleaning.json``: per-table counts, quarantine reasons, repairs and cascades.
 
-Processing of one table (vectorised Polars, no per-row Python):
+Structural problems raise ``RawFileError`` (the CLI exits 2 with one line naming the file):
+missing or empty file, not UTF-8, CR-only line endings, wrong delimiter, duplicate or missing
+columns, a header with no data row (every table is required), a quoted field never closed.
 
-1. The file is read as text lines; the header is checked (structural problems raise
-   ``RawFileError`` before anything is written). Trailing blank lines are ignored.
-2. Exact duplicate lines (same raw text) are dropped, keeping the first.
-3. Every line is split on ``;`` into the header's columns; clean columns are derived
+Processing of one table (vectorised Polars expressions over text columns, decoupled from reading):
+
+1. The file is read as records; the header is checked. Trailing blank lines are ignored.
+2. Exact duplicate records (same raw text) are dropped, keeping the first.
+3. Every record is split into the header's columns; clean columns are derived
    (repairs: department formats, ICD-10 formats, decimal commas, empty -> null).
 4. Each row gets at most one quarantine reason: the first failing check in ``REASONS``
-   order (so ``raw_rows == clean_rows + quarantined_rows + duplicates_dropped``).
+   order (so ``raw_rows == clean_rows + quarantined_rows + duplicates_dropped``). Cross-row
+   checks (``duplicate_key``, ``encloses_stay``) only look at rows passing every other check.
+
+Every error-level dbt test raw data can reach has its rule here (contracts.DBT_TEST_REASONS,
+checked against the dbt YAML by tests/test_clean_dbt_contract.py). Date bounds come from the
+extract period (``CleanParams.extract`` = warehouse.data_start_date / data_end_date).
 
 Tables are cleaned in the order hospitals, stays, diagnoses, patients, dispensings:
 stays are checked against clean hospitals (``unknown_finess``), diagnoses against clean
 stays (``unknown_stay``), and a patient's birth year must not exceed the latest admission
-year among clean stays (``impossible_birth_year``).
+year among clean stays (``impossible_birth_year``). A child row whose parent key is in the
+other table's quarantine is a cascade: counted under ``cascade`` in the metrics and said so
+in its detail, apart from truly unknown keys.
 
 Repairs are counted per repaired cell of rows that end up clean.
 """
