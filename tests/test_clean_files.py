@@ -156,3 +156,43 @@ def test_duplicate_key_parent_is_not_a_cascade(tmp_path: Path) -> None:
     assert out.reasons("stays") == ["duplicate_key"]
     assert out.table_metrics("diagnoses")["clean_rows"] == 1
     assert out.metrics["totals"]["cascade_rows"] == 0
+
+
+# --------------------------------------------------------------------------- the extract period
+
+
+def test_extract_period_is_the_warehouse_one(tmp_path: Path) -> None:
+    from datetime import date
+
+    import yaml
+
+    from pipelines.config import Params, ParamsError, load_params
+
+    project = load_params(PROJECT / "params.yaml")
+    warehouse = (project.model_extra or {})["warehouse"]
+    assert project.clean.extract.start_date.isoformat() == warehouse["data_start_date"]
+    assert project.clean.extract.end_date.isoformat() == warehouse["data_end_date"]
+    assert Params.model_validate(project.model_dump()) == project  # a dump round-trips
+
+    raw = yaml.safe_load((PROJECT / "params.yaml").read_text(encoding="utf-8"))
+    raw["warehouse"]["data_end_date"] = "2023-06-30"
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    assert load_params(path).clean.extract.end_date == date(2023, 6, 30)
+
+    raw["clean"]["extract"] = {"start_date": "2021-01-01", "end_date": "2024-12-31"}  # a second source
+    path.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    with pytest.raises(ParamsError, match=r"clean\.extract must equal warehouse"):
+        load_params(path)
+
+
+def test_extract_end_from_params_moves_the_bound(tmp_path: Path) -> None:
+    from datetime import date
+
+    from pipelines.config import ExtractPeriod
+
+    params = CleanParams(extract=ExtractPeriod(start_date=date(2021, 1, 1), end_date=date(2022, 12, 31)))
+    paths = write_raw(tmp_path, stays=[{}, {"RSA_NUM": "2", "EXE_SOI_DTD": "03/01/2022", "EXE_SOI_DTF": "10/01/2022"}])
+    metrics = run_clean(paths, params)
+    assert metrics["tables"]["stays"]["quarantine_reasons"]["date_outside_extract"] == 1  # the 2023 stay
+    assert metrics["tables"]["stays"]["clean_rows"] == 1
