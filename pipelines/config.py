@@ -112,14 +112,25 @@ class Params(BaseModel):
         if not isinstance(data, dict) or not isinstance(data.get("clean", {}), dict):
             return data
         clean = dict(data.get("clean") or {})
-        warehouse = data.get("warehouse") or {}
-        bounds = {k: warehouse[w] for k, w in EXTRACT_KEYS.items() if isinstance(warehouse, dict) and w in warehouse}
+        bounds = _extract_bounds(data)
+        try:
+            ExtractPeriod.model_validate(bounds)
+        except ValidationError:
+            return data  # reported by load_params and by the warehouse section's own validation
         if "extract" not in clean:
             clean["extract"] = bounds
         elif bounds and ExtractPeriod.model_validate(clean["extract"]) != ExtractPeriod.model_validate(bounds):
             # A dumped Params round-trips; a second, different period would be a second source of truth.
             raise ValueError("clean.extract must equal warehouse.data_start_date/data_end_date (set those only)")
         return {**data, "clean": clean}
+
+
+def _extract_bounds(data: dict[str, Any]) -> dict[str, Any]:
+    """The extract period as written in the warehouse section (keys of ExtractPeriod)."""
+    warehouse = data.get("warehouse") or {}
+    if not isinstance(warehouse, dict):
+        return {}
+    return {k: warehouse[w] for k, w in EXTRACT_KEYS.items() if w in warehouse}
 
 
 T = TypeVar("T", bound=BaseModel)
@@ -148,6 +159,10 @@ def load_params(path: Path | str = "params.yaml") -> Params:
         raise ParamsError(f"{path}: not valid YAML: {exc}") from exc
     if not isinstance(raw, dict):
         raise ParamsError(f"{path}: expected a mapping of sections at the top level")
+    try:
+        ExtractPeriod.model_validate(_extract_bounds(raw))
+    except ValidationError as exc:
+        raise ParamsError(f"{path}: warehouse.data_start_date/data_end_date (the extract period): {exc}") from exc
     try:
         return Params.model_validate(raw)
     except ValidationError as exc:

@@ -185,6 +185,12 @@ def test_extract_period_is_the_warehouse_one(tmp_path: Path) -> None:
     with pytest.raises(ParamsError, match=r"clean\.extract must equal warehouse"):
         load_params(path)
 
+    del raw["clean"]["extract"]
+    raw["warehouse"]["data_end_date"] = "soon"  # clean cannot run without its bound: refused up front
+    path.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    with pytest.raises(ParamsError, match="the extract period"):
+        load_params(path)
+
 
 def test_extract_end_from_params_moves_the_bound(tmp_path: Path) -> None:
     from datetime import date
