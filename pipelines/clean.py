@@ -1,30 +1,35 @@
-"""Clean stage: raw SNDS-shaped CSV exports -> typed clean tables, quarantine and metrics.
+"""Clean stage: an SNDS extract (data/raw) -> typed clean tables, quarantine and metrics.
 
-Inputs are ``data/raw/<RawTable.file>`` (``;``-separated, UTF-8, header line, dates
-``dd/mm/yyyy``, no quoting). Outputs:
+Inputs: the extract folder, read by the ``pipelines.snds`` toolkit: tables found by name
+(``contracts.SOURCES``), each file's encoding, separator, quoting and date formats detected,
+yearly PMSI tables stacked with their year, SNDS tables joined into the five logical tables
+of ``contracts.RAW_TABLES`` (all values text, with file and line provenance). Outputs:
 
 * ``data/clean/<table>.parquet``: exactly ``contracts.CLEAN_SCHEMAS[table]``, sorted by key.
 * ``data/quarantine/<table>.parquet``: the raw columns of ``RawTable.columns`` as text
-  (values as written, unstripped), then ``line_number`` (1-based, header = line 1),
-  ``reason`` and ``detail`` (``contracts.QUARANTINE_EXTRA_COLUMNS``), sorted by line.
-  A ``malformed_line`` row cannot be split reliably, so its whole raw text is kept in the
-  first raw column and the other raw columns are null.
-* ``reports/metrics/cleaning.json``: per-table counts, quarantine reasons and repairs.
+  (values as written, unstripped), then ``source_file``, ``line_number`` (1-based, header =
+  line 1; a quoted record spanning lines has its first line's number), ``raw_line`` (malformed
+  lines only, whose columns are null), ``reason`` and ``detail``; linked rows that could not be
+  joined (``orphan_row``, ...) are there too, under their own file.
+* ``reports/metrics/cleaning.json``: per table and per file counts, reasons, repairs, cascades,
+  formats and the notes on missing optional tables.
 
-Processing of one table (vectorised Polars, no per-row Python):
+Structural problems raise ``RawFileError`` (exit code 2, one line naming file and fault);
+a table with more than ``max_quarantine_share`` of its rows quarantined raises ``MassLossError``.
 
-1. The file is read as text lines; the header is checked (structural problems raise
-   ``RawFileError`` before anything is written). Trailing blank lines are ignored.
-2. Exact duplicate lines (same raw text) are dropped, keeping the first.
-3. Every line is split on ``;`` into the header's columns; clean columns are derived
-   (repairs: department formats, ICD-10 formats, decimal commas, empty -> null).
-4. Each row gets at most one quarantine reason: the first failing check in ``REASONS``
-   order (so ``raw_rows == clean_rows + quarantined_rows + duplicates_dropped``).
+Processing of one table (vectorised Polars expressions over the text columns): clean columns
+are derived (repairs: department formats, ICD-10 formats, decimal commas, empty -> null);
+each row gets at most one quarantine reason, the first failing check in ``REASONS`` order
+(so ``raw_rows == clean_rows + quarantined_rows + duplicates_dropped``); cross-row checks
+(``duplicate_key``, ``encloses_stay``) only look at rows passing every other check. Every
+error-level dbt test raw data can reach has its rule here (contracts.DBT_TEST_REASONS). Date
+bounds come from the extract period (``CleanParams.extract``).
 
 Tables are cleaned in the order hospitals, stays, diagnoses, patients, dispensings:
 stays are checked against clean hospitals (``unknown_finess``), diagnoses against clean
 stays (``unknown_stay``), and a patient's birth year must not exceed the latest admission
-year among clean stays (``impossible_birth_year``).
+year among clean stays (``impossible_birth_year``). A child row whose parent is quarantined
+is a cascade (counted apart in the metrics).
 
 Repairs are counted per repaired cell of rows that end up clean.
 """
@@ -34,25 +39,26 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import date
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
-from pipelines.config import CleanParams, Paths
+from pipelines.config import CleanParams, ExtractPeriod, Paths
 from pipelines.contracts import (
     CLEAN_SCHEMAS,
     DCIR_KEYS,
-    EXIT_MODE_CODES,
+    EXIT_MODES,
     HOSPITAL_CATEGORIES,
     OTHER_CATEGORY,
     PMSI_RETURN_CODES,
     PMSI_YEAR_COLUMN,
-    PROVENANCE_CODES,
+    PROVENANCES,
     QUARANTINE_EXTRA_COLUMNS,
     RAW_TABLES,
-    SEX_CODES,
+    SEX_CODE_MAP,
     UNKNOWN_CATEGORY,
     RawTable,
     stay_id_expr,
@@ -75,12 +81,17 @@ REASONS: tuple[str, ...] = (
     "invalid_code",
     "missing_cost",
     "negative_cost",
+    "negative_value",
     "discharge_before_admission",
+    "negative_length_of_stay",
+    "length_of_stay_mismatch",
     "impossible_age",
     "impossible_birth_year",
     "unknown_finess",
     "unknown_stay",
+    "date_outside_extract",
     "duplicate_key",
+    "encloses_stay",  # cross-row, among rows passing every other check
 )
 # Repairs counted in the metrics (contracts.CORRUPTION_KINDS with outcome "repaired").
 REPAIR_KINDS: tuple[str, ...] = ("department_format", "icd_format", "decimal_comma")
@@ -185,7 +196,7 @@ def postal_department(col: str) -> pl.Expr:
 
 def parse_sex(col: str) -> pl.Expr:
     """1 male, 2 female, 9 unknown (PMSI 7/8/9, DCIR 0/9); null when not a sex code."""
-    return text(col).replace_strict(SEX_CODES, default=None, return_dtype=pl.Int8)
+    return text(col).replace_strict(SEX_CODE_MAP, default=None, return_dtype=pl.Int8)
 
 
 def repair_icd10(col: str) -> pl.Expr:
@@ -264,6 +275,39 @@ def invalid_code(raw: str, parsed: str, codes: Sequence[str], nomenclature: str)
     )
 
 
+def negative_value(raw: str, parsed: str) -> Check:
+    return Check("negative_value", pl.col(parsed) < 0, pl.format(f"{raw}='{{}}': must not be negative", pl.col(raw)))
+
+
+def outside_extract(raw: str, parsed: str, period: ExtractPeriod, *, before_start: bool) -> Check:
+    """A date after the extract's end (or, for admissions, before its start): a typo like 2099."""
+    start, end = f"{period.start_date:%d/%m/%Y}", f"{period.end_date:%d/%m/%Y}"
+    failed = pl.col(parsed) > period.end_date
+    bound = f"after the extract's end {end}"
+    if before_start:
+        failed = failed | (pl.col(parsed) < period.start_date)
+        bound = f"outside the extract period [{start}, {end}]"
+    return Check("date_outside_extract", failed, pl.format(f"{raw}='{{}}': {bound}", pl.col(raw)))
+
+
+def stay_outside_extract(period: ExtractPeriod) -> Check:
+    """A stay that does not touch the extract: admitted after its end or discharged before its start.
+
+    A stay admitted before the end and discharged after it is kept (in progress at the end of
+    the extract; the warehouse censors it), as a stay admitted before the start and discharged in it.
+    """
+    start, end = f"{period.start_date:%d/%m/%Y}", f"{period.end_date:%d/%m/%Y}"
+    return Check(
+        "date_outside_extract",
+        (pl.col("admission_date") > period.end_date) | (pl.col("discharge_date") < period.start_date),
+        pl.format(
+            f"EXE_SOI_DTD='{{}}', EXE_SOI_DTF='{{}}': the stay lies outside the extract period [{start}, {end}]",
+            pl.col("EXE_SOI_DTD"),
+            pl.col("EXE_SOI_DTF"),
+        ),
+    )
+
+
 def invalid_department(raw: str, parsed: str) -> Check:
     return Check(
         "invalid_department",
@@ -320,12 +364,35 @@ def flag_duplicate_keys(frame: pl.LazyFrame, key: Sequence[str]) -> pl.LazyFrame
     )
 
 
+_LAST_DAY = pl.lit(date(9999, 12, 31))
+
+
+def flag_enclosing_stays(frame: pl.LazyFrame) -> pl.LazyFrame:
+    """A stay discharged after a later-admitted stay of the same patient is discharged -> encloses_stay.
+
+    Stays are ordered as the warehouse's pathway orders them (admission, discharge, stay id); a
+    stay nested inside another one breaks its ``previous_discharge_date`` <= ``discharge_date``
+    test. The enclosing stay is the one quarantined: a typo in a discharge date (01/01/2099 for
+    2023) makes one stay swallow the patient's later stays.
+    """
+    ok = pl.col(_REASON).is_null()
+    discharge = pl.when(ok).then(pl.col("discharge_date")).otherwise(_LAST_DAY)
+    later_min = discharge.reverse().cum_min().reverse().shift(-1).over("patient_id")
+    encloses = ok & (pl.col("discharge_date") > later_min).fill_null(False)
+    return (
+        frame.sort("patient_id", "admission_date", "discharge_date", "stay_id", FILE, _LINE, nulls_last=True)
+        .with_columns(pl.when(encloses).then(pl.lit("encloses_stay")).otherwise(pl.col(_REASON)).alias(_REASON))
+    )
+
+
 def describe(quarantined: pl.DataFrame, checks: Sequence[Check], raw_key: Sequence[str]) -> pl.DataFrame:
     """Add ``detail`` to quarantined rows only (building messages for every row is costly)."""
     dup_detail = pl.concat_str([key_detail(raw_key, "key already used by line "), pl.col(_FIRST_LINE).cast(pl.String)])
     detail = (
         pl.when(pl.col(_REASON) == "duplicate_key")
         .then(dup_detail)
+        .when(pl.col(_REASON) == "encloses_stay")
+        .then(pl.lit("EXE_SOI_DTF: discharged after a later-admitted stay of the same patient is discharged"))
         .otherwise(first_failing(checks, lambda c: c.detail))
     )
     return quarantined.with_columns(detail.alias(_DETAIL))
@@ -342,6 +409,9 @@ class Context:
     hospital_ids: pl.Series = field(default_factory=lambda: pl.Series([], dtype=pl.String))
     stay_ids: pl.Series = field(default_factory=lambda: pl.Series([], dtype=pl.String))
     max_admission_year: int | None = None
+    # Keys of quarantined parent rows: a child row pointing at one is a cascade, not a truly unknown key.
+    quarantined_hospital_ids: pl.Series = field(default_factory=lambda: pl.Series([], dtype=pl.String))
+    quarantined_stay_ids: pl.Series = field(default_factory=lambda: pl.Series([], dtype=pl.String))
 
 
 @dataclass(frozen=True)
@@ -352,6 +422,10 @@ class TableRules:
     checks: list[Check]  # may refer to the clean columns
     key: tuple[str, ...]  # clean columns identifying a row (sort order too)
     repairs: dict[str, pl.Expr]  # repair kind -> repaired cells in the row
+    # reason -> true where that reason is caused by a quarantined parent row in another table
+    cascade: dict[str, pl.Expr] = field(default_factory=dict)
+    id_column: str | None = None  # the column child tables refer to (stay_id, hospital_id)
+    cross_row: Callable[[pl.LazyFrame], pl.LazyFrame] | None = None  # after duplicate keys
 
 
 def unlinked_check() -> Check:
@@ -389,10 +463,12 @@ def hospitals_rules(ctx: Context) -> TableRules:
             *missing_value(["IDE_ETA_NUM", "IDE_BDI_COD"]),
             *invalid_number({"lit_mco": "beds"}),
             invalid_department("IDE_BDI_COD", "department"),
+            negative_value("lit_mco", "beds"),
             mismatch,
         ],
         key=("hospital_id",),
         repairs={},
+        id_column="hospital_id",
     )
 
 
@@ -401,6 +477,12 @@ def stays_rules(ctx: Context) -> TableRules:
     cost_raw = text("MNT_TOT_AM")
     valued = pl.col(VALUED).fill_null(False)
     admission, discharge = parse_date("EXE_SOI_DTD"), parse_date("EXE_SOI_DTF")
+    # SEJ_NBJ duplicates the dates: a disagreement cannot tell which side is the typo, so quarantine.
+    stay_days = (pl.col("discharge_date") - pl.col("admission_date")).dt.total_days()
+    hospital_quarantined = pl.col("hospital_id").is_in(ctx.quarantined_hospital_ids.implode()).fill_null(False)
+    hospital_note = pl.when(hospital_quarantined).then(pl.lit(" (the hospital row is quarantined)")).otherwise(
+        pl.lit("")
+    )
     return TableRules(
         columns={
             "stay_id": stay_id_expr(text("ETA_NUM"), parse_int(PMSI_YEAR_COLUMN, pl.Int16()),
@@ -445,10 +527,10 @@ def stays_rules(ctx: Context) -> TableRules:
             invalid_department("BDI_DEP", "department"),
             invalid_icd10("DGN_PAL", "icd10_code", required=True),
             invalid_icd10("DGN_REL", "related_icd10_code", required=False),
-            invalid_code("ENT_MOD", "entry_mode", EXIT_MODE_CODES, "MS_SOR_V (entry modes)"),
-            invalid_code("SOR_MOD", "discharge_mode", EXIT_MODE_CODES, "MS_SOR_V (exit modes)"),
-            invalid_code("ENT_PRV", "entry_source", PROVENANCE_CODES, "MS_PRV_V (provenance)"),
-            invalid_code("SOR_DES", "discharge_destination", PROVENANCE_CODES, "MS_PRV_V (destination)"),
+            invalid_code("ENT_MOD", "entry_mode", EXIT_MODES, "MS_SOR_V (entry modes)"),
+            invalid_code("SOR_MOD", "discharge_mode", EXIT_MODES, "MS_SOR_V (exit modes)"),
+            invalid_code("ENT_PRV", "entry_source", PROVENANCES, "MS_PRV_V (provenance)"),
+            invalid_code("SOR_DES", "discharge_destination", PROVENANCES, "MS_PRV_V (destination)"),
             Check("missing_cost", valued & cost_raw.is_null(),
                   pl.format("{}: stay valuation is empty or has no T_MCOaaVALO row", quoted("MNT_TOT_AM"))),
             Check(
@@ -466,6 +548,23 @@ def stays_rules(ctx: Context) -> TableRules:
                 ),
             ),
             Check(
+                "negative_length_of_stay",
+                pl.col("length_of_stay") < 0,
+                pl.format("SEJ_NBJ='{}': length of stay is negative", pl.col("SEJ_NBJ")),
+            ),
+            Check(
+                "length_of_stay_mismatch",
+                pl.col("length_of_stay") != stay_days,
+                pl.format(
+                    "SEJ_NBJ='{}': the dates EXE_SOI_DTD='{}' to EXE_SOI_DTF='{}' give {} days",
+                    pl.col("SEJ_NBJ"),
+                    pl.col("EXE_SOI_DTD"),
+                    pl.col("EXE_SOI_DTF"),
+                    stay_days,
+                ),
+            ),
+            stay_outside_extract(p.extract),
+            Check(
                 "impossible_age",
                 ~pl.col("age").is_between(p.min_age, p.max_age),
                 pl.format(f"AGE_ANN='{{}}': outside [{p.min_age}, {p.max_age}]", pl.col("AGE_ANN")),
@@ -473,10 +572,13 @@ def stays_rules(ctx: Context) -> TableRules:
             Check(
                 "unknown_finess",
                 ~pl.col("hospital_id").is_in(ctx.hospital_ids.implode()),
-                pl.format("ETA_NUM='{}': no clean hospital with this FINESS", pl.col("ETA_NUM")),
+                pl.format("ETA_NUM='{}': no clean hospital with this FINESS{}", pl.col("ETA_NUM"), hospital_note),
             ),
         ],
         key=("hospital_id", "pmsi_year", "rsa_num"),
+        cascade={"unknown_finess": hospital_quarantined},
+        id_column="stay_id",
+        cross_row=flag_enclosing_stays,
         repairs={
             "department_format": changed("BDI_DEP", "department"),
             "icd_format": changed("DGN_PAL", "icd10_code") + changed("DGN_REL", "related_icd10_code"),
@@ -487,6 +589,8 @@ def stays_rules(ctx: Context) -> TableRules:
 
 def diagnoses_rules(ctx: Context) -> TableRules:
     year = parse_int(PMSI_YEAR_COLUMN, pl.Int16())
+    stay_quarantined = pl.col("stay_id").is_in(ctx.quarantined_stay_ids.implode()).fill_null(False)
+    stay_note = pl.when(stay_quarantined).then(pl.lit(" (the stay row is quarantined)")).otherwise(pl.lit(""))
     return TableRules(
         columns={
             "stay_id": stay_id_expr(text("ETA_NUM"), year, parse_int("RSA_NUM", pl.Int64())),
@@ -503,10 +607,13 @@ def diagnoses_rules(ctx: Context) -> TableRules:
             Check(
                 "unknown_stay",
                 ~pl.col("stay_id").is_in(ctx.stay_ids.implode()),
-                key_detail([PMSI_YEAR_COLUMN, "ETA_NUM", "RSA_NUM"], "no clean stay with this key"),
+                pl.concat_str(
+                    [key_detail([PMSI_YEAR_COLUMN, "ETA_NUM", "RSA_NUM"], "no clean stay with this key"), stay_note]
+                ),
             ),
         ],
         key=("hospital_id", "pmsi_year", "rsa_num", "diagnosis_rank"),
+        cascade={"unknown_stay": stay_quarantined},
         repairs={"icd_format": changed("ASS_DGN", "icd10_code")},
     )
 
@@ -535,6 +642,7 @@ def patients_rules(ctx: Context) -> TableRules:
             *invalid_date({"BEN_DCD_DTE": "death_date"}),
             invalid_sex("BEN_SEX_COD", "sex"),
             invalid_department("BEN_RES_DPT", "department"),
+            outside_extract("BEN_DCD_DTE", "death_date", p.extract, before_start=False),
             Check(
                 "impossible_birth_year",
                 too_old,
@@ -567,6 +675,8 @@ def dispensings_rules(ctx: Context) -> TableRules:
             *missing_value(["DCT_ORD_NUM", "BEN_NIR_PSA", "EXE_SOI_DTD", "PHA_PRS_C13", "PHA_ACT_QSN", "BSE_REM_MNT"]),
             *invalid_number({"PHA_ACT_QSN": "boxes", "BSE_REM_MNT": "amount"}),
             *invalid_date({"EXE_SOI_DTD": "dispensing_date"}),
+            negative_value("BSE_REM_MNT", "amount"),
+            outside_extract("EXE_SOI_DTD", "dispensing_date", ctx.params.extract, before_start=True),
         ],
         key=("dispensing_id",),
         repairs={"decimal_comma": pl.col("BSE_REM_MNT").str.contains(",", literal=True).fill_null(False)
@@ -593,6 +703,7 @@ class CleanResult:
     clean: pl.DataFrame
     quarantine: pl.DataFrame
     metrics: dict[str, Any]
+    quarantined_ids: pl.Series  # ids (TableRules.id_column) of quarantined rows, for child tables
 
 
 def malformed_check() -> Check:
@@ -640,10 +751,22 @@ def count_reasons(quarantine: pl.DataFrame, rules: TableRules, table: RawTable) 
     counts = quarantine.get_column(_REASON).value_counts()
     found = dict(zip(counts[_REASON].to_list(), counts["count"].to_list(), strict=True))
     reasons = {"malformed_line", "duplicate_key", *(c.reason for c in rules.checks)}
+    if rules.cross_row is not None:
+        reasons.add("encloses_stay")
     if table.links or table.lookups:
         reasons.add("orphan_row")
     reasons |= set(found)
     return {r: int(found.get(r, 0)) for r in sorted(reasons)}
+
+
+def count_cascade(quarantined: pl.DataFrame, rules: TableRules) -> dict[str, int]:
+    """Quarantined rows per reason whose cause is a quarantined parent row in another table."""
+    if not rules.cascade:
+        return {}
+    sums = quarantined.select(
+        ((pl.col(_REASON) == reason) & caused).sum().alias(reason) for reason, caused in rules.cascade.items()
+    )
+    return {reason: int(sums[reason].item()) for reason in sorted(rules.cascade)}
 
 
 def file_accounting(ingested: Ingested, rows: pl.DataFrame, quarantine: pl.DataFrame) -> dict[str, Any]:
@@ -688,7 +811,11 @@ def clean_table(ingested: Ingested, ctx: Context) -> CleanResult:
     rows = ingested.rows.lazy().with_columns(**rules.columns).collect()
     rows = assign_reasons(rows.lazy(), checks).collect()
     rows = flag_duplicate_keys(rows.lazy(), rules.key).collect()
+    if rules.cross_row is not None:
+        rows = rules.cross_row(rows.lazy()).collect()
     quarantined = rows.filter(pl.col(_REASON).is_not_null())
+    ids = quarantined.get_column(rules.id_column).drop_nulls() if rules.id_column else pl.Series([], dtype=pl.String)
+    cascade = count_cascade(quarantined, rules)
     driving_q = quarantine_frame(describe(quarantined, checks, table.key), table)
     rejected = quarantine_frame(ingested.rejected, table)
     quarantine = pl.concat([driving_q, rejected], how="vertical").sort("source_file", "line_number")
@@ -703,10 +830,12 @@ def clean_table(ingested: Ingested, ctx: Context) -> CleanResult:
         "linked_rows_rejected": rejected.height,
         "quarantine_reasons": count_reasons(driving_q, rules, table),
         "repairs": count_repairs(rows, rules),
+        "cascade": cascade,
+        "cascade_rows": sum(cascade.values()),
         "files": file_accounting(ingested, rows, quarantine),
         "notes": ingested.notes,
     }
-    return CleanResult(clean=clean, quarantine=quarantine, metrics=metrics)
+    return CleanResult(clean=clean, quarantine=quarantine, metrics=metrics, quarantined_ids=ids)
 
 
 def check_mass_loss(name: str, result: CleanResult, ceiling: float) -> None:
@@ -725,14 +854,17 @@ def check_mass_loss(name: str, result: CleanResult, ceiling: float) -> None:
     )
 
 
-def next_context(ctx: Context, name: str, clean: pl.DataFrame) -> Context:
+def next_context(ctx: Context, name: str, result: CleanResult) -> Context:
     """Carry what later tables need from a freshly cleaned one."""
+    clean = result.clean
     if name == "hospitals":
-        return Context(ctx.params, clean["hospital_id"], ctx.stay_ids, ctx.max_admission_year)
+        return replace(ctx, hospital_ids=clean["hospital_id"], quarantined_hospital_ids=result.quarantined_ids)
     if name == "stays":
         year = clean["admission_date"].dt.year().max()
         max_year = int(year) if isinstance(year, int) else None
-        return Context(ctx.params, ctx.hospital_ids, clean["stay_id"], max_year)
+        return replace(
+            ctx, stay_ids=clean["stay_id"], max_admission_year=max_year, quarantined_stay_ids=result.quarantined_ids
+        )
     return ctx
 
 
@@ -740,9 +872,10 @@ def totals(tables: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     """Sums over tables of the counts, the reasons and the repairs."""
     out: dict[str, Any] = {
         k: sum(int(t[k]) for t in tables.values())
-        for k in ("raw_rows", "clean_rows", "quarantined_rows", "duplicates_dropped", "linked_rows_rejected")
+        for k in ("raw_rows", "clean_rows", "quarantined_rows", "duplicates_dropped", "linked_rows_rejected",
+                  "cascade_rows")
     }
-    for group in ("quarantine_reasons", "repairs"):
+    for group in ("quarantine_reasons", "repairs", "cascade"):
         summed: dict[str, int] = {}
         for t in tables.values():
             for k, v in t[group].items():
@@ -813,7 +946,7 @@ def clean_and_stage(paths: Paths, params: CleanParams, staging: Staging) -> dict
         staging.parquet(result.quarantine, paths.quarantine / f"{name}.parquet")
         check_mass_loss(name, result, params.max_quarantine_share)
         tables[name] = result.metrics
-        ctx = next_context(ctx, name, result.clean)
+        ctx = next_context(ctx, name, result)
         del result
     tables = dict(sorted(tables.items()))
     metrics: dict[str, Any] = {"tables": tables, "totals": totals(tables)}

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import polars as pl
 
-# Below these counts a stage stops: too few stays to chain episodes, label readmissions
-# and publish cells of 10 patients.
-MIN_CLEAN_STAYS = 20
-MIN_FEATURE_ROWS = 10
+# Below these counts a stage stops. Near-empty outputs of a dirty extract are stopped earlier,
+# by clean's ceiling on the quarantined share (clean.max_quarantine_share).
+MIN_CLEAN_STAYS = 1
+MIN_FEATURE_ROWS = 1
 
 
 class EmptyInputError(ValueError):

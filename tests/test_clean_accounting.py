@@ -34,6 +34,9 @@ NASTY = [
     "99999999999",
     "999999999",
     "2A",
+    '"9;3"',  # an RFC 4180 quoted field holding the separator
+    'CH "Les Lilas"',  # a bare quote inside an unquoted field is kept as text
+    "01/01/2099",
 ]
 # Small id pools so that rows share keys and diagnoses find (or miss) their stays.
 ID_POOLS: dict[str, dict[str, list[str]]] = {
@@ -70,8 +73,10 @@ def dirty_row(draw: st.DrawFn, table: str, previous: list[Row]) -> Row:
 @st.composite
 def dirty_table(draw: st.DrawFn, table: str) -> list[Row]:
     rows: list[Row] = []
-    for _ in range(draw(st.integers(0, 12))):
+    for _ in range(draw(st.integers(1, 12))):
         rows.append(draw(dirty_row(table, rows)))
+    if all(row == "" for row in rows):  # a table without any data row is a structural error
+        rows.insert(0, {})
     return rows
 
 
@@ -103,6 +108,9 @@ def test_every_raw_row_is_accounted_for(tables: dict[str, list[Row]]) -> None:
                     lines.pop()
                 assert f["raw_rows"] == len(lines), file_name
                 assert f["raw_rows"] == f["clean_rows"] + f["quarantined_rows"] + f["duplicates_dropped"], file_name
+            for reason, caused in m["cascade"].items():  # cascades are a part of their reason's count
+                assert 0 <= caused <= m["quarantine_reasons"][reason], name
+            assert m["cascade_rows"] == sum(m["cascade"].values()), name
             clean = pl.read_parquet(paths.clean / f"{name}.parquet")
             quarantine = pl.read_parquet(paths.quarantine / f"{name}.parquet")
             driving = quarantine.filter(pl.col("source_file") == driving_file(name))

@@ -51,11 +51,37 @@ def test_empty_file(tmp_path: Path) -> None:
     assert_fails_cleanly(paths, STAYS, "empty")
 
 
-def test_header_only_file_is_valid_with_zero_rows(tmp_path: Path) -> None:
+def test_header_only_optional_file_is_valid_with_zero_rows(tmp_path: Path) -> None:
     paths = write_raw(tmp_path, diagnoses=[])
     metrics = run_clean(paths, NO_CEILING)
     assert metrics["tables"]["diagnoses"]["raw_rows"] == 0
     assert pl.read_parquet(paths.clean / "diagnoses.parquet").height == 0
+
+
+@pytest.mark.parametrize("table", ["patients", "hospitals", "stays"])
+@pytest.mark.parametrize("tail", ["", "\n\n", "\r\n \r\n"])
+def test_header_only_required_table_is_a_structural_error(tmp_path: Path, table: str, tail: str) -> None:
+    # IR_BEN_R, BE_IDE_R and T_MCOaaB are required: a header with no data row stops the stage
+    paths = write_raw(tmp_path, **{table: []})
+    path = paths.raw / driving_file(table)
+    path.write_text(path.read_text(encoding="utf-8") + tail, encoding="utf-8")
+    assert_fails_cleanly(paths, driving_file(table), "header but no data row")
+
+
+def test_header_without_final_newline_is_a_structural_error(tmp_path: Path) -> None:
+    paths = write_raw(tmp_path)
+    stays_file(paths).write_text(";".join(SOURCES["T_MCOaaB"].columns), encoding="utf-8")
+    assert_fails_cleanly(paths, STAYS, "header but no data row")
+
+
+def test_cr_only_line_endings_are_read(tmp_path: Path) -> None:
+    # SAS on old systems writes CR-only files: read, not refused (the format report says nothing of it)
+    paths = write_raw(tmp_path, stays=[{}, {"RSA_NUM": "2"}])
+    for name in ("T_MCO23B.csv", "T_MCO23C.csv", "T_MCO23VALO.csv"):
+        path = paths.raw / name
+        path.write_bytes(path.read_bytes().replace(b"\n", b"\r"))
+    metrics = run_clean(paths, NO_CEILING)
+    assert metrics["tables"]["stays"]["clean_rows"] == 2
 
 
 def test_non_utf8_bytes_with_encoding_utf8(tmp_path: Path) -> None:

@@ -37,14 +37,14 @@ def _accepted(models_file: Path, model: str, column: str) -> list[Any]:
 
 
 def test_exit_modes_and_provenances_are_the_seeds() -> None:
-    assert _seed_codes("ref_exit_modes", "exit_mode") == set(contracts.EXIT_MODE_CODES)
-    assert _seed_codes("ref_provenances", "provenance") == set(contracts.PROVENANCE_CODES)
+    assert _seed_codes("ref_exit_modes", "exit_mode") == set(contracts.EXIT_MODES)
+    assert _seed_codes("ref_provenances", "provenance") == set(contracts.PROVENANCES)
 
 
 def test_sex_codes_are_accepted_by_dbt() -> None:
     staging = DBT / "models" / "staging" / "_staging.yml"
     marts = DBT / "models" / "marts" / "_marts.yml"
-    clean_values = set(contracts.SEX_CODES.values())
+    clean_values = set(contracts.SEX_CODES)
     assert set(_accepted(staging, "stg_patients", "sex")) == clean_values
     assert set(_accepted(staging, "stg_stays", "sex")) == clean_values
     assert set(_accepted(marts, "dim_patients", "sex")) == clean_values
@@ -57,4 +57,4 @@ def test_hospital_categories_are_accepted_by_dbt() -> None:
 
 def test_discharge_modes_in_marts_are_the_exit_modes() -> None:
     marts = DBT / "models" / "marts" / "_marts.yml"
-    assert set(_accepted(marts, "fct_stays", "discharge_mode")) == set(contracts.EXIT_MODE_CODES)
+    assert set(_accepted(marts, "fct_stays", "discharge_mode")) == set(contracts.EXIT_MODES)

@@ -54,4 +54,4 @@ def test_cli_exit_code_for_empty_warehouse_input(tmp_path: Path, capsys: pytest.
     _empty_clean(tmp_path)
     (tmp_path / "params.yaml").write_text("seed: 1\n", encoding="utf-8")
     assert main(["--root", str(tmp_path), "-q", "warehouse"]) == 2
-    assert "0 rows, fewer than the 20 this stage needs" in capsys.readouterr().err
+    assert f"0 rows, fewer than the {MIN_CLEAN_STAYS} this stage needs" in capsys.readouterr().err

@@ -48,11 +48,14 @@ def _read(tmp_path: Path, name: str, data: bytes, encoding: str = "auto") -> pl.
 
 def test_quoted_fields_with_separators_quotes_and_a_broken_line(tmp_path: Path) -> None:
     text = ('IDE_ETA_NUM,IDE_BDI_COD,IDE_ETA_NOM\n"750000001","75013","CHU ""A"", B"\n'
-            '750000002,75014,plain\n"750000003",75015,bro"ken\n')
+            '750000002,75014,plain\n"750000003",75015,CH 5" nord\n"750000004"x,75016,y\n'
+            '750000005,75017,"two\nlines"\n750000006,75018,z\n')
     rows = _read(tmp_path, "BE_IDE_R.csv", text.encode())
-    assert rows["IDE_ETA_NOM"].to_list()[:2] == ['CHU "A", B', "plain"]
-    assert rows[MALFORMED].to_list() == [False, False, True]
-    assert rows[RAW][2] == '"750000003",75015,bro"ken'
+    names = rows.filter(~pl.col(MALFORMED))["IDE_ETA_NOM"].to_list()
+    assert names == ['CHU "A", B', "plain", 'CH 5" nord', "two\nlines", "z"]
+    assert rows[MALFORMED].to_list() == [False, False, False, True, False, False]
+    assert rows[RAW][3] == '"750000004"x,75016,y'
+    assert rows["_line"].to_list() == [2, 3, 4, 5, 6, 8]  # a record keeps its first line's number
 
 
 def test_encodings(tmp_path: Path) -> None:

@@ -147,7 +147,7 @@ def scoring_contract(params: Params, trained: Mapping[str, Sequence[str]] | None
     numeric = (
         NumericRule("age", low_age, params.clean.max_age),
         # 1 male, 2 female, 9 unknown (clean maps SNDS codes 0/7/8/9 to 9; dbt tests the same set)
-        NumericRule("sex", 1, contracts.SEX_UNKNOWN, codes=tuple(sorted(set(contracts.SEX_CODES.values())))),
+        NumericRule("sex", 1, contracts.SEX_UNKNOWN, codes=contracts.SEX_CODES),
         NumericRule("deprivation_rate", 0.0, 100.0, integer=False),
         NumericRule("length_of_stay", 0, span_days),
         NumericRule("emergency_admission", 0, 1, codes=(0, 1)),

@@ -238,6 +238,8 @@ def ingest_table(extract: Extract, name: str) -> Ingested:
     notes: list[str] = []
     if not parts and driving_src.optional:
         notes.append(_missing_note(driving_src))
+    if parts and not driving_src.optional and not any(p.rows.height for p in parts):
+        raise ExtractError(f"{parts[0].file.path}: header but no data row ({driving_src.name} is required)")
     rows = _stack(parts, driving_src)
     del parts
     rejected: list[pl.DataFrame] = []

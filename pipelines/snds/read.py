@@ -131,11 +131,53 @@ def detect_separator(header: str, path: Path) -> str:
     return best
 
 
+def _sep_pattern(sep: str) -> str:
+    return "\\t" if sep == "\t" else "\\" + sep if sep == "|" else sep
+
+
 def _split_quoted(line: pl.Expr, sep: str) -> pl.Expr:
-    """RFC 4180 fields of a line (list of raw field texts, each with its leading separator)."""
-    s = "\\t" if sep == "\t" else "\\" + sep if sep == "|" else sep
-    pattern = f'{s}(?:"(?:[^"]|"")*"|[^{s}"]*)'
+    """RFC 4180 fields of a record (list of raw field texts, each with its leading separator).
+
+    A field is quoted (doubled quotes and newlines allowed inside), or plain text not starting
+    with a quote (a quote inside plain text is text, as in CH 5" nord), or empty.
+    """
+    s = _sep_pattern(sep)
+    pattern = f'{s}(?:"(?:[^"]|"")*"|[^{s}"][^{s}]*|)'
     return pl.concat_str([pl.lit(sep), line]).str.extract_all(pattern)
+
+
+def _fully_split(line: pl.Expr, sep: str) -> pl.Expr:
+    """True when the fields found cover the whole line (no unclosed or stray quoted field)."""
+    parts = _split_quoted(line, sep)
+    return parts.list.eval(pl.element().str.len_chars()).list.sum() == line.str.len_chars() + 1
+
+
+def merge_quoted_records(lines: pl.DataFrame, sep: str, path: Path) -> pl.DataFrame:
+    """Join the lines of records whose quoted field holds a newline (vectorised).
+
+    A line with an odd number of quotes that does not split completely opens a quoted field;
+    the lines up to the next line with an odd number of quotes belong to its record, which
+    keeps its first line's number. An opened field still open at the end of the file is a
+    structural error naming the line where it starts.
+    """
+    odd = pl.col(RAW).str.count_matches('"', literal=True) % 2 == 1
+    frame = lines.with_columns(odd.alias("_odd")).with_columns(
+        (pl.col("_odd") & ~_fully_split(pl.col(RAW), sep)).alias("_opener"),
+        pl.when(pl.col("_odd")).then(pl.int_range(pl.len())).forward_fill().shift(1).alias("_last_odd"),
+    )
+    if not frame.height or not frame["_opener"].any():
+        return lines
+    last = frame["_last_odd"]  # the last odd line before each line: did it open a field?
+    continuation = frame["_opener"].gather(last.fill_null(0)) & last.is_not_null()
+    last_odd = frame.filter(pl.col("_odd"))
+    if last_odd.height and bool(last_odd["_opener"][-1]):
+        raise ExtractError(f"{path}: line {last_odd[LINE][-1]}: bad quoting (a quoted field is never closed)")
+    return (
+        frame.with_columns((~continuation).cum_sum().alias("_record"))
+        .group_by("_record", maintain_order=True)
+        .agg(pl.col(FILE).first(), pl.col(LINE).first(), pl.col(RAW).str.join("\n"))
+        .select(FILE, LINE, RAW)
+    )
 
 
 def _unquote(value: pl.Expr) -> pl.Expr:
@@ -245,6 +287,8 @@ def read_source(file: SourceFile, encoding: str = "auto") -> SourceRows:
         LINE: pl.int_range(2, len(body) + 2, dtype=pl.Int64, eager=True),
         RAW: body,
     }).select(pl.lit(path.name, pl.String).alias(FILE), LINE, RAW)
+    if quoted:
+        frame = merge_quoted_records(frame, sep, path)
     unique = frame.filter(pl.col(RAW).is_first_distinct())
     rows = split_rows(unique, header, sep, quoted, file.source).collect()
     formats: dict[str, str] = {}
