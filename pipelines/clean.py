@@ -1,53 +1,71 @@
 """Clean stage: raw SNDS-shaped CSV exports -> typed clean tables, quarantine and metrics.
 
 Inputs are ``data/raw/<RawTable.file>`` (``;``-separated, UTF-8, header line, dates
-``dd/mm/yyyy``, no quoting). Outputs:
+``dd/mm/yyyy``, LF or CRLF line endings; RFC 4180 quoting: a field in double quotes may hold
+``;``, doubled quotes and newlines). Outputs:
 
 * ``data/clean/<table>.parquet``: exactly ``contracts.CLEAN_SCHEMAS[table]``, sorted by key.
 * ``data/quarantine/<table>.parquet``: the raw columns of ``RawTable.columns`` as text
-  (values as written, unstripped), then ``line_number`` (1-based, header = line 1),
-  ``reason`` and ``detail`` (``contracts.QUARANTINE_EXTRA_COLUMNS``), sorted by line.
-  A ``malformed_line`` row cannot be split reliably, so its whole raw text is kept in the
-  first raw column and the other raw columns are null.
-* ``reports/metrics/cleaning.json``: per-table counts, quarantine reasons and repairs.
+  (values as written, unstripped), then ``line_number`` (1-based, header = line 1; a quoted
+  record spanning lines has its first line's number), ``reason`` and ``detail``
+  (``contracts.QUARANTINE_EXTRA_COLUMNS``), sorted by line. A ``malformed_line`` row cannot be
+  split reliably, so its whole raw text is kept in the first raw column, the others are null.
+* ``reports/metrics/cleaning.json``: per-table counts, quarantine reasons, repairs and cascades.
 
-Processing of one table (vectorised Polars, no per-row Python):
+Structural problems raise ``RawFileError`` (the CLI exits 2 with one line naming the file):
+missing or empty file, not UTF-8, CR-only line endings, wrong delimiter, duplicate or missing
+columns, a header with no data row (every table is required), a quoted field never closed.
 
-1. The file is read as text lines; the header is checked (structural problems raise
-   ``RawFileError`` before anything is written). Trailing blank lines are ignored.
-2. Exact duplicate lines (same raw text) are dropped, keeping the first.
-3. Every line is split on ``;`` into the header's columns; clean columns are derived
+Processing of one table (vectorised Polars expressions over text columns, decoupled from reading):
+
+1. The file is read as records; the header is checked. Trailing blank lines are ignored.
+2. Exact duplicate records (same raw text) are dropped, keeping the first.
+3. Every record is split into the header's columns; clean columns are derived
    (repairs: department formats, ICD-10 formats, decimal commas, empty -> null).
 4. Each row gets at most one quarantine reason: the first failing check in ``REASONS``
-   order (so ``raw_rows == clean_rows + quarantined_rows + duplicates_dropped``).
+   order (so ``raw_rows == clean_rows + quarantined_rows + duplicates_dropped``). Cross-row
+   checks (``duplicate_key``, ``encloses_stay``) only look at rows passing every other check.
+
+Every error-level dbt test raw data can reach has its rule here (contracts.DBT_TEST_REASONS,
+checked against the dbt YAML by tests/test_clean_dbt_contract.py). Date bounds come from the
+extract period (``CleanParams.extract`` = warehouse.data_start_date / data_end_date).
 
 Tables are cleaned in the order hospitals, stays, diagnoses, patients, dispensings:
 stays are checked against clean hospitals (``unknown_finess``), diagnoses against clean
 stays (``unknown_stay``), and a patient's birth year must not exceed the latest admission
-year among clean stays (``impossible_birth_year``).
+year among clean stays (``impossible_birth_year``). A child row whose parent key is in the
+other table's quarantine is a cascade: counted under ``cascade`` in the metrics and said so
+in its detail, apart from truly unknown keys.
 
 Repairs are counted per repaired cell of rows that end up clean.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
+import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import date
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
-from pipelines.config import CleanParams, Paths
+from pipelines.config import CleanParams, ExtractPeriod, Paths
 from pipelines.contracts import (
     CLEAN_SCHEMAS,
+    EXIT_MODES,
     HOSPITAL_CATEGORIES,
+    PROVENANCES,
     QUARANTINE_EXTRA_COLUMNS,
     RAW_DATE_FORMAT,
     RAW_SEPARATOR,
     RAW_TABLES,
+    SEX_CODES,
     RawTable,
     stay_id_expr,
 )
@@ -61,14 +79,20 @@ REASONS: tuple[str, ...] = (
     "invalid_sex",
     "invalid_department",
     "invalid_icd10",
+    "invalid_code",
     "missing_cost",
     "negative_cost",
+    "negative_value",
     "discharge_before_admission",
+    "negative_length_of_stay",
+    "length_of_stay_mismatch",
     "impossible_age",
     "impossible_birth_year",
     "unknown_finess",
     "unknown_stay",
+    "date_outside_extract",
     "duplicate_key",
+    "encloses_stay",  # cross-row, among rows passing every other check
 )
 # Repairs counted in the metrics (contracts.CORRUPTION_KINDS with outcome "repaired").
 REPAIR_KINDS: tuple[str, ...] = ("department_format", "icd_format", "decimal_comma")
@@ -84,6 +108,8 @@ _DECIMAL_PATTERN = r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)$"
 _DATE_PATTERN = r"^[0-9]{2}/[0-9]{2}/[0-9]{4}$"
 _OTHER_SEPARATORS: tuple[tuple[str, str], ...] = ((",", "','"), ("\t", "tab"), ("|", "'|'"))
 _UNUSED_BYTE = "\x1f"  # never expected in a raw file (ASCII unit separator)
+_NON_BLANK = re.compile(rb"[^\s]")
+_QUOTE = b'"'
 _LINE = "line_number"
 _FIRST_LINE = "_first_line"
 _RAW = "raw_line"
@@ -108,6 +134,13 @@ def decode_utf8(data: bytes, path: Path) -> str:
         raise RawFileError(f"{path}: not valid UTF-8: byte 0x{bad} at offset {exc.start} (line {line})") from exc
 
 
+def _unquote(name: str) -> str:
+    """A header name written as an RFC 4180 quoted field ('"ETA_NUM"') -> ETA_NUM."""
+    if len(name) >= 2 and name[0] == name[-1] == '"':
+        return name[1:-1].replace('""', '"')
+    return name
+
+
 def parse_header(header_line: str, table: RawTable, path: Path) -> tuple[str, ...]:
     """Column names of the header; raise on wrong delimiter, duplicates or missing columns."""
     header_line = header_line.removeprefix("\ufeff").rstrip("\r")
@@ -117,7 +150,7 @@ def parse_header(header_line: str, table: RawTable, path: Path) -> tuple[str, ..
         for sep, label in _OTHER_SEPARATORS:
             if sep in header_line:
                 raise RawFileError(f"{path}: header looks {label}-separated, expected '{RAW_SEPARATOR}'")
-    names = tuple(name.strip() for name in header_line.split(RAW_SEPARATOR))
+    names = tuple(_unquote(name.strip()) for name in header_line.split(RAW_SEPARATOR))
     duplicated = sorted({n for n in names if names.count(n) > 1})
     if duplicated:
         raise RawFileError(f"{path}: duplicate column name(s): {', '.join(duplicated)}")
@@ -134,6 +167,7 @@ class RawLines:
     table: RawTable
     header: tuple[str, ...]
     lines: pl.DataFrame  # line_number Int64, raw_line String
+    separator: str = RAW_SEPARATOR  # _UNUSED_BYTE when quoted records were split and re-joined
 
 
 def inspect_raw_file(path: Path, table: RawTable) -> tuple[str, ...]:
@@ -144,8 +178,13 @@ def inspect_raw_file(path: Path, table: RawTable) -> tuple[str, ...]:
     if not data:
         raise RawFileError(f"{path}: file is empty (0 bytes, no header line)")
     decode_utf8(data, path)  # validation only: the text is read again by Polars
-    header_line = data.partition(b"\n")[0].decode("utf-8")
-    return parse_header(header_line, table, path)
+    if b"\r" in data and b"\n" not in data:
+        raise RawFileError(f"{path}: file uses CR-only line endings (old Mac style); convert to LF or CRLF")
+    header_line, newline, _ = data.partition(b"\n")
+    header = parse_header(header_line.decode("utf-8"), table, path)
+    if not newline or _NON_BLANK.search(data, len(header_line) + 1) is None:
+        raise RawFileError(f"{path}: header but no data row (table '{table.name}' is required)")
+    return header
 
 
 def _expected_line_count(data: bytes) -> int:
@@ -181,19 +220,53 @@ def _lines_by_python(data: bytes) -> pl.Series:
     return pl.Series(_RAW, text.split("\n"), dtype=pl.String)
 
 
+def _records_by_csv(data: bytes, path: Path) -> tuple[list[int], list[str]]:
+    """RFC 4180 records (a quoted field may hold ';', doubled quotes and newlines).
+
+    Returns each record's first line number and its fields joined by ``_UNUSED_BYTE``.
+    """
+    text = data.decode("utf-8")
+    if _UNUSED_BYTE in text:
+        raise RawFileError(f"{path}: quoted file holds the control byte 0x1f, cannot split it safely")
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=RAW_SEPARATOR, quotechar='"', strict=True)
+    starts: list[int] = []
+    records: list[str] = []
+    line = 1
+    try:
+        for fields in reader:
+            starts.append(line)
+            records.append(_UNUSED_BYTE.join(fields))
+            line = reader.line_num + 1
+    except csv.Error as exc:
+        raise RawFileError(f"{path}: line {line}: bad quoting ({exc})") from exc
+    return starts, records
+
+
 def read_raw_lines(path: Path, table: RawTable) -> RawLines:
-    """Read a raw file as numbered text lines (header checked, trailing blank lines ignored)."""
+    """Read a raw file as numbered records (header checked, trailing blank lines ignored).
+
+    Files without any double quote are split on newlines by the native reader (fast path);
+    files with quotes go through RFC 4180 parsing, a record keeping its first line's number.
+    """
     header = inspect_raw_file(path, table)
     data = path.read_bytes()
-    lines = _lines_by_polars(path, data)
-    if lines is None:
-        lines = _lines_by_python(data)
+    separator = RAW_SEPARATOR
+    if _QUOTE in data:
+        starts, records = _records_by_csv(data, path)
+        numbers = pl.Series(_LINE, starts[1:], dtype=pl.Int64)
+        body = pl.Series(_RAW, records[1:], dtype=pl.String)
+        separator = _UNUSED_BYTE
+    else:
+        lines = _lines_by_polars(path, data)
+        if lines is None:
+            lines = _lines_by_python(data)
+        body = lines.slice(1).str.strip_suffix("\r")
+        numbers = pl.int_range(2, len(body) + 2, dtype=pl.Int64, eager=True)
     del data
-    body = lines.slice(1).str.strip_suffix("\r")
     nonblank = (body != "").arg_true()
-    body = body.slice(0, int(nonblank[-1]) + 1 if len(nonblank) else 0)
-    frame = pl.DataFrame({_LINE: pl.int_range(2, len(body) + 2, dtype=pl.Int64, eager=True), _RAW: body})
-    return RawLines(table=table, header=header, lines=frame)
+    end = int(nonblank[-1]) + 1 if len(nonblank) else 0
+    frame = pl.DataFrame({_LINE: numbers.slice(0, end), _RAW: body.slice(0, end)})
+    return RawLines(table=table, header=header, lines=frame, separator=separator)
 
 
 def drop_duplicate_lines(lines: pl.DataFrame) -> pl.DataFrame:
@@ -207,19 +280,20 @@ def split_fields(raw: RawLines) -> pl.LazyFrame:
     The raw text is kept only for malformed lines (the only ones whose quarantine row needs it).
     """
     n = len(raw.header)
-    fields = pl.col(_RAW).str.split_exact(RAW_SEPARATOR, n - 1)
+    fields = pl.col(_RAW).str.split_exact(raw.separator, n - 1)
+    shown = pl.col(_RAW).str.replace_all(raw.separator, RAW_SEPARATOR, literal=True)
     names = {f"field_{i}": name for i, name in enumerate(raw.header)}
     return (
         raw.lines.lazy()
         .with_columns(
-            _n_fields=pl.col(_RAW).str.count_matches(RAW_SEPARATOR, literal=True) + 1,
+            _n_fields=pl.col(_RAW).str.count_matches(raw.separator, literal=True) + 1,
             _fields=fields,
         )
         .unnest("_fields")
         .rename(names)
         .select(
             _LINE,
-            pl.when(pl.col("_n_fields") != n).then(pl.col(_RAW)).alias(_RAW),  # kept for malformed lines only
+            pl.when(pl.col("_n_fields") != n).then(shown).alias(_RAW),  # kept for malformed lines only
             "_n_fields",
             *raw.table.columns,
         )
@@ -342,7 +416,7 @@ def invalid_date(pairs: Mapping[str, str]) -> list[Check]:
 def invalid_sex(raw: str, parsed: str) -> Check:
     return Check(
         "invalid_sex",
-        ~pl.col(parsed).is_in([1, 2]).fill_null(False),
+        ~pl.col(parsed).is_in(list(SEX_CODES)).fill_null(False),
         pl.format(f"{raw}='{{}}': sex must be 1 or 2", pl.col(raw)),
     )
 
@@ -363,6 +437,48 @@ def invalid_icd10(raw: str, repaired: str, *, required: bool) -> Check:
         "invalid_icd10",
         failed,
         pl.format(f"{raw}='{{}}': not an ICD-10 code after repair ('{{}}')", pl.col(raw), value.fill_null("")),
+    )
+
+
+def invalid_code(raw: str, parsed: str, codes: Sequence[str], nomenclature: str) -> Check:
+    """A non-empty code outside its nomenclature (empty codes are checked by missing_value)."""
+    return Check(
+        "invalid_code",
+        pl.col(parsed).is_not_null() & ~pl.col(parsed).is_in(list(codes)),
+        pl.format(f"{raw}='{{}}': not a {nomenclature} code ({', '.join(codes)})", pl.col(raw)),
+    )
+
+
+def negative_value(raw: str, parsed: str) -> Check:
+    return Check("negative_value", pl.col(parsed) < 0, pl.format(f"{raw}='{{}}': must not be negative", pl.col(raw)))
+
+
+def outside_extract(raw: str, parsed: str, period: ExtractPeriod, *, before_start: bool) -> Check:
+    """A date after the extract's end (or, for admissions, before its start): a typo like 2099."""
+    start, end = f"{period.start_date:%d/%m/%Y}", f"{period.end_date:%d/%m/%Y}"
+    failed = pl.col(parsed) > period.end_date
+    bound = f"after the extract's end {end}"
+    if before_start:
+        failed = failed | (pl.col(parsed) < period.start_date)
+        bound = f"outside the extract period [{start}, {end}]"
+    return Check("date_outside_extract", failed, pl.format(f"{raw}='{{}}': {bound}", pl.col(raw)))
+
+
+def stay_outside_extract(period: ExtractPeriod) -> Check:
+    """A stay that does not touch the extract: admitted after its end or discharged before its start.
+
+    A stay admitted before the end and discharged after it is kept (in progress at the end of
+    the extract; the warehouse censors it), as a stay admitted before the start and discharged in it.
+    """
+    start, end = f"{period.start_date:%d/%m/%Y}", f"{period.end_date:%d/%m/%Y}"
+    return Check(
+        "date_outside_extract",
+        (pl.col("admission_date") > period.end_date) | (pl.col("discharge_date") < period.start_date),
+        pl.format(
+            f"EXE_SOI_DTD='{{}}', EXE_SOI_DTF='{{}}': the stay lies outside the extract period [{start}, {end}]",
+            pl.col("EXE_SOI_DTD"),
+            pl.col("EXE_SOI_DTF"),
+        ),
     )
 
 
@@ -403,12 +519,35 @@ def flag_duplicate_keys(frame: pl.LazyFrame, key: Sequence[str]) -> pl.LazyFrame
     )
 
 
+_LAST_DAY = pl.lit(date(9999, 12, 31))
+
+
+def flag_enclosing_stays(frame: pl.LazyFrame) -> pl.LazyFrame:
+    """A stay discharged after a later-admitted stay of the same patient is discharged -> encloses_stay.
+
+    Stays are ordered as the warehouse's pathway orders them (admission, discharge, stay id); a
+    stay nested inside another one breaks its ``previous_discharge_date`` <= ``discharge_date``
+    test. The enclosing stay is the one quarantined: a typo in a discharge date (01/01/2099 for
+    2023) makes one stay swallow the patient's later stays.
+    """
+    ok = pl.col(_REASON).is_null()
+    discharge = pl.when(ok).then(pl.col("discharge_date")).otherwise(_LAST_DAY)
+    later_min = discharge.reverse().cum_min().reverse().shift(-1).over("patient_id")
+    encloses = ok & (pl.col("discharge_date") > later_min).fill_null(False)
+    return (
+        frame.sort("patient_id", "admission_date", "discharge_date", "stay_id", _LINE, nulls_last=True)
+        .with_columns(pl.when(encloses).then(pl.lit("encloses_stay")).otherwise(pl.col(_REASON)).alias(_REASON))
+    )
+
+
 def describe(quarantined: pl.DataFrame, checks: Sequence[Check], raw_key: Sequence[str]) -> pl.DataFrame:
     """Add ``detail`` to quarantined rows only (building messages for every row is costly)."""
     dup_detail = pl.concat_str([key_detail(raw_key, "key already used by line "), pl.col(_FIRST_LINE).cast(pl.String)])
     detail = (
         pl.when(pl.col(_REASON) == "duplicate_key")
         .then(dup_detail)
+        .when(pl.col(_REASON) == "encloses_stay")
+        .then(pl.lit("EXE_SOI_DTF: discharged after a later-admitted stay of the same patient is discharged"))
         .otherwise(first_failing(checks, lambda c: c.detail))
     )
     return quarantined.with_columns(detail.alias(_DETAIL))
@@ -425,6 +564,9 @@ class Context:
     hospital_ids: pl.Series = field(default_factory=lambda: pl.Series([], dtype=pl.String))
     stay_ids: pl.Series = field(default_factory=lambda: pl.Series([], dtype=pl.String))
     max_admission_year: int | None = None
+    # Keys of quarantined parent rows: a child row pointing at one is a cascade, not a truly unknown key.
+    quarantined_hospital_ids: pl.Series = field(default_factory=lambda: pl.Series([], dtype=pl.String))
+    quarantined_stay_ids: pl.Series = field(default_factory=lambda: pl.Series([], dtype=pl.String))
 
 
 @dataclass(frozen=True)
@@ -435,6 +577,10 @@ class TableRules:
     checks: list[Check]  # may refer to the clean columns
     key: tuple[str, ...]  # clean columns identifying a row (sort order too)
     repairs: dict[str, pl.Expr]  # repair kind -> repaired cells in the row
+    # reason -> true where that reason is caused by a quarantined parent row in another table
+    cascade: dict[str, pl.Expr] = field(default_factory=dict)
+    id_column: str | None = None  # the column child tables refer to (stay_id, hospital_id)
+    cross_row: Callable[[pl.LazyFrame], pl.LazyFrame] | None = None  # after duplicate keys
 
 
 def hospitals_rules(ctx: Context) -> TableRules:
@@ -462,16 +608,25 @@ def hospitals_rules(ctx: Context) -> TableRules:
             *missing_value(["IDE_ETA_NUM", "IDE_BDI_COD", "IDE_PSH_CAT"]),
             *invalid_number({"IDE_LIT_NBR": "beds"}),
             invalid_department("IDE_BDI_COD", "department"),
+            invalid_code("IDE_PSH_CAT", "category_code", tuple(HOSPITAL_CATEGORIES), "hospital category"),
+            negative_value("IDE_LIT_NBR", "beds"),
             mismatch,
         ],
         key=("hospital_id",),
         repairs={},
+        id_column="hospital_id",
     )
 
 
 def stays_rules(ctx: Context) -> TableRules:
     p = ctx.params
     cost_raw = text("MNT_TOT_AM")
+    # SEJ_NBJ duplicates the dates: a disagreement cannot tell which side is the typo, so quarantine.
+    stay_days = (pl.col("discharge_date") - pl.col("admission_date")).dt.total_days()
+    hospital_quarantined = pl.col("hospital_id").is_in(ctx.quarantined_hospital_ids.implode()).fill_null(False)
+    hospital_note = pl.when(hospital_quarantined).then(pl.lit(" (the hospital row is quarantined)")).otherwise(
+        pl.lit("")
+    )
     return TableRules(
         columns={
             "stay_id": stay_id_expr(text("ETA_NUM"), parse_int("RSA_NUM", pl.Int64())),
@@ -519,6 +674,10 @@ def stays_rules(ctx: Context) -> TableRules:
             invalid_department("BDI_DEP", "department"),
             invalid_icd10("DGN_PAL", "icd10_code", required=True),
             invalid_icd10("DGN_REL", "related_icd10_code", required=False),
+            invalid_code("ENT_MOD", "entry_mode", EXIT_MODES, "PMSI entry mode"),
+            invalid_code("ENT_PRV", "entry_source", PROVENANCES, "PMSI provenance"),
+            invalid_code("SOR_MOD", "discharge_mode", EXIT_MODES, "PMSI exit mode"),
+            invalid_code("SOR_DES", "discharge_destination", PROVENANCES, "PMSI destination"),
             Check("missing_cost", cost_raw.is_null(), pl.format("{}: stay valuation is empty", quoted("MNT_TOT_AM"))),
             Check(
                 "negative_cost",
@@ -535,6 +694,23 @@ def stays_rules(ctx: Context) -> TableRules:
                 ),
             ),
             Check(
+                "negative_length_of_stay",
+                pl.col("length_of_stay") < 0,
+                pl.format("SEJ_NBJ='{}': length of stay is negative", pl.col("SEJ_NBJ")),
+            ),
+            Check(
+                "length_of_stay_mismatch",
+                pl.col("length_of_stay") != stay_days,
+                pl.format(
+                    "SEJ_NBJ='{}': the dates EXE_SOI_DTD='{}' to EXE_SOI_DTF='{}' give {} days",
+                    pl.col("SEJ_NBJ"),
+                    pl.col("EXE_SOI_DTD"),
+                    pl.col("EXE_SOI_DTF"),
+                    stay_days,
+                ),
+            ),
+            stay_outside_extract(p.extract),
+            Check(
                 "impossible_age",
                 ~pl.col("age").is_between(p.min_age, p.max_age),
                 pl.format(f"AGE_ANN='{{}}': outside [{p.min_age}, {p.max_age}]", pl.col("AGE_ANN")),
@@ -542,10 +718,13 @@ def stays_rules(ctx: Context) -> TableRules:
             Check(
                 "unknown_finess",
                 ~pl.col("hospital_id").is_in(ctx.hospital_ids.implode()),
-                pl.format("ETA_NUM='{}': no clean hospital with this FINESS", pl.col("ETA_NUM")),
+                pl.format("ETA_NUM='{}': no clean hospital with this FINESS{}", pl.col("ETA_NUM"), hospital_note),
             ),
         ],
         key=("hospital_id", "rsa_num"),
+        cascade={"unknown_finess": hospital_quarantined},
+        id_column="stay_id",
+        cross_row=flag_enclosing_stays,
         repairs={
             "department_format": changed("BDI_DEP", "department"),
             "icd_format": changed("DGN_PAL", "icd10_code") + changed("DGN_REL", "related_icd10_code"),
@@ -555,6 +734,8 @@ def stays_rules(ctx: Context) -> TableRules:
 
 
 def diagnoses_rules(ctx: Context) -> TableRules:
+    stay_quarantined = pl.col("stay_id").is_in(ctx.quarantined_stay_ids.implode()).fill_null(False)
+    stay_note = pl.when(stay_quarantined).then(pl.lit(" (the stay row is quarantined)")).otherwise(pl.lit(""))
     return TableRules(
         columns={
             "stay_id": stay_id_expr(text("ETA_NUM"), parse_int("RSA_NUM", pl.Int64())),
@@ -570,10 +751,11 @@ def diagnoses_rules(ctx: Context) -> TableRules:
             Check(
                 "unknown_stay",
                 ~pl.col("stay_id").is_in(ctx.stay_ids.implode()),
-                key_detail(["ETA_NUM", "RSA_NUM"], "no clean stay with this key"),
+                pl.concat_str([key_detail(["ETA_NUM", "RSA_NUM"], "no clean stay with this key"), stay_note]),
             ),
         ],
         key=("hospital_id", "rsa_num", "diagnosis_rank"),
+        cascade={"unknown_stay": stay_quarantined},
         repairs={"icd_format": changed("ASS_DGN", "icd10_code")},
     )
 
@@ -602,6 +784,7 @@ def patients_rules(ctx: Context) -> TableRules:
             *invalid_date({"BEN_DCD_DTE": "death_date"}),
             invalid_sex("BEN_SEX_COD", "sex"),
             invalid_department("BEN_RES_DPT", "department"),
+            outside_extract("BEN_DCD_DTE", "death_date", p.extract, before_start=False),
             Check(
                 "impossible_birth_year",
                 too_old,
@@ -628,6 +811,8 @@ def dispensings_rules(ctx: Context) -> TableRules:
             *missing_value(["DCT_ORD_NUM", "BEN_NIR_PSA", "EXE_SOI_DTD", "PHA_PRS_C13", "PHA_ACT_QSN", "BSE_REM_MNT"]),
             *invalid_number({"PHA_ACT_QSN": "boxes", "BSE_REM_MNT": "amount"}),
             *invalid_date({"EXE_SOI_DTD": "dispensing_date"}),
+            negative_value("BSE_REM_MNT", "amount"),
+            outside_extract("EXE_SOI_DTD", "dispensing_date", ctx.params.extract, before_start=True),
         ],
         key=("dispensing_id",),
         repairs={"decimal_comma": pl.col("BSE_REM_MNT").str.contains(",", literal=True).cast(pl.Int64)},
@@ -653,6 +838,7 @@ class CleanResult:
     clean: pl.DataFrame
     quarantine: pl.DataFrame
     metrics: dict[str, Any]
+    quarantined_ids: pl.Series  # ids (TableRules.id_column) of quarantined rows, for child tables
 
 
 def malformed_check(n_columns: int) -> Check:
@@ -697,7 +883,19 @@ def count_reasons(quarantine: pl.DataFrame, rules: TableRules) -> dict[str, int]
     counts = quarantine.get_column(_REASON).value_counts()
     found = dict(zip(counts[_REASON].to_list(), counts["count"].to_list(), strict=True))
     reasons = {"malformed_line", "duplicate_key", *(c.reason for c in rules.checks)}
+    if rules.cross_row is not None:
+        reasons.add("encloses_stay")
     return {r: int(found.get(r, 0)) for r in sorted(reasons)}
+
+
+def count_cascade(quarantined: pl.DataFrame, rules: TableRules) -> dict[str, int]:
+    """Quarantined rows per reason whose cause is a quarantined parent row in another table."""
+    if not rules.cascade:
+        return {}
+    sums = quarantined.select(
+        ((pl.col(_REASON) == reason) & caused).sum().alias(reason) for reason, caused in rules.cascade.items()
+    )
+    return {reason: int(sums[reason].item()) for reason in sorted(rules.cascade)}
 
 
 def clean_table(raw: RawLines, ctx: Context) -> CleanResult:
@@ -708,11 +906,15 @@ def clean_table(raw: RawLines, ctx: Context) -> CleanResult:
     checks = [malformed_check(len(raw.header)), *rules.checks]
     # Lazy steps (common subexpressions computed once), collected one by one: a single
     # fused query peaks at about twice the memory.
-    rows = split_fields(RawLines(raw.table, raw.header, unique)).collect()
+    rows = split_fields(replace(raw, lines=unique)).collect()
     rows = rows.lazy().with_columns(**rules.columns).collect()
     rows = assign_reasons(rows.lazy(), checks).collect()
     rows = flag_duplicate_keys(rows.lazy(), rules.key).collect()
+    if rules.cross_row is not None:
+        rows = rules.cross_row(rows.lazy()).collect()
     quarantined = rows.filter(pl.col(_REASON).is_not_null())
+    ids = quarantined.get_column(rules.id_column).drop_nulls() if rules.id_column else pl.Series([], dtype=pl.String)
+    cascade = count_cascade(quarantined, rules)
     quarantine = quarantine_frame(describe(quarantined, checks, raw.table.key), raw.table)
     clean = clean_frame(rows, name, rules.key)
     metrics = {
@@ -722,18 +924,23 @@ def clean_table(raw: RawLines, ctx: Context) -> CleanResult:
         "duplicates_dropped": raw.lines.height - unique.height,
         "quarantine_reasons": count_reasons(quarantine, rules),
         "repairs": count_repairs(rows, rules),
+        "cascade": cascade,
+        "cascade_rows": sum(cascade.values()),
     }
-    return CleanResult(clean=clean, quarantine=quarantine, metrics=metrics)
+    return CleanResult(clean=clean, quarantine=quarantine, metrics=metrics, quarantined_ids=ids)
 
 
-def next_context(ctx: Context, name: str, clean: pl.DataFrame) -> Context:
+def next_context(ctx: Context, name: str, result: CleanResult) -> Context:
     """Carry what later tables need from a freshly cleaned one."""
+    clean = result.clean
     if name == "hospitals":
-        return Context(ctx.params, clean["hospital_id"], ctx.stay_ids, ctx.max_admission_year)
+        return replace(ctx, hospital_ids=clean["hospital_id"], quarantined_hospital_ids=result.quarantined_ids)
     if name == "stays":
         year = clean["admission_date"].dt.year().max()
         max_year = int(year) if isinstance(year, int) else None
-        return Context(ctx.params, ctx.hospital_ids, clean["stay_id"], max_year)
+        return replace(
+            ctx, stay_ids=clean["stay_id"], max_admission_year=max_year, quarantined_stay_ids=result.quarantined_ids
+        )
     return ctx
 
 
@@ -741,9 +948,9 @@ def totals(tables: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     """Sums over tables of the counts, the reasons and the repairs."""
     out: dict[str, Any] = {
         k: sum(int(t[k]) for t in tables.values())
-        for k in ("raw_rows", "clean_rows", "quarantined_rows", "duplicates_dropped")
+        for k in ("raw_rows", "clean_rows", "quarantined_rows", "duplicates_dropped", "cascade_rows")
     }
-    for group in ("quarantine_reasons", "repairs"):
+    for group in ("quarantine_reasons", "repairs", "cascade"):
         summed: dict[str, int] = {}
         for t in tables.values():
             for k, v in t[group].items():
@@ -815,7 +1022,7 @@ def clean_and_stage(paths: Paths, params: CleanParams, staging: Staging) -> dict
         staging.parquet(result.clean, paths.clean / f"{name}.parquet")
         staging.parquet(result.quarantine, paths.quarantine / f"{name}.parquet")
         tables[name] = result.metrics
-        ctx = next_context(ctx, name, result.clean)
+        ctx = next_context(ctx, name, result)
         del result
     tables = dict(sorted(tables.items()))
     metrics: dict[str, Any] = {"tables": tables, "totals": totals(tables)}

@@ -88,7 +88,8 @@ def _run_stage(name: str, paths: Paths, params: Params, quiet: bool, args: argpa
 def _clean_summary(metrics: dict[str, Any]) -> dict[str, Any]:
     """The totals line of cleaning.json; the per-table detail stays in the file."""
     totals = metrics.get("totals", {})
-    return {k: totals[k] for k in ("raw_rows", "clean_rows", "quarantined_rows", "duplicates_dropped") if k in totals}
+    return {k: totals[k] for k in ("raw_rows", "clean_rows", "quarantined_rows", "duplicates_dropped", "cascade_rows")
+            if k in totals}
 
 
 def build_parser() -> argparse.ArgumentParser:

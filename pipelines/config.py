@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 
 class _Strict(BaseModel):
@@ -71,10 +71,29 @@ class GenerateParams(_Strict):
         return max(1, round(self.patients * self.scale))
 
 
+class ExtractPeriod(_Strict):
+    """First and last day covered by the extract: no admission before, no date after."""
+
+    start_date: date = date(2021, 1, 1)
+    end_date: date = date(2024, 12, 31)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ExtractPeriod:
+        if self.end_date < self.start_date:
+            raise ValueError(f"extract end {self.end_date} is before its start {self.start_date}")
+        return self
+
+
+# The extract's bounds are set once, as the warehouse's dbt vars; clean reads the same keys.
+EXTRACT_KEYS: dict[str, str] = {"start_date": "data_start_date", "end_date": "data_end_date"}
+
+
 class CleanParams(_Strict):
     min_age: int = 0
     max_age: int = 115
     min_birth_year: int = 1900
+    # Filled by Params from warehouse.data_start_date / data_end_date (never set in params.yaml).
+    extract: ExtractPeriod = ExtractPeriod()
 
 
 class Params(BaseModel):
@@ -85,6 +104,33 @@ class Params(BaseModel):
     seed: int = 20240601
     generate: GenerateParams = GenerateParams()
     clean: CleanParams = CleanParams()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _extract_from_warehouse(cls, data: Any) -> Any:
+        """clean.extract = the warehouse's data_start_date / data_end_date (one source of truth)."""
+        if not isinstance(data, dict) or not isinstance(data.get("clean", {}), dict):
+            return data
+        clean = dict(data.get("clean") or {})
+        bounds = _extract_bounds(data)
+        try:
+            ExtractPeriod.model_validate(bounds)
+        except ValidationError:
+            return data  # reported by load_params and by the warehouse section's own validation
+        if "extract" not in clean:
+            clean["extract"] = bounds
+        elif bounds and ExtractPeriod.model_validate(clean["extract"]) != ExtractPeriod.model_validate(bounds):
+            # A dumped Params round-trips; a second, different period would be a second source of truth.
+            raise ValueError("clean.extract must equal warehouse.data_start_date/data_end_date (set those only)")
+        return {**data, "clean": clean}
+
+
+def _extract_bounds(data: dict[str, Any]) -> dict[str, Any]:
+    """The extract period as written in the warehouse section (keys of ExtractPeriod)."""
+    warehouse = data.get("warehouse") or {}
+    if not isinstance(warehouse, dict):
+        return {}
+    return {k: warehouse[w] for k, w in EXTRACT_KEYS.items() if w in warehouse}
 
 
 T = TypeVar("T", bound=BaseModel)
@@ -113,6 +159,10 @@ def load_params(path: Path | str = "params.yaml") -> Params:
         raise ParamsError(f"{path}: not valid YAML: {exc}") from exc
     if not isinstance(raw, dict):
         raise ParamsError(f"{path}: expected a mapping of sections at the top level")
+    try:
+        ExtractPeriod.model_validate(_extract_bounds(raw))
+    except ValidationError as exc:
+        raise ParamsError(f"{path}: warehouse.data_start_date/data_end_date (the extract period): {exc}") from exc
     try:
         return Params.model_validate(raw)
     except ValidationError as exc:

@@ -112,6 +112,12 @@ HOSPITAL_CATEGORIES: dict[str, str] = {
     "128": "Private clinic",
 }
 
+# PMSI codes accepted by clean, the same as the warehouse's seeds (dbt/seeds/ref_exit_modes.csv,
+# ref_provenances.csv; tests/test_clean_dbt_contract.py checks they agree).
+SEX_CODES: tuple[int, ...] = (1, 2)  # BEN_SEX_COD and COD_SEX: 1 male, 2 female
+EXIT_MODES: tuple[str, ...] = ("0", "6", "7", "8", "9")  # ENT_MOD and SOR_MOD (MS_SOR_V)
+PROVENANCES: tuple[str, ...] = ("1", "2", "3", "4", "5", "6", "7")  # ENT_PRV and SOR_DES (MS_PRV_V)
+
 # Clean tables: analytic names and Polars dtypes. Every clean Parquet matches exactly.
 CLEAN_SCHEMAS: dict[str, dict[str, pl.DataType]] = {
     "patients": {
@@ -267,4 +273,109 @@ FEATURE_SCHEMA: dict[str, pl.DataType] = {
     **NUMERIC_FEATURES,
     **CATEGORICAL_FEATURES,
     FEATURE_LABEL: pl.Int32(),
+}
+
+# --------------------------------------------------------------------------- clean <-> dbt
+# One dirty raw row must never stop the warehouse: every error-level dbt test that raw data can
+# reach has a clean quarantine rule keeping violating rows out of data/clean. A test can be reached
+# when its model is a staging model (a typed copy of a clean table) or its column carries a clean
+# column through (same name, or prefixed like previous_discharge_date). tests/test_clean_dbt_contract.py
+# derives the tests from dbt/models/**/*.yml, checks that each is in exactly one of the two mappings
+# below, then feeds a violating row per rule.
+# Key: (dbt model, column or "" for a model-level test, test name); value: (raw table, reason).
+DbtTest = tuple[str, str, str]
+DBT_TEST_REASONS: dict[DbtTest, tuple[str, str]] = {
+    # staging: the clean tables renamed
+    ("stg_patients", "patient_id", "unique"): ("patients", "duplicate_key"),
+    ("stg_patients", "patient_id", "not_null"): ("patients", "missing_value"),
+    ("stg_patients", "sex", "accepted_values"): ("patients", "invalid_sex"),
+    ("stg_hospitals", "hospital_id", "unique"): ("hospitals", "duplicate_key"),
+    ("stg_hospitals", "hospital_id", "not_null"): ("hospitals", "missing_value"),
+    ("stg_hospitals", "hospital_category", "not_null"): ("hospitals", "invalid_code"),
+    ("stg_hospitals", "hospital_category", "accepted_values"): ("hospitals", "invalid_code"),
+    ("stg_hospitals", "beds", "non_negative"): ("hospitals", "negative_value"),
+    ("stg_stays", "stay_id", "unique"): ("stays", "duplicate_key"),
+    ("stg_stays", "stay_id", "not_null"): ("stays", "missing_value"),
+    ("stg_stays", "patient_id", "not_null"): ("stays", "missing_value"),
+    ("stg_stays", "hospital_id", "not_null"): ("stays", "missing_value"),
+    ("stg_stays", "hospital_id", "relationships"): ("stays", "unknown_finess"),
+    ("stg_stays", "admission_date", "not_null"): ("stays", "missing_value"),
+    ("stg_stays", "discharge_date", "not_null"): ("stays", "missing_value"),
+    ("stg_stays", "discharge_date", "not_before"): ("stays", "discharge_before_admission"),
+    ("stg_stays", "length_of_stay", "non_negative"): ("stays", "negative_length_of_stay"),
+    ("stg_stays", "icd10_code", "not_null"): ("stays", "missing_value"),
+    ("stg_stays", "entry_mode", "relationships"): ("stays", "invalid_code"),
+    ("stg_stays", "entry_source", "relationships"): ("stays", "invalid_code"),
+    ("stg_stays", "discharge_mode", "not_null"): ("stays", "missing_value"),
+    ("stg_stays", "discharge_mode", "relationships"): ("stays", "invalid_code"),
+    ("stg_stays", "discharge_destination", "relationships"): ("stays", "invalid_code"),
+    ("stg_stays", "age", "not_null"): ("stays", "missing_value"),
+    ("stg_stays", "age", "value_between"): ("stays", "impossible_age"),
+    ("stg_stays", "sex", "accepted_values"): ("stays", "invalid_sex"),
+    ("stg_stays", "stay_cost", "not_null"): ("stays", "missing_cost"),
+    ("stg_stays", "stay_cost", "non_negative"): ("stays", "negative_cost"),
+    ("stg_diagnoses", "", "unique_combination"): ("diagnoses", "duplicate_key"),
+    ("stg_diagnoses", "stay_id", "not_null"): ("diagnoses", "missing_value"),
+    ("stg_diagnoses", "icd10_code", "not_null"): ("diagnoses", "missing_value"),
+    ("stg_dispensings", "dispensing_id", "unique"): ("dispensings", "duplicate_key"),
+    ("stg_dispensings", "dispensing_id", "not_null"): ("dispensings", "missing_value"),
+    ("stg_dispensings", "patient_id", "not_null"): ("dispensings", "missing_value"),
+    ("stg_dispensings", "dispensing_date", "not_null"): ("dispensings", "missing_value"),
+    ("stg_dispensings", "amount", "non_negative"): ("dispensings", "negative_value"),
+    # later models carrying a clean column through
+    ("int_stay_episodes", "stay_id", "unique"): ("stays", "duplicate_key"),
+    ("int_stay_episodes", "discharge_date", "not_before"): ("stays", "discharge_before_admission"),
+    ("int_episodes", "discharge_date", "not_before"): ("stays", "discharge_before_admission"),
+    ("int_episodes", "length_of_stay", "non_negative"): ("stays", "discharge_before_admission"),
+    ("int_episodes", "stay_cost", "not_null"): ("stays", "missing_cost"),
+    ("int_episodes", "stay_cost", "non_negative"): ("stays", "negative_cost"),
+    ("dim_patients", "sex", "accepted_values"): ("stays", "invalid_sex"),
+    ("dim_patients", "last_discharge_date", "not_before"): ("stays", "discharge_before_admission"),
+    # a stay nested in an earlier-admitted one (a discharge typo like 2099) breaks the pathway order
+    ("fct_patient_pathway", "previous_discharge_date", "not_after"): ("stays", "encloses_stay"),
+    ("dim_hospitals", "hospital_id", "unique"): ("hospitals", "duplicate_key"),
+    ("dim_hospitals", "hospital_category", "accepted_values"): ("hospitals", "invalid_code"),
+    ("dim_hospitals", "beds", "non_negative"): ("hospitals", "negative_value"),
+    ("fct_stays", "stay_id", "unique"): ("stays", "duplicate_key"),
+    ("fct_stays", "hospital_id", "relationships"): ("stays", "unknown_finess"),
+    ("fct_stays", "discharge_date", "not_before"): ("stays", "discharge_before_admission"),
+    ("fct_stays", "discharge_mode", "accepted_values"): ("stays", "invalid_code"),
+    ("fct_stays", "stay_cost", "not_null"): ("stays", "missing_cost"),
+    ("fct_stays", "stay_cost", "non_negative"): ("stays", "negative_cost"),
+    ("ml_readmission_features", "age", "not_null"): ("stays", "missing_value"),
+    ("ml_readmission_features", "sex", "accepted_values"): ("stays", "invalid_sex"),
+    ("ml_readmission_features", "length_of_stay", "non_negative"): ("stays", "discharge_before_admission"),
+    ("ml_readmission_features", "stay_cost", "not_null"): ("stays", "missing_cost"),
+    ("ml_readmission_features", "stay_cost", "non_negative"): ("stays", "negative_cost"),
+}
+# Error-level tests on clean-named columns of later models that no raw row can fail, and why.
+DBT_TESTS_BY_CONSTRUCTION: dict[DbtTest, str] = {
+    ("int_stay_episodes", "stay_id", "not_null"): "one row per stg_stays row (stay_id not null there)",
+    ("int_episodes", "patient_id", "not_null"): "the first stay's patient_id (not null in stg_stays)",
+    ("int_episodes", "discharge_date", "not_null"): "the last stay's discharge_date (not null in stg_stays)",
+    ("int_episodes", "length_of_stay", "not_null"): "difference of two not-null dates",
+    ("dim_patients", "patient_id", "unique"): "grouped by patient_id",
+    ("dim_patients", "patient_id", "not_null"): "patients of stg_stays (patient_id not null there)",
+    ("dim_hospitals", "hospital_id", "not_null"): "one row per stg_hospitals row",
+    ("fct_stays", "stay_id", "not_null"): "one row per stg_stays row",
+    ("fct_stays", "patient_id", "not_null"): "from stg_stays",
+    ("fct_stays", "patient_id", "relationships"): "dim_patients is built from the stays' patients",
+    ("fct_stays", "hospital_id", "not_null"): "from stg_stays",
+    ("fct_stays", "discharge_date", "not_null"): "from stg_stays",
+    ("fct_patient_pathway", "stay_id", "unique"): "one row per fct_stays row",
+    ("fct_patient_pathway", "stay_id", "not_null"): "one row per fct_stays row",
+    ("fct_patient_pathway", "stay_id", "relationships"): "built from fct_stays",
+    ("fct_readmissions", "stay_id", "unique"): "one row per fct_stays row",
+    ("fct_readmissions", "stay_id", "not_null"): "one row per fct_stays row",
+    ("fct_readmissions", "stay_id", "relationships"): "built from fct_stays",
+    ("fct_readmissions", "readmission_stay_id", "relationships"): "a stay id taken from fct_stays",
+    ("int_patient_history", "last_discharge_date", "not_after"): "joined on discharges on or before the admission",
+    ("agg_department_kpis", "department", "not_null"): "grouped by the stays' department (not null in clean)",
+    ("ml_readmission_features", "stay_id", "unique"): "one row per index stay of fct_readmissions",
+    ("ml_readmission_features", "stay_id", "not_null"): "index stays of fct_readmissions",
+    ("ml_readmission_features", "stay_id", "relationships"): "built from fct_readmissions",
+    ("ml_readmission_features", "discharge_date", "not_null"): "the episode's last discharge (not null)",
+    ("ml_readmission_features", "length_of_stay", "not_null"): "difference of two not-null dates",
+    ("ml_readmission_features", "discharge_destination", "not_null"): "mapped in dbt with an 'other' default",
+    ("ml_readmission_features", "discharge_destination", "accepted_values"): "mapped in dbt to these labels",
 }

@@ -35,6 +35,9 @@ NASTY = [
     "99999999999",
     "999999999",
     "2A",
+    '"9;3"',  # an RFC 4180 quoted field holding the separator
+    'CH "Les Lilas"',  # a bare quote inside an unquoted field is kept as text
+    "01/01/2099",
 ]
 # Small id pools so that rows share keys and diagnoses find (or miss) their stays.
 ID_POOLS: dict[str, dict[str, list[str]]] = {
@@ -70,8 +73,10 @@ def dirty_row(draw: st.DrawFn, table: str, previous: list[Row]) -> Row:
 @st.composite
 def dirty_table(draw: st.DrawFn, table: str) -> list[Row]:
     rows: list[Row] = []
-    for _ in range(draw(st.integers(0, 12))):
+    for _ in range(draw(st.integers(1, 12))):
         rows.append(draw(dirty_row(table, rows)))
+    if all(row == "" for row in rows):  # a table without any data row is a structural error
+        rows.insert(0, {})
     return rows
 
 
@@ -90,6 +95,9 @@ def test_every_raw_row_is_accounted_for(tables: dict[str, list[Row]]) -> None:
             assert m["raw_rows"] == m["clean_rows"] + m["quarantined_rows"] + m["duplicates_dropped"], name
             assert sum(m["quarantine_reasons"].values()) == m["quarantined_rows"], name
             assert set(m["quarantine_reasons"]) <= set(REASONS), name
+            for reason, caused in m["cascade"].items():  # cascades are a part of their reason's count
+                assert 0 <= caused <= m["quarantine_reasons"][reason], name
+            assert m["cascade_rows"] == sum(m["cascade"].values()), name
             clean = pl.read_parquet(paths.clean / f"{name}.parquet")
             quarantine = pl.read_parquet(paths.quarantine / f"{name}.parquet")
             assert clean.height == m["clean_rows"], name

@@ -301,7 +301,8 @@ def test_first_reason_in_precedence_order_wins(tmp_path: Path) -> None:
         "missing_value",
     ]
     assert REASONS.index("malformed_line") == 0
-    assert REASONS.index("duplicate_key") == len(REASONS) - 1
+    assert REASONS.index("duplicate_key") == len(REASONS) - 2  # cross-row checks come last
+    assert REASONS.index("encloses_stay") == len(REASONS) - 1
 
 
 def test_crlf_line_endings_and_trailing_blank_lines(tmp_path: Path) -> None:

@@ -43,11 +43,27 @@ def test_empty_file(tmp_path: Path) -> None:
     assert_fails_cleanly(paths, STAYS, "empty")
 
 
-def test_header_only_file_is_valid_with_zero_rows(tmp_path: Path) -> None:
-    paths = write_raw(tmp_path, diagnoses=[])
-    metrics = run_clean(paths, CleanParams())
-    assert metrics["tables"]["diagnoses"]["raw_rows"] == 0
-    assert pl.read_parquet(paths.clean / "diagnoses.parquet").height == 0
+@pytest.mark.parametrize("table", sorted(RAW_TABLES))
+@pytest.mark.parametrize("tail", ["", "\n\n", "\r\n \r\n"])
+def test_header_only_file_is_a_structural_error(tmp_path: Path, table: str, tail: str) -> None:
+    # every raw table is required: a header with no data row (blank lines aside) stops the stage
+    paths = write_raw(tmp_path, **{table: []})
+    path = paths.raw / RAW_TABLES[table].file
+    path.write_text(path.read_text(encoding="utf-8") + tail, encoding="utf-8")
+    assert_fails_cleanly(paths, RAW_TABLES[table].file, "header but no data row")
+
+
+def test_header_without_final_newline_is_a_structural_error(tmp_path: Path) -> None:
+    paths = write_raw(tmp_path)
+    stays_file(paths).write_text(";".join(RAW_TABLES["stays"].columns), encoding="utf-8")
+    assert_fails_cleanly(paths, STAYS, "header but no data row")
+
+
+def test_cr_only_line_endings_are_named(tmp_path: Path) -> None:
+    paths = write_raw(tmp_path)
+    text = render("stays", [{}, {"RSA_NUM": "2"}])
+    stays_file(paths).write_text(text.replace("\n", "\r"), encoding="utf-8")
+    assert_fails_cleanly(paths, STAYS, "CR-only line endings")
 
 
 def test_non_utf8_bytes(tmp_path: Path) -> None:
