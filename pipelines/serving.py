@@ -42,7 +42,7 @@ import pandas as pd
 import polars as pl
 import requests
 
-from pipelines import contracts
+from pipelines import atomic, contracts
 from pipelines.config import Params, Paths, section
 from pipelines.model import data as fdata
 from pipelines.model.params import TrainParams
@@ -324,6 +324,18 @@ def check_batch_input(frame: pl.DataFrame, source: str) -> None:
         raise ScoringInputError(f"{source}: column '{fdata.KEY}' is not unique ({duplicates} duplicate row(s))")
 
 
+def check_output_path(input_parquet: Path, output_parquet: Path) -> None:
+    """--output must be a file path in an existing folder, and never the input itself."""
+    if output_parquet.is_dir():
+        raise ScoringInputError(f"--output {output_parquet}: is a directory; give a file path such as "
+                                f"{output_parquet / 'scores.parquet'}")
+    if output_parquet.resolve() == input_parquet.resolve() or (
+            output_parquet.exists() and output_parquet.samefile(input_parquet)):
+        raise ScoringInputError(f"--output {output_parquet}: is the input file; scoring would overwrite it")
+    if not output_parquet.parent.is_dir():
+        raise ScoringInputError(f"--output {output_parquet}: folder {output_parquet.parent} does not exist")
+
+
 def score_batch(paths: Paths, params: Params, input_parquet: Path, output_parquet: Path) -> dict[str, Any]:
     """Score a Parquet file with the champion; write stay_id, probability, high_risk (input order)."""
     import mlflow
@@ -331,6 +343,7 @@ def score_batch(paths: Paths, params: Params, input_parquet: Path, output_parque
     input_parquet, output_parquet = Path(input_parquet), Path(output_parquet)
     if not input_parquet.exists():
         raise ScoringInputError(f"{input_parquet}: file not found")
+    check_output_path(input_parquet, output_parquet)
     try:
         frame = pl.read_parquet(input_parquet)
     except Exception as exc:  # polars raises several kinds for a file that is not Parquet
@@ -347,10 +360,8 @@ def score_batch(paths: Paths, params: Params, input_parquet: Path, output_parque
         "probability": scored["probability"].to_numpy(dtype="float64"),
         "high_risk": scored["high_risk"].to_numpy().astype("int8"),
     })
-    output_parquet.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output_parquet.with_name(output_parquet.name + ".tmp")
-    out.write_parquet(tmp, statistics=False)
-    tmp.replace(output_parquet)
+    with atomic.atomic_file(output_parquet) as tmp:
+        out.write_parquet(tmp, statistics=False)
     summary = {"model_name": name, "model_version": version, "rows": out.height,
                "flagged": int(out["high_risk"].sum()), "input": str(input_parquet), "output": str(output_parquet)}
     log.info("score: %d rows scored by %s v%s, %d flagged -> %s", out.height, name, version, summary["flagged"],
