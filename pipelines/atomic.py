@@ -20,7 +20,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-_STALE = re.compile(r"^(?P<name>.+)\.(?:tmp|old)-(?P<pid>\d+)(?:\.wal)?$")
+# <name>.tmp-<pid>, <name>.old-<pid>, <name>.tmp-<pid>.wal; also clean's own `.<name>.tmp<pid>`
+_STALE = re.compile(r"^\.?(?P<name>.+?)\.(?:tmp-?|old-)(?P<pid>\d+)(?:\.wal)?$")
 
 
 def temp_path(target: Path, pid: int | None = None) -> Path:
@@ -49,7 +50,9 @@ def _remove(path: Path) -> None:
 
 
 def sweep_stale(target: Path) -> list[Path]:
-    """Remove temporary siblings of `target` (`.tmp-<pid>`, `.old-<pid>`, their `.wal`) left by dead processes."""
+    """Remove temporary siblings of `target` (`.tmp-<pid>`, `.old-<pid>`, their `.wal`) left by dead processes.
+
+    A temporary file inside an output folder would otherwise become part of that output for DVC."""
     folder = target.parent
     if not folder.is_dir():
         return []

@@ -19,6 +19,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from pipelines import atomic
 from pipelines.config import Params, Paths, load_params
 
 # stage name -> (module, function, one-line help)
@@ -84,6 +85,8 @@ def _run_stage(name: str, paths: Paths, params: Params, quiet: bool, args: argpa
     if name == "generate":
         return func(paths, params, progress=not quiet)
     if name == "clean":
+        for output in importlib.import_module(module_name).output_files(paths):
+            atomic.sweep_stale(output)  # clean stages its files inside data/clean: a killed run's would stay
         return _clean_summary(func(paths, params.clean))
     return func(paths, params)
 

@@ -86,6 +86,10 @@ def test_sweep_removes_leftovers_of_dead_processes_only(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([
         "warehouse.duckdb", f"warehouse.duckdb.tmp-{dead}.d", f"warehouse.duckdb.tmp-{live}",
         f"other.duckdb.tmp-{dead}"])
+    clean = tmp_path / "patients.parquet"  # clean's own naming: .<name>.tmp<pid>
+    (tmp_path / f".patients.parquet.tmp{dead}").write_text("half")
+    (tmp_path / f".patients.parquet.tmp{live}").write_text("a live writer's")
+    assert [p.name for p in atomic.sweep_stale(clean)] == [f".patients.parquet.tmp{dead}"]
     folder = tmp_path / "models"
     (tmp_path / f"models.tmp-{dead}").mkdir()
     (tmp_path / f"models.tmp-{dead}" / "model.joblib").write_text("half")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
+import signal
 import socket
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ import pytest
 from feature_fixtures import write_fixture
 from test_atomic import dead_pid
 
-from pipelines import cli
+from pipelines import atomic, cli
 from pipelines.config import Params, Paths
 from pipelines.model import tracking
 from pipelines.warehouse import WarehouseError, run_warehouse
@@ -121,6 +122,28 @@ def test_cli_interrupt_is_one_line_and_exit_130(tmp_path: Path, monkeypatch: pyt
     monkeypatch.setattr(cli, "_run_stage", interrupted)
     assert cli.main(["--root", str(tmp_path), "warehouse"]) == 130
     assert capsys.readouterr().err == "interrupted (SIGINT): warehouse stopped, previous outputs kept\n"
+
+
+def test_cli_sigterm_runs_the_same_cleanup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """SIGTERM is raised in the stage like Ctrl-C (so temporary outputs are removed), exit 143."""
+    (tmp_path / "params.yaml").write_text("seed: 1\n")
+    target = tmp_path / "out.txt"
+
+    def terminated(*_: Any) -> dict[str, Any]:
+        with atomic.atomic_file(target) as tmp:
+            tmp.write_text("half")
+            signal.raise_signal(signal.SIGTERM)
+        return {}
+
+    monkeypatch.setattr(cli, "_run_stage", terminated)
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        assert cli.main(["--root", str(tmp_path), "train"]) == 143
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert capsys.readouterr().err == "interrupted (SIGTERM): train stopped, previous outputs kept\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
 
 
 # ---- train ----------------------------------------------------------------------------------------
