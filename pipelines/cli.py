@@ -10,12 +10,16 @@ import argparse
 import importlib
 import json
 import os
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
+from pipelines import atomic
 from pipelines.config import Params, Paths, load_params
 
 # stage name -> (module, function, one-line help)
@@ -83,6 +87,8 @@ def _run_stage(name: str, paths: Paths, params: Params, quiet: bool, args: argpa
     if name == "generate":
         return func(paths, params, progress=not quiet)
     if name == "clean":
+        for output in importlib.import_module(module_name).output_files(paths):
+            atomic.sweep_stale(output)  # clean stages its files inside data/clean: a killed run's would stay
         return _clean_summary(func(paths, params.clean))
     return func(paths, params)
 
@@ -120,8 +126,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so every stage's cleanup (temporary outputs) runs."""
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    del frame
+    raise Terminated(signal.Signals(signum).name)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _on_sigterm)
     root: Path = args.root.resolve()
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("DBT_SEND_ANONYMOUS_USAGE_STATS", "False")
@@ -129,6 +146,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         params = load_params(args.params or root / "params.yaml")
         summary = _run_stage(args.stage, Paths(root), params, args.quiet, args)
+    except KeyboardInterrupt as exc:  # Ctrl-C / SIGINT (130) or SIGTERM (143): temporary outputs already removed
+        name = "SIGTERM" if isinstance(exc, Terminated) else "SIGINT"
+        print(f"interrupted ({name}): {args.stage} stopped, previous outputs kept", file=sys.stderr)
+        return 128 + (signal.SIGTERM if isinstance(exc, Terminated) else signal.SIGINT)
     except Exception as exc:  # user errors get one clear line; bugs keep their traceback
         if _is_user_error(exc):
             print(f"error: {args.stage}: {exc}", file=sys.stderr)

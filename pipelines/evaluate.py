@@ -22,7 +22,6 @@ discharge_date >= valid_end. Baselines on the same test rows:
 
 from __future__ import annotations
 
-import json
 import logging
 import tempfile
 import time
@@ -44,7 +43,7 @@ from sklearn.metrics import (
     roc_curve,
 )
 
-from pipelines import contracts
+from pipelines import atomic, contracts
 from pipelines.config import Params, Paths, section
 from pipelines.model import data as fdata
 from pipelines.model import plots
@@ -107,11 +106,10 @@ def _curves(scores: Scored, max_points: int) -> tuple[Scored, Scored]:
 
 
 def _write_csv(path: Path, header: tuple[str, str, str], rows: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
     lines = [",".join(header)]
     for model, (a, b) in rows.items():
         lines += [f"{model},{_r(x)},{_r(y)}" for x, y in zip(a, b, strict=True)]
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    atomic.write_text(path, "\n".join(lines) + "\n")
 
 
 def _flag_metrics(y: np.ndarray, flag: np.ndarray) -> dict[str, float]:
@@ -235,13 +233,13 @@ def run_evaluate(paths: Paths, params: Params) -> dict[str, Any]:
             names, importance.importances_mean, importance.importances_std, ep.permutation_scoring),
     }
     figures_dir = paths.reports / "figures"
-    plots.write_figures(figures, figures_dir, png=FIGURES_PNG if ep.png else ())
-    page = plots.combined_html(figures, f"Evaluation of {meta['model_name']} v{meta['version']}")
-    (figures_dir / "evaluation.html").write_text(page, encoding="utf-8")
+    with atomic.atomic_folder(figures_dir) as staging:  # the whole folder is swapped in, never half-written
+        plots.write_figures(figures, staging, png=FIGURES_PNG if ep.png else ())
+        page = plots.combined_html(figures, f"Evaluation of {meta['model_name']} v{meta['version']}")
+        (staging / "evaluation.html").write_text(page, encoding="utf-8")
 
     metrics_file = paths.metrics / "evaluate.json"
-    metrics_file.parent.mkdir(parents=True, exist_ok=True)
-    metrics_file.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    atomic.write_json(metrics_file, result)
 
     if ep.log_to_mlflow:
         from mlflow.exceptions import MlflowException

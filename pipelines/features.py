@@ -13,7 +13,7 @@ from typing import Any
 
 import polars as pl
 
-from pipelines import contracts
+from pipelines import atomic, contracts
 from pipelines.config import Params, Paths
 from pipelines.guards import MIN_FEATURE_ROWS, require_rows
 from pipelines.warehouse import FEATURES_RELATION
@@ -69,10 +69,8 @@ def conform(frame: pl.DataFrame) -> pl.DataFrame:
 
 def write_features(frame: pl.DataFrame, path: Path) -> None:
     """Deterministic Parquet: one row group, fixed compression, no statistics-dependent layout."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".parquet.tmp")
-    frame.write_parquet(tmp, compression="zstd", compression_level=3, statistics=True, row_group_size=1 << 30)
-    tmp.replace(path)
+    with atomic.atomic_file(path) as tmp:
+        frame.write_parquet(tmp, compression="zstd", compression_level=3, statistics=True, row_group_size=1 << 30)
 
 
 def run_features(paths: Paths, params: Params) -> dict[str, Any]:

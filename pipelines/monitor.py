@@ -36,7 +36,7 @@ from typing import Any
 import pandas as pd
 import polars as pl
 
-from pipelines import contracts
+from pipelines import atomic, contracts
 from pipelines.config import Params, Paths, section
 from pipelines.monitoring import fairness as fair
 from pipelines.monitoring.params import FEATURES, MonitorParams
@@ -181,15 +181,12 @@ def clean_json(value: Any, digits: int = DIGITS) -> Any:
     raise TypeError(f"not JSON-serialisable: {type(value).__name__}")
 
 
+def json_text(payload: dict[str, Any]) -> str:
+    return json.dumps(clean_json(payload), indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False) + "\n"
+
+
 def write_json(path: Path, payload: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(clean_json(payload), indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False)
-    path.write_text(text + "\n", encoding="utf-8")
-
-
-def write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
+    atomic.write_text(path, json_text(payload))
 
 
 def flat_metrics(drift: dict[str, Any], fairness: dict[str, Any]) -> dict[str, Any]:
@@ -256,7 +253,7 @@ def run_monitor(paths: Paths, params: Params) -> dict[str, Any]:
     quality_section, quality = ev.model_quality(cur_pd, LABEL, threshold)
 
     sections = [drift_section, pred_section] + ([quality_section] if quality_section else [])
-    write_text(paths.reports / "monitoring" / "drift.html", ev.combined_html(sections))
+    outputs = {"drift.html": ev.combined_html(sections)}  # reports/monitoring/, swapped in as one folder
 
     model = {"version": meta.get("version"), "model_name": meta.get("model_name"), "threshold": threshold,
              "train_end": meta.get("train_end"), "valid_end": meta.get("valid_end")}
@@ -281,16 +278,19 @@ def run_monitor(paths: Paths, params: Params) -> dict[str, Any]:
             "Evidently's ClassificationPreset agrees within max_abs_difference_vs_sklearn.",
         ],
     }
-    write_json(paths.reports / "monitoring" / "drift.json", drift_report)
+    outputs["drift.json"] = json_text(drift_report)
 
     fairness = fair.fairness_report(
         scored["current"], mp.fairness_groups, mp.age_band_edges, mp.min_cell_patients, mp.four_fifths_threshold,
         label=LABEL, patient_id=PATIENT_ID if PATIENT_ID in mart.columns else None,
     )
     fairness_out = {**fairness, "window": window_info["current"], "model": model}
-    write_json(paths.reports / "monitoring" / "fairness.json", fairness_out)
-    write_text(paths.reports / "monitoring" / "fairness.html", fairness_html(
-        fairness, {"window": windows.current.describe(), "model_version": model["version"], "threshold": threshold}))
+    outputs["fairness.json"] = json_text(fairness_out)
+    outputs["fairness.html"] = fairness_html(
+        fairness, {"window": windows.current.describe(), "model_version": model["version"], "threshold": threshold})
+    with atomic.atomic_folder(paths.reports / "monitoring") as staging:
+        for name, text in outputs.items():
+            (staging / name).write_text(text, encoding="utf-8")
 
     summary = flat_metrics(drift_report, fairness)
     write_json(paths.metrics / "monitoring.json", summary)

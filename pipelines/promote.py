@@ -32,6 +32,7 @@ Decision: "promoted" (previous <- old champion, champion <- challenger), "refuse
 untouched), or "unchanged" (the challenger already is the champion: a re-run changes nothing).
 
 `rollback` swaps the aliases back: champion <- previous, previous <- the rolled-back version,
+rewrites reports/promotion.json (decision "rolled_back", same schema),
 and tags the rolled-back version so that `promote` never re-promotes it.
 """
 
@@ -52,6 +53,7 @@ from mlflow.tracking import MlflowClient
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sklearn.metrics import average_precision_score, roc_auc_score
 
+from pipelines import atomic
 from pipelines.config import Params, Paths, section
 from pipelines.model import data as fdata
 from pipelines.model import tracking
@@ -314,11 +316,7 @@ def _valid_end(mv: ModelVersion, fallback: date) -> date:
 
 
 def _write_report(paths: Paths, report: dict[str, Any]) -> None:
-    target = paths.reports / REPORT_FILE
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    tmp.replace(target)
+    atomic.write_json(paths.reports / REPORT_FILE, report)
 
 
 # ---- the stage --------------------------------------------------------------------------------
@@ -427,7 +425,8 @@ def _summary(report: dict[str, Any]) -> dict[str, Any]:
 def rollback(paths: Paths, params: Params) -> dict[str, Any]:
     """champion <- previous, previous <- the rolled-back version (so a second rollback undoes it)."""
     pp = promote_params(params)
-    name = section(params, "train", TrainParams).model_name
+    tp = section(params, "train", TrainParams)
+    name = tp.model_name
     if not (paths.mlruns / "mlflow.db").exists():
         raise PromoteError(f"no MLflow store at {paths.mlruns}: nothing to roll back")
     client = tracking.connect(paths)
@@ -451,5 +450,22 @@ def rollback(paths: Paths, params: Params) -> dict[str, Any]:
                f"(was version {out_version}); '{pp.previous_alias}' now points to version {out_version}. "
                f"A running server keeps the model it loaded: restart `serve`.")
     log.info("%s", message)
+    # promote's report, recording the rollback: the dashboard shows the restored champion, and DVC sees
+    # promote's output changed, so the next `dvc repro` reruns promote (which refuses the rolled-back
+    # version again) and report.
+    _write_report(paths, {
+        "model_name": name,
+        "challenger_version": out_version,
+        "aliases": {"champion": pp.champion_alias, "previous": pp.previous_alias},
+        "min_precision": tp.min_precision,
+        "decision": "rolled_back",
+        "champion_version": in_version,
+        "previous_version": out_version,
+        "reasons": [f"rollback: version {out_version} taken out of service, version {in_version} is "
+                    f"'{pp.champion_alias}' again"],
+        "gates": {},
+        "metrics": {},
+        "test_window": None,
+    })
     return {"model_name": name, "champion_version": in_version, "previous_version": out_version,
             "rolled_back_version": out_version, "message": message}

@@ -16,12 +16,11 @@ can compare them with the marts. Cells under `min_cell_patients` patients are su
 from __future__ import annotations
 
 import logging
-import os
-from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from pipelines import atomic
 from pipelines.config import Params, Paths, section
 from pipelines.dashboard import geo
 from pipelines.dashboard.data import warehouse_numbers
@@ -90,19 +89,12 @@ def build_dashboard(paths: Paths, rp: ReportParams) -> tuple[str, dict[str, Any]
     return doc, numbers
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def run_report(paths: Paths, params: Params) -> dict[str, Any]:
     """The stage: write reports/dashboard.html; return the headline numbers."""
     rp = report_params(params)
     doc, numbers = build_dashboard(paths, rp)
     out = paths.reports / DASHBOARD_FILE
-    _write_atomic(out, doc)
+    atomic.write_text(out, doc)
     log.info("report: %s (%.1f MB, %d figures)", out, len(doc.encode("utf-8")) / 1e6, numbers["figures"])
     return {"dashboard": str(out.relative_to(paths.root)) if out.is_relative_to(paths.root) else str(out),
             "bytes": len(doc.encode("utf-8")), **numbers}

@@ -44,7 +44,7 @@ import requests
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipelines import contracts
+from pipelines import atomic, contracts
 from pipelines.config import Params, Paths, section
 from pipelines.model import data as fdata
 from pipelines.model import scoring_contract as sc
@@ -379,6 +379,18 @@ def check_batch_contract(frame: pl.DataFrame, model: Any, params: Params, source
         raise ScoringInputError(f"{source}: {exc}") from None
 
 
+def check_output_path(input_parquet: Path, output_parquet: Path) -> None:
+    """--output must be a file path in an existing folder, and never the input itself."""
+    if output_parquet.is_dir():
+        raise ScoringInputError(f"--output {output_parquet}: is a directory; give a file path such as "
+                                f"{output_parquet / 'scores.parquet'}")
+    if output_parquet.resolve() == input_parquet.resolve() or (
+            output_parquet.exists() and output_parquet.samefile(input_parquet)):
+        raise ScoringInputError(f"--output {output_parquet}: is the input file; scoring would overwrite it")
+    if not output_parquet.parent.is_dir():
+        raise ScoringInputError(f"--output {output_parquet}: folder {output_parquet.parent} does not exist")
+
+
 def score_batch(paths: Paths, params: Params, input_parquet: Path, output_parquet: Path) -> dict[str, Any]:
     """Score a Parquet file with the champion; write stay_id, probability, high_risk (input order)."""
     import mlflow
@@ -386,6 +398,7 @@ def score_batch(paths: Paths, params: Params, input_parquet: Path, output_parque
     input_parquet, output_parquet = Path(input_parquet), Path(output_parquet)
     if not input_parquet.exists():
         raise ScoringInputError(f"{input_parquet}: file not found")
+    check_output_path(input_parquet, output_parquet)
     try:
         frame = pl.read_parquet(input_parquet)
     except Exception as exc:  # polars raises several kinds for a file that is not Parquet
@@ -403,10 +416,8 @@ def score_batch(paths: Paths, params: Params, input_parquet: Path, output_parque
         "probability": scored["probability"].to_numpy(dtype="float64"),
         "high_risk": scored["high_risk"].to_numpy().astype("int8"),
     })
-    output_parquet.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output_parquet.with_name(output_parquet.name + ".tmp")
-    out.write_parquet(tmp, statistics=False)
-    tmp.replace(output_parquet)
+    with atomic.atomic_file(output_parquet) as tmp:
+        out.write_parquet(tmp, statistics=False)
     summary = {"model_name": name, "model_version": version, "rows": out.height,
                "flagged": int(out["high_risk"].sum()), "input": str(input_parquet), "output": str(output_parquet)}
     log.info("score: %d rows scored by %s v%s, %d flagged -> %s", out.height, name, version, summary["flagged"],

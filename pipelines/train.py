@@ -44,7 +44,7 @@ from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, Schema, TensorSpec
 from sklearn.metrics import average_precision_score, brier_score_loss, fbeta_score, roc_auc_score
 
-from pipelines import contracts
+from pipelines import atomic, contracts
 from pipelines.config import Params, Paths, section
 from pipelines.model import data as fdata
 from pipelines.model import tracking
@@ -213,8 +213,7 @@ def _pip_requirements() -> list[str]:
 
 
 def _write_json(path: Path, payload: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    atomic.write_json(path, payload)
 
 
 def run_train(paths: Paths, params: Params) -> dict[str, Any]:
@@ -236,6 +235,9 @@ def run_train(paths: Paths, params: Params) -> dict[str, Any]:
 
     client = tracking.connect(paths)
     experiment_id = tracking.ensure_experiment(client, paths, tp.experiment)
+    stale = tracking.mark_stale_runs(client, experiment_id)
+    if stale:
+        log.warning("train: %d run(s) of a killed train marked FAILED: %s", len(stale), ", ".join(stale))
     commit = tracking.git_commit(paths.root)
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -248,113 +250,116 @@ def run_train(paths: Paths, params: Params) -> dict[str, Any]:
     study = optuna.create_study(direction="maximize", sampler=sampler, pruner=pruner,
                                 study_name=f"{tp.model_name}-rf-recall-at-precision")
 
-    with mlflow.start_run(run_name=f"{tp.model_name}-study", experiment_id=experiment_id) as parent:
-        run_id = parent.info.run_id
-        mlflow.set_tags({"features_md5": features_md5, "git_commit": commit, "stage": "train"})
-        space = tp.search
-        mlflow.log_params({
-            "seed": seed, "n_trials": tp.n_trials, "timeout_s": tp.timeout_s, "cv_folds": tp.cv_folds,
-            "cv_gap_days": tp.cv_gap_days, "min_precision": tp.min_precision,
-            "threshold_fallback": tp.threshold_fallback, "pruning": tp.pruning,
-            "train_end": tp.train_end.isoformat(), "valid_end": tp.valid_end.isoformat(),
-            "cv_fold_starts": ",".join(d.isoformat() for d in fold_starts),
-            "n_train": split.train.height, "n_valid": split.valid.height, "n_test": split.test.height,
-            **{f"space_{k}": str(list(v)) for k, v in space.model_dump().items()},
-        })
-        objective = _Objective(tp, seed, x_train, y_train, folds, experiment_id)
-        study.optimize(objective, n_trials=tp.n_trials, timeout=tp.timeout_s, n_jobs=1, gc_after_trial=False)
+    # models/ is built in a temporary folder beside it and swapped in once the run is finished:
+    # model.joblib and model_meta.json appear together or not at all.
+    with atomic.atomic_folder(paths.models) as staging:
+        with mlflow.start_run(run_name=f"{tp.model_name}-study", experiment_id=experiment_id) as parent:
+            run_id = parent.info.run_id
+            mlflow.set_tags({"features_md5": features_md5, "git_commit": commit, "stage": "train",
+                             **tracking.process_tags()})
+            space = tp.search
+            mlflow.log_params({
+                "seed": seed, "n_trials": tp.n_trials, "timeout_s": tp.timeout_s, "cv_folds": tp.cv_folds,
+                "cv_gap_days": tp.cv_gap_days, "min_precision": tp.min_precision,
+                "threshold_fallback": tp.threshold_fallback, "pruning": tp.pruning,
+                "train_end": tp.train_end.isoformat(), "valid_end": tp.valid_end.isoformat(),
+                "cv_fold_starts": ",".join(d.isoformat() for d in fold_starts),
+                "n_train": split.train.height, "n_valid": split.valid.height, "n_test": split.test.height,
+                **{f"space_{k}": str(list(v)) for k, v in space.model_dump().items()},
+            })
+            objective = _Objective(tp, seed, x_train, y_train, folds, experiment_id)
+            study.optimize(objective, n_trials=tp.n_trials, timeout=tp.timeout_s, n_jobs=1, gc_after_trial=False)
 
-        states = [t.state for t in study.trials]
-        n_complete = states.count(optuna.trial.TrialState.COMPLETE)
-        n_pruned = states.count(optuna.trial.TrialState.PRUNED)
-        if n_complete == 0:
-            raise RuntimeError("no Optuna trial completed (raise train.timeout_s)")
-        timeout_hit = len(study.trials) < tp.n_trials
-        if timeout_hit:
-            log.warning("timeout reached after %d of %d trials: the result depends on machine speed",
-                        len(study.trials), tp.n_trials)
-        best = study.best_trial
-        best_params = dict(best.params)
-        mlflow.log_params({f"best_{k}": v for k, v in best_params.items()})
-        mlflow.log_metrics({"best_cv_recall_at_floor": _r(best.value or 0.0), "trials_complete": n_complete,
-                            "trials_pruned": n_pruned, "best_trial": best.number})
+            states = [t.state for t in study.trials]
+            n_complete = states.count(optuna.trial.TrialState.COMPLETE)
+            n_pruned = states.count(optuna.trial.TrialState.PRUNED)
+            if n_complete == 0:
+                raise RuntimeError("no Optuna trial completed (raise train.timeout_s)")
+            timeout_hit = len(study.trials) < tp.n_trials
+            if timeout_hit:
+                log.warning("timeout reached after %d of %d trials: the result depends on machine speed",
+                            len(study.trials), tp.n_trials)
+            best = study.best_trial
+            best_params = dict(best.params)
+            mlflow.log_params({f"best_{k}": v for k, v in best_params.items()})
+            mlflow.log_metrics({"best_cv_recall_at_floor": _r(best.value or 0.0), "trials_complete": n_complete,
+                                "trials_pruned": n_pruned, "best_trial": best.number})
 
-        if tp.optuna_plots:
-            with tempfile.TemporaryDirectory() as tmp:
-                figures = _study_figures(study, seed)
-                if figures:
-                    page = combined_html(figures, f"Optuna study {study.study_name}")
-                    (Path(tmp) / "optuna_study.html").write_text(page, encoding="utf-8")
-                trials = study.trials_dataframe(attrs=("number", "value", "params", "state", "duration"))
-                trials["duration"] = trials["duration"].dt.total_seconds().round(3)
-                trials.to_csv(Path(tmp) / "optuna_trials.csv", index=False)
-                mlflow.log_artifacts(tmp, artifact_path="optuna")
+            if tp.optuna_plots:
+                with tempfile.TemporaryDirectory() as tmp:
+                    figures = _study_figures(study, seed)
+                    if figures:
+                        page = combined_html(figures, f"Optuna study {study.study_name}")
+                        (Path(tmp) / "optuna_study.html").write_text(page, encoding="utf-8")
+                    trials = study.trials_dataframe(attrs=("number", "value", "params", "state", "duration"))
+                    trials["duration"] = trials["duration"].dt.total_seconds().round(3)
+                    trials.to_csv(Path(tmp) / "optuna_trials.csv", index=False)
+                    mlflow.log_artifacts(tmp, artifact_path="optuna")
 
-        # Refit on the whole training window; operating threshold on the validation window.
-        pipeline = forest_pipeline(best_params, seed, tp.n_jobs)
-        pipeline.fit(x_train, y_train)
-        p_valid = pipeline.predict_proba(x_valid)[:, 1]
-        point: OperatingPoint = choose_threshold(y_valid, p_valid, tp.min_precision, tp.threshold_fallback)
-        if point.rule != "min_precision":
-            log.warning("validation: no threshold reaches precision >= %.3f; using the max-F2 threshold %.4f",
-                        tp.min_precision, point.threshold)
-        valid_metrics = probability_metrics(y_valid, p_valid, point.threshold)
-        mlflow.log_metrics({f"valid_{k}": v for k, v in valid_metrics.items()})
-        mlflow.log_metrics({"threshold": _r(point.threshold)})
-        mlflow.set_tag("threshold_rule", point.rule)
+            # Refit on the whole training window; operating threshold on the validation window.
+            pipeline = forest_pipeline(best_params, seed, tp.n_jobs)
+            pipeline.fit(x_train, y_train)
+            p_valid = pipeline.predict_proba(x_valid)[:, 1]
+            point: OperatingPoint = choose_threshold(y_valid, p_valid, tp.min_precision, tp.threshold_fallback)
+            if point.rule != "min_precision":
+                log.warning("validation: no threshold reaches precision >= %.3f; using the max-F2 threshold %.4f",
+                            tp.min_precision, point.threshold)
+            valid_metrics = probability_metrics(y_valid, p_valid, point.threshold)
+            mlflow.log_metrics({f"valid_{k}": v for k, v in valid_metrics.items()})
+            mlflow.log_metrics({"threshold": _r(point.threshold)})
+            mlflow.set_tag("threshold_rule", point.rule)
 
-        set_forest_jobs(pipeline, 1)  # serving: single rows, no thread pool
-        bundle = {"format": 1, "pipeline": pipeline, "threshold": float(point.threshold),
-                  "numeric": list(fdata.NUMERIC), "categorical": list(fdata.CATEGORICAL)}
-        paths.models.mkdir(parents=True, exist_ok=True)
-        model_file = paths.models / MODEL_FILE
-        joblib.dump(bundle, model_file, compress=3)
+            set_forest_jobs(pipeline, 1)  # serving: single rows, no thread pool
+            bundle = {"format": 1, "pipeline": pipeline, "threshold": float(point.threshold),
+                      "numeric": list(fdata.NUMERIC), "categorical": list(fdata.CATEGORICAL)}
+            model_file = staging / MODEL_FILE
+            joblib.dump(bundle, model_file, compress=3)
 
-        info = mlflow.pyfunc.log_model(
-            name="model",
-            python_model=str(PYFUNC_CODE),
-            artifacts={"bundle": str(model_file)},
-            signature=model_signature(),
-            input_example=input_example(x_train),
-            registered_model_name=tp.model_name,
-            pip_requirements=_pip_requirements(),
-        )
-        version = str(info.registered_model_version)
-        version_tags = {
-            "features_md5": features_md5,
-            "git_commit": commit,
-            "threshold": f"{point.threshold:.6f}",
+            info = mlflow.pyfunc.log_model(
+                name="model",
+                python_model=str(PYFUNC_CODE),
+                artifacts={"bundle": str(model_file)},
+                signature=model_signature(),
+                input_example=input_example(x_train),
+                registered_model_name=tp.model_name,
+                pip_requirements=_pip_requirements(),
+            )
+            version = str(info.registered_model_version)
+            version_tags = {
+                "features_md5": features_md5,
+                "git_commit": commit,
+                "threshold": f"{point.threshold:.6f}",
+                "threshold_rule": point.rule,
+                "min_precision": f"{tp.min_precision}",
+                "valid_recall": f"{valid_metrics['recall']:.6f}",
+                "valid_precision": f"{valid_metrics['precision']:.6f}",
+                "valid_roc_auc": f"{valid_metrics['roc_auc']:.6f}",
+                "train_end": tp.train_end.isoformat(),
+                "valid_end": tp.valid_end.isoformat(),
+                "run_id": run_id,
+            }
+            for key, value in version_tags.items():
+                client.set_model_version_tag(tp.model_name, version, key, value)
+
+        meta = {
+            "model_name": tp.model_name,
+            "version": version,
+            "model_uri": f"models:/{tp.model_name}/{version}",
+            "run_id": run_id,
+            "experiment": tp.experiment,
+            "threshold": _r(point.threshold),
             "threshold_rule": point.rule,
-            "min_precision": f"{tp.min_precision}",
-            "valid_recall": f"{valid_metrics['recall']:.6f}",
-            "valid_precision": f"{valid_metrics['precision']:.6f}",
-            "valid_roc_auc": f"{valid_metrics['roc_auc']:.6f}",
+            "min_precision": tp.min_precision,
+            "numeric_features": list(fdata.NUMERIC),
+            "categorical_features": list(fdata.CATEGORICAL),
             "train_end": tp.train_end.isoformat(),
             "valid_end": tp.valid_end.isoformat(),
-            "run_id": run_id,
+            "best_params": best_params,
+            "seed": seed,
+            "features_md5": features_md5,
+            "git_commit": commit,
         }
-        for key, value in version_tags.items():
-            client.set_model_version_tag(tp.model_name, version, key, value)
-
-    meta = {
-        "model_name": tp.model_name,
-        "version": version,
-        "model_uri": f"models:/{tp.model_name}/{version}",
-        "run_id": run_id,
-        "experiment": tp.experiment,
-        "threshold": _r(point.threshold),
-        "threshold_rule": point.rule,
-        "min_precision": tp.min_precision,
-        "numeric_features": list(fdata.NUMERIC),
-        "categorical_features": list(fdata.CATEGORICAL),
-        "train_end": tp.train_end.isoformat(),
-        "valid_end": tp.valid_end.isoformat(),
-        "best_params": best_params,
-        "seed": seed,
-        "features_md5": features_md5,
-        "git_commit": commit,
-    }
-    _write_json(paths.models / META_FILE, meta)
+        _write_json(staging / META_FILE, meta)
     result = {
         "best_cv_objective": _r(best.value or 0.0),
         "best_params": best_params,

@@ -25,7 +25,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipelines import config
+from pipelines import atomic, config
 from pipelines.config import Params, Paths
 from pipelines.guards import check_clean_stays
 from pipelines.stats import ratio_independent, ratio_to_total, wilson_interval
@@ -103,39 +103,117 @@ def dbt_args(command: str, paths: Paths, wp: WarehouseParams, *extra: str) -> li
     ]
 
 
-def invoke_dbt(args: list[str], paths: Paths) -> Any:
-    """Run one dbt command in-process; returns dbt's RunExecutionResult (or raises)."""
+def invoke_dbt(args: list[str], paths: Paths, database: Path | None = None) -> Any:
+    """Run one dbt command in-process against `database` (default paths.warehouse); returns dbt's
+    RunExecutionResult. An interrupt inside dbt is raised again as KeyboardInterrupt."""
     from dbt.cli.main import dbtRunner  # heavy import, only when the stage runs
 
-    paths.warehouse.parent.mkdir(parents=True, exist_ok=True)
+    target = (database or paths.warehouse).resolve()
+    target.parent.mkdir(parents=True, exist_ok=True)
     with _environ(
         DBT_SEND_ANONYMOUS_USAGE_STATS="False",
-        SNDS_DUCKDB_PATH=str(paths.warehouse.resolve()),
+        SNDS_DUCKDB_PATH=str(target),
         SNDS_DBT_TARGET=DBT_TARGET,
     ):
         res = dbtRunner().invoke(args)
     _release_duckdb()
+    if isinstance(res.exception, KeyboardInterrupt):  # Ctrl-C / SIGTERM inside dbt: the caller cleans up
+        raise res.exception
     if res.exception is not None:
-        raise WarehouseError(f"dbt {args[0]} did not run: {res.exception}") from res.exception
+        detail = str(res.exception).strip() or type(res.exception).__name__
+        raise WarehouseError(f"dbt {args[0]} did not run: {detail}") from res.exception
     failures = failing_nodes(res.result)
     if failures or not res.success:
-        lines = [f"  {f['status'].upper():<6} {f['node']}: {f['message']}" for f in failures]
-        summary = "\n".join(lines) if lines else "  (no failing node reported)"
-        raise WarehouseError(
-            f"dbt {args[0]} failed: {len(failures)} failing node(s)\n{summary}", failures
-        )
+        raise WarehouseError(failure_message(args[0], failures, res.result, target), failures)
     return res.result
+
+
+def _status(r: Any) -> str:
+    return str(getattr(r.status, "value", r.status))
 
 
 def failing_nodes(result: Any) -> list[dict[str, str]]:
     """Models that errored and error-severity tests (data or unit) that failed or errored."""
     out: list[dict[str, str]] = []
     for r in getattr(result, "results", None) or []:
-        status = str(getattr(r.status, "value", r.status))
+        status = _status(r)
         if status in ("error", "fail", "runtime error"):
-            message = (r.message or "").strip().splitlines()
-            out.append({"node": r.node.unique_id, "status": status, "message": message[0] if message else ""})
+            lines = [line.strip() for line in (r.message or "").strip().splitlines() if line.strip()]
+            out.append({
+                "node": r.node.unique_id,
+                "name": str(getattr(r.node, "name", r.node.unique_id)),
+                "kind": str(getattr(r.node, "resource_type", "node")).split(".")[-1].lower(),
+                "status": status,
+                "message": " - ".join(lines[:2])[:MESSAGE_CHARS],
+                "failures": str(getattr(r, "failures", None) or ""),
+                "sql": str(getattr(r.node, "compiled_code", None) or ""),
+                "column": str(getattr(r.node, "column_name", None) or ""),
+            })
     return out
+
+
+MESSAGE_CHARS = 200  # one failing node's dbt message, cut
+SAMPLE_ROWS = 3  # failing rows shown per failing data test
+SAMPLE_COLUMNS = 4
+VALUE_CHARS = 30
+MAX_NODES_LISTED = 5
+
+
+def failing_rows(database: Path, sql: str) -> list[dict[str, Any]]:
+    """The first failing rows of a data test: its compiled SQL re-run on the (temporary) database."""
+    import duckdb
+
+    if not sql.strip() or not database.is_file():
+        return []
+    try:
+        con = duckdb.connect(str(database), read_only=True)
+    except duckdb.Error:
+        return []
+    try:
+        cursor = con.execute(f"select * from ({sql}) as failing limit {SAMPLE_ROWS}")
+        names = [d[0] for d in cursor.description or []]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+    except duckdb.Error:  # e.g. the test's model itself failed to build
+        return []
+    finally:
+        con.close()
+
+
+def _row_text(row: dict[str, Any], column: str = "") -> str:
+    """`col=value, ...`: the tested column first, then the row's first columns (its key)."""
+    keys = ([column] if column in row else []) + [k for k in row if k != column]
+    parts = [f"{k}={str(row[k])[:VALUE_CHARS]}" for k in keys[:SAMPLE_COLUMNS]]
+    more = len(row) - SAMPLE_COLUMNS
+    return ", ".join(parts) + (f", +{more} column(s)" if more > 0 else "")
+
+
+def failure_message(command: str, failures: list[dict[str, str]], result: Any, database: Path) -> str:
+    """First line: what failed and that the previous warehouse is kept; then one line per failing node."""
+    statuses = [_status(r) for r in getattr(result, "results", None) or []]
+    kinds: dict[str, int] = {}
+    for f in failures:
+        kinds[f["kind"]] = kinds.get(f["kind"], 0) + 1
+    counted = ", ".join(f"{n} {k}{'s' if n > 1 else ''}" for k, n in sorted(kinds.items()))
+    counted = counted or "no failing node reported"
+    skipped = statuses.count("skipped")
+    head = (f"dbt {command} failed ({counted}{f', {skipped} skipped' if skipped else ''}); "
+            f"previous {database.name.split('.tmp-')[0]} kept")
+    lines = [head]
+    for f in failures[:MAX_NODES_LISTED]:
+        line = f"  {f['status'].upper()} {f['kind']} {f['name']}"
+        if f["kind"] == "test" and f["failures"]:
+            line += f" ({f['failures']} failing row(s))"
+            rows = failing_rows(database, f["sql"])
+            if rows:
+                line += ": " + "; ".join(_row_text(r, f["column"]) for r in rows)
+            else:
+                line += f": {f['message']}"
+        else:
+            line += f": {f['message']}"
+        lines.append(line)
+    if len(failures) > MAX_NODES_LISTED:
+        lines.append(f"  ... and {len(failures) - MAX_NODES_LISTED} more failing node(s)")
+    return "\n".join(lines)
 
 
 def _release_duckdb() -> None:
@@ -165,19 +243,35 @@ def check_clean_inputs(paths: Paths) -> None:
 
 
 def run_warehouse(paths: Paths, params: Params) -> dict[str, Any]:
-    """`dbt build` (seeds, models, data and unit tests) into paths.warehouse; returns figures."""
+    """`dbt build` (seeds, models, data and unit tests) into paths.warehouse; returns figures.
+
+    dbt builds a temporary database next to the target (`warehouse.duckdb.tmp-<pid>`); only a build
+    whose every model and test passed is checkpointed and renamed over the target. On a failure or
+    an interrupt the temporary database is removed and the previous warehouse stays as it was.
+    """
     wp = warehouse_params(params)
     check_clean_inputs(paths)
     check_clean_stays(paths.clean)
-    started = time.perf_counter()
-    result = invoke_dbt(dbt_args("build", paths, wp), paths)
-    wall = time.perf_counter() - started
+    final = paths.warehouse
+    atomic.sweep_stale(final)  # temporary databases (and WALs) of killed builds
+    tmp = atomic.temp_path(final)
+    try:
+        _remove_database(tmp)
+        started = time.perf_counter()
+        result = invoke_dbt(dbt_args("build", paths, wp), paths, database=tmp)
+        wall = time.perf_counter() - started
+        checkpoint(tmp)
+        figures = warehouse_figures(tmp, wp)
+        wal = _wal(final)
+        wal.unlink(missing_ok=True)  # a WAL beside the target can only belong to an older file
+        os.replace(tmp, final)
+    finally:
+        _remove_database(tmp)
     statuses: dict[str, int] = {}
     for r in result.results:
-        key = str(getattr(r.status, "value", r.status))
+        key = _status(r)
         statuses[key] = statuses.get(key, 0) + 1
-    warnings = sorted(r.node.unique_id for r in result.results if str(getattr(r.status, "value", r.status)) == "warn")
-    figures = warehouse_figures(paths.warehouse, wp)
+    warnings = sorted(r.node.unique_id for r in result.results if _status(r) == "warn")
     write_metrics(paths.metrics / "warehouse.json", figures)  # timings stay out: same data, same bytes
     figures["dbt"] = {
         "build_wall_seconds": round(wall, 2),
@@ -185,6 +279,28 @@ def run_warehouse(paths: Paths, params: Params) -> dict[str, Any]:
         "warnings": warnings,
     }
     return figures
+
+
+def _wal(database: Path) -> Path:
+    return database.with_name(database.name + ".wal")
+
+
+def _remove_database(database: Path) -> None:
+    database.unlink(missing_ok=True)
+    _wal(database).unlink(missing_ok=True)
+
+
+def checkpoint(database: Path) -> None:
+    """Fold the WAL into the database file, so the file alone is the whole warehouse."""
+    import duckdb
+
+    con = duckdb.connect(str(database))
+    try:
+        con.execute("checkpoint")
+    finally:
+        con.close()
+    if _wal(database).exists():
+        raise WarehouseError(f"{database}: the write-ahead log was not folded into the database file")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -197,10 +313,7 @@ def _r(value: float, digits: int = 4) -> float | None:
 
 def write_metrics(path: Path, figures: dict[str, Any]) -> None:
     """The DVC metric of the warehouse: readmission figures, sorted keys, rounded values."""
-    import json
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(figures, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    atomic.write_json(path, figures)
 
 
 def warehouse_figures(warehouse: Path, wp: WarehouseParams) -> dict[str, Any]:

@@ -7,56 +7,19 @@ matter and that a second `dvc repro` has nothing to do.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-import yaml
-
-ROOT = Path(__file__).resolve().parents[1]
-COPIED = ("pipelines", "dbt", "params.yaml", "dvc.yaml", "pyproject.toml")
-IGNORED = shutil.ignore_patterns("target", "logs", "dbt_packages", "__pycache__", "*.duckdb*")
+from project_copy import dvc as _dvc
+from project_copy import make_project
 
 pytestmark = pytest.mark.slow
 
 
-def _small_params() -> dict[str, object]:
-    params: dict[str, object] = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
-    gen = params["generate"]
-    assert isinstance(gen, dict)
-    gen["patients"] = 4000
-    gen["chunk_patients"] = 1500
-    train = params.get("train")
-    if isinstance(train, dict):
-        train["n_trials"] = 3
-        train["search"] = {**train.get("search", {}), "n_estimators": [20, 40]}
-    return params
-
-
-def _dvc(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    bin_dir = str(Path(sys.executable).parent)
-    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}", "DVC_NO_ANALYTICS": "1"}
-    return subprocess.run(
-        [str(Path(bin_dir) / "dvc"), *args], cwd=root, env=env, capture_output=True, text=True, timeout=1800,
-        check=False,
-    )
-
-
 @pytest.fixture(scope="module")
 def repro(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess[str]]:
-    root = tmp_path_factory.mktemp("e2e")
-    for name in COPIED:
-        src = ROOT / name
-        if src.is_dir():
-            shutil.copytree(src, root / name, ignore=IGNORED)
-        elif src.exists():
-            shutil.copy2(src, root / name)
-    (root / "params.yaml").write_text(yaml.safe_dump(_small_params(), sort_keys=False), encoding="utf-8")
-    assert _dvc(root, "init", "--no-scm", "-q").returncode == 0
-    _dvc(root, "config", "core.analytics", "false")
+    root = make_project(tmp_path_factory.mktemp("e2e"))
     return root, _dvc(root, "repro")
 
 

@@ -315,6 +315,33 @@ def test_rollback_restores_previous_and_is_reversible(store: Store) -> None:
     assert "rolled_back" not in store.tags(v2)
 
 
+def test_rollback_rewrites_promotion_json(store: Store) -> None:
+    """The dashboard reads promotion.json: after a rollback it must name the restored champion (and DVC
+    sees promote's output changed, so `dvc repro` reruns report)."""
+    v1 = store.register(store.base.threshold)
+    run_promote(store.paths, store.params())
+    v2 = store.register(store.base.threshold)
+    run_promote(store.paths, store.params())
+    promoted = store.report()
+    assert (promoted["decision"], promoted["champion_version"]) == ("promoted", v2)
+    before = (store.paths.reports / "promotion.json").read_bytes()
+
+    rollback(store.paths, store.params())
+    report = store.report()
+    assert set(report) == set(promoted)  # the schema promote writes
+    assert report["decision"] == "rolled_back"
+    assert (report["champion_version"], report["previous_version"], report["challenger_version"]) == (v1, v2, v2)
+    assert report["model_name"] == NAME
+    assert report["min_precision"] == FLOOR
+    assert report["reasons"] == [f"rollback: version {v2} taken out of service, version {v1} is 'champion' again"]
+    assert (store.paths.reports / "promotion.json").read_bytes() != before
+
+    # what `dvc repro` then does: promote reruns, refuses the rolled-back version, keeps the restored champion
+    again = run_promote(store.paths, store.params())
+    assert (again["decision"], again["champion_version"]) == ("refused", v1)
+    assert store.report()["champion_version"] == v1
+
+
 def test_rollback_without_champion(store: Store) -> None:
     store.register(store.base.threshold)
     with pytest.raises(PromoteError, match="no 'champion' alias"):

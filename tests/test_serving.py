@@ -492,6 +492,7 @@ def test_score_batch_equals_in_process(project: dict[str, Any], tmp_path: Path) 
     source = tmp_path / "discharges.parquet"
     discharges.write_parquet(source)
     out = tmp_path / "out" / "scores.parquet"
+    out.parent.mkdir()  # --output's folder must exist (a missing one is refused: tests/test_crash_safety.py)
     summary = score_batch(paths, params, source, out)
     scores = pl.read_parquet(out)
     assert scores.columns == ["stay_id", "probability", "high_risk"]

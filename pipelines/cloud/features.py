@@ -18,6 +18,7 @@ from typing import Any
 
 import polars as pl
 
+from pipelines import atomic
 from pipelines.cloud.settings import CloudConfigError, CloudSettings, bigquery_client
 from pipelines.config import Paths
 from pipelines.contracts import FEATURE_KEY, FEATURE_SCHEMA
@@ -66,11 +67,9 @@ def export_features(paths: Paths, settings: CloudSettings | None = None, dataset
     finally:
         if own_client:
             client.close()
-    paths.features.mkdir(parents=True, exist_ok=True)
     out = paths.features / FEATURES_FILE
-    tmp = out.with_suffix(".parquet.partial")
-    frame.write_parquet(tmp)
-    tmp.replace(out)
+    with atomic.atomic_file(out) as tmp:
+        frame.write_parquet(tmp)
     return {"source": f"{project}.{dataset}.{FEATURE_MART}", "rows": frame.height, "path": str(out)}
 
 

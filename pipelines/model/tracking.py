@@ -9,6 +9,7 @@ case mlflow was imported before this module set it).
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 from pathlib import Path
 
@@ -17,6 +18,7 @@ os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 import mlflow
+from mlflow.entities import Run
 from mlflow.telemetry import set_telemetry_client
 from mlflow.tracking import MlflowClient
 
@@ -63,3 +65,77 @@ def git_commit(root: Path) -> str:
         return "unknown"
     commit = out.stdout.strip()
     return commit if out.returncode == 0 and commit else "unknown"
+
+
+# ---- runs left RUNNING by a killed process -----------------------------------------------------
+
+PROCESS_TAGS = ("process_id", "process_host", "process_start")
+STALE_TAG = "stale_run_cleanup"
+
+
+def process_start(pid: int) -> str:
+    """The kernel's start time of a process (clock ticks since boot), "" when unknown: with the pid it
+    tells a live process from a later one that reused the id."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii")
+    except OSError:
+        return ""
+    fields = stat.rsplit(")", 1)[-1].split()
+    return fields[19] if len(fields) > 19 else ""
+
+
+def process_tags() -> dict[str, str]:
+    """Tags of a parent run naming the process that owns it (see `mark_stale_runs`)."""
+    pid = os.getpid()
+    return {"process_id": str(pid), "process_host": socket.gethostname(), "process_start": process_start(pid)}
+
+
+def _owner_alive(tags: dict[str, str]) -> bool:
+    """True when the run's owner may still be running (on another host we cannot tell: assume yes)."""
+    from pipelines.atomic import pid_alive
+
+    pid_text = tags.get("process_id", "")
+    if not pid_text.isdigit():
+        return False  # no owner recorded: a run of an older train, never finished
+    if tags.get("process_host", socket.gethostname()) != socket.gethostname():
+        return True
+    pid = int(pid_text)
+    if not pid_alive(pid):
+        return False
+    recorded, current = tags.get("process_start", ""), process_start(pid)
+    return not recorded or not current or recorded == current
+
+
+def _running_runs(client: MlflowClient, experiment_id: str) -> list[Run]:
+    runs: list[Run] = []
+    token: str | None = None
+    while True:
+        page = client.search_runs([experiment_id], filter_string="attributes.status = 'RUNNING'",
+                                  max_results=1000, page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def mark_stale_runs(client: MlflowClient, experiment_id: str) -> list[str]:
+    """Mark FAILED the RUNNING runs of the experiment whose process is gone (a killed train), and their
+    RUNNING nested runs; returns their ids. Runs of a live process are left alone."""
+    running = _running_runs(client, experiment_id)
+    by_id = {r.info.run_id: r for r in running}
+    stale: list[str] = []
+    for run in running:
+        tags = run.data.tags
+        parent = tags.get("mlflow.parentRunId")
+        if parent is not None:
+            owner = by_id.get(parent)
+            if owner is not None and _owner_alive(owner.data.tags):
+                continue  # a trial of a live study; a parent finished or gone will never end this run
+        elif _owner_alive(tags):
+            continue
+        stale.append(run.info.run_id)
+    for run_id in stale:
+        owner_pid = by_id[run_id].data.tags.get("process_id", "unknown")
+        client.set_tag(run_id, STALE_TAG, f"process {owner_pid} gone; marked FAILED at the next train start")
+        client.set_terminated(run_id, status="FAILED")
+    return stale
