@@ -1,52 +1,43 @@
-"""Clean stage: raw SNDS-shaped CSV exports -> typed clean tables, quarantine and metrics.
+"""Clean stage: an SNDS extract (data/raw) -> typed clean tables, quarantine and metrics.
 
-Inputs are ``data/raw/<RawTable.file>`` (``;``-separated, UTF-8, header line, dates
-``dd/mm/yyyy``, LF or CRLF line endings; RFC 4180 quoting: a field in double quotes may hold
-``;``, doubled quotes and newlines). Outputs:
+Inputs: the extract folder, read by the ``pipelines.snds`` toolkit: tables found by name
+(``contracts.SOURCES``), each file's encoding, separator, quoting and date formats detected,
+yearly PMSI tables stacked with their year, SNDS tables joined into the five logical tables
+of ``contracts.RAW_TABLES`` (all values text, with file and line provenance). Outputs:
 
 * ``data/clean/<table>.parquet``: exactly ``contracts.CLEAN_SCHEMAS[table]``, sorted by key.
 * ``data/quarantine/<table>.parquet``: the raw columns of ``RawTable.columns`` as text
-  (values as written, unstripped), then ``line_number`` (1-based, header = line 1; a quoted
-  record spanning lines has its first line's number), ``reason`` and ``detail``
-  (``contracts.QUARANTINE_EXTRA_COLUMNS``), sorted by line. A ``malformed_line`` row cannot be
-  split reliably, so its whole raw text is kept in the first raw column, the others are null.
-* ``reports/metrics/cleaning.json``: per-table counts, quarantine reasons, repairs and cascades.
+  (values as written, unstripped), then ``source_file``, ``line_number`` (1-based, header =
+  line 1; a quoted record spanning lines has its first line's number), ``raw_line`` (malformed
+  lines only, whose columns are null), ``reason`` and ``detail``; linked rows that could not be
+  joined (``orphan_row``, ...) are there too, under their own file.
+* ``reports/metrics/cleaning.json``: per table and per file counts, reasons, repairs, cascades,
+  formats and the notes on missing optional tables.
 
-Structural problems raise ``RawFileError`` (the CLI exits 2 with one line naming the file):
-missing or empty file, not UTF-8, CR-only line endings, wrong delimiter, duplicate or missing
-columns, a header with no data row (every table is required), a quoted field never closed.
+Structural problems raise ``RawFileError`` (exit code 2, one line naming file and fault);
+a table with more than ``max_quarantine_share`` of its rows quarantined raises ``MassLossError``.
 
-Processing of one table (vectorised Polars expressions over text columns, decoupled from reading):
-
-1. The file is read as records; the header is checked. Trailing blank lines are ignored.
-2. Exact duplicate records (same raw text) are dropped, keeping the first.
-3. Every record is split into the header's columns; clean columns are derived
-   (repairs: department formats, ICD-10 formats, decimal commas, empty -> null).
-4. Each row gets at most one quarantine reason: the first failing check in ``REASONS``
-   order (so ``raw_rows == clean_rows + quarantined_rows + duplicates_dropped``). Cross-row
-   checks (``duplicate_key``, ``encloses_stay``) only look at rows passing every other check.
-
-Every error-level dbt test raw data can reach has its rule here (contracts.DBT_TEST_REASONS,
-checked against the dbt YAML by tests/test_clean_dbt_contract.py). Date bounds come from the
-extract period (``CleanParams.extract`` = warehouse.data_start_date / data_end_date).
+Processing of one table (vectorised Polars expressions over the text columns): clean columns
+are derived (repairs: department formats, ICD-10 formats, decimal commas, empty -> null);
+each row gets at most one quarantine reason, the first failing check in ``REASONS`` order
+(so ``raw_rows == clean_rows + quarantined_rows + duplicates_dropped``); cross-row checks
+(``duplicate_key``, ``encloses_stay``) only look at rows passing every other check. Every
+error-level dbt test raw data can reach has its rule here (contracts.DBT_TEST_REASONS). Date
+bounds come from the extract period (``CleanParams.extract``).
 
 Tables are cleaned in the order hospitals, stays, diagnoses, patients, dispensings:
 stays are checked against clean hospitals (``unknown_finess``), diagnoses against clean
 stays (``unknown_stay``), and a patient's birth year must not exceed the latest admission
-year among clean stays (``impossible_birth_year``). A child row whose parent key is in the
-other table's quarantine is a cascade: counted under ``cascade`` in the metrics and said so
-in its detail, apart from truly unknown keys.
+year among clean stays (``impossible_birth_year``). A child row whose parent is quarantined
+is a cascade (counted apart in the metrics).
 
 Repairs are counted per repaired cell of rows that end up clean.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date
@@ -58,21 +49,29 @@ import polars as pl
 from pipelines.config import CleanParams, ExtractPeriod, Paths
 from pipelines.contracts import (
     CLEAN_SCHEMAS,
+    DCIR_KEYS,
     EXIT_MODES,
     HOSPITAL_CATEGORIES,
+    OTHER_CATEGORY,
+    PMSI_RETURN_CODES,
+    PMSI_YEAR_COLUMN,
     PROVENANCES,
     QUARANTINE_EXTRA_COLUMNS,
-    RAW_DATE_FORMAT,
-    RAW_SEPARATOR,
     RAW_TABLES,
-    SEX_CODES,
+    SEX_CODE_MAP,
+    UNKNOWN_CATEGORY,
     RawTable,
     stay_id_expr,
 )
+from pipelines.snds.errors import ExtractError
+from pipelines.snds.ingest import DETAIL, REASON, UNLINKED, VALUED, Extract, Ingested, ingest_table, link_file_col
+from pipelines.snds.read import FILE, LINE, MALFORMED, RAW, date_column
 
 # Quarantine reasons in precedence order: a row failing several checks gets the first.
 REASONS: tuple[str, ...] = (
     "malformed_line",
+    "orphan_row",
+    "unlinked_row",
     "missing_value",
     "invalid_number",
     "invalid_date",
@@ -102,202 +101,45 @@ TABLE_ORDER: tuple[str, ...] = ("hospitals", "stays", "diagnoses", "patients", "
 VALID_DEPARTMENTS: frozenset[str] = frozenset(
     [f"{d:02d}" for d in range(1, 96) if d != 20] + ["2A", "2B"] + [f"97{d}" for d in range(1, 7)]
 )
-ICD10_PATTERN = r"^[A-Z][0-9]{2}[0-9A-Z]{0,4}$"
+# ICD-10 without dot; the French CIM-10 (ATIH) extends codes with '+' (e.g. R53+0).
+ICD10_PATTERN = r"^[A-Z][0-9]{2}[0-9A-Z+]{0,4}$"
 _INT_PATTERN = r"^[+-]?[0-9]+$"
 _DECIMAL_PATTERN = r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)$"
-_DATE_PATTERN = r"^[0-9]{2}/[0-9]{2}/[0-9]{4}$"
-_OTHER_SEPARATORS: tuple[tuple[str, str], ...] = ((",", "','"), ("\t", "tab"), ("|", "'|'"))
-_UNUSED_BYTE = "\x1f"  # never expected in a raw file (ASCII unit separator)
-_NON_BLANK = re.compile(rb"[^\s]")
-_QUOTE = b'"'
-_LINE = "line_number"
+_LINE = LINE
 _FIRST_LINE = "_first_line"
-_RAW = "raw_line"
-_REASON = "reason"
-_DETAIL = "detail"
+_RAW = RAW
+_REASON = REASON
+_DETAIL = DETAIL
 
 
-class RawFileError(ValueError):
-    """A raw file cannot be read as a whole (missing, empty, not UTF-8, bad header)."""
+class RawFileError(ExtractError):
+    """A raw file or the extract cannot be read as a whole (missing table, bad header, dates ...)."""
+
+
+class MassLossError(RawFileError):
+    """Too large a share of a table was quarantined: the run stops rather than go on with the rest."""
 
 
 # --------------------------------------------------------------------------- reading
 
 
-def decode_utf8(data: bytes, path: Path) -> str:
-    """Decode the file, naming the first undecodable byte's offset and line."""
+def read_extract(folder: Path, encoding: str) -> Extract:
+    """Discover the extract's tables; structural problems become RawFileError (exit code 2)."""
     try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        bad = data[exc.start : exc.start + 1].hex()
-        raise RawFileError(f"{path}: not valid UTF-8: byte 0x{bad} at offset {exc.start} (line {line})") from exc
+        return Extract.open(folder, encoding)
+    except RawFileError:
+        raise
+    except ExtractError as exc:
+        raise RawFileError(str(exc)) from exc
 
 
-def _unquote(name: str) -> str:
-    """A header name written as an RFC 4180 quoted field ('"ETA_NUM"') -> ETA_NUM."""
-    if len(name) >= 2 and name[0] == name[-1] == '"':
-        return name[1:-1].replace('""', '"')
-    return name
-
-
-def parse_header(header_line: str, table: RawTable, path: Path) -> tuple[str, ...]:
-    """Column names of the header; raise on wrong delimiter, duplicates or missing columns."""
-    header_line = header_line.removeprefix("\ufeff").rstrip("\r")
-    if not header_line.strip():
-        raise RawFileError(f"{path}: header line is empty")
-    if RAW_SEPARATOR not in header_line:
-        for sep, label in _OTHER_SEPARATORS:
-            if sep in header_line:
-                raise RawFileError(f"{path}: header looks {label}-separated, expected '{RAW_SEPARATOR}'")
-    names = tuple(_unquote(name.strip()) for name in header_line.split(RAW_SEPARATOR))
-    duplicated = sorted({n for n in names if names.count(n) > 1})
-    if duplicated:
-        raise RawFileError(f"{path}: duplicate column name(s): {', '.join(duplicated)}")
-    missing = [c for c in table.columns if c not in names]
-    if missing:
-        raise RawFileError(f"{path}: missing required column(s): {', '.join(missing)}")
-    return names
-
-
-@dataclass(frozen=True)
-class RawLines:
-    """The data lines of one raw file (header excluded) and its header's columns."""
-
-    table: RawTable
-    header: tuple[str, ...]
-    lines: pl.DataFrame  # line_number Int64, raw_line String
-    separator: str = RAW_SEPARATOR  # _UNUSED_BYTE when quoted records were split and re-joined
-
-
-def inspect_raw_file(path: Path, table: RawTable) -> tuple[str, ...]:
-    """Check what would make the whole file unusable; return the header's column names."""
-    if not path.is_file():
-        raise RawFileError(f"{path}: raw file not found")
-    data = path.read_bytes()
-    if not data:
-        raise RawFileError(f"{path}: file is empty (0 bytes, no header line)")
-    decode_utf8(data, path)  # validation only: the text is read again by Polars
-    if b"\r" in data and b"\n" not in data:
-        raise RawFileError(f"{path}: file uses CR-only line endings (old Mac style); convert to LF or CRLF")
-    header_line, newline, _ = data.partition(b"\n")
-    header = parse_header(header_line.decode("utf-8"), table, path)
-    if not newline or _NON_BLANK.search(data, len(header_line) + 1) is None:
-        raise RawFileError(f"{path}: header but no data row (table '{table.name}' is required)")
-    return header
-
-
-def _expected_line_count(data: bytes) -> int:
-    """Lines in the file, a final newline not starting an extra line."""
-    return data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
-
-
-def _lines_by_polars(path: Path, data: bytes) -> pl.Series | None:
-    """Every line of the file (header included) via the native CSV reader, or None.
-
-    The file is read as one String column with a separator byte absent from the data;
-    None when that byte occurs or the reader's line count differs from the file's.
-    """
-    if _UNUSED_BYTE.encode() in data:
-        return None
-    frame = pl.read_csv(
-        path,
-        has_header=False,
-        separator=_UNUSED_BYTE,
-        quote_char=None,
-        schema={_RAW: pl.String()},
-        raise_if_empty=False,
-    )
-    lines = frame.get_column(_RAW).fill_null("")
-    return lines if len(lines) == _expected_line_count(data) else None
-
-
-def _lines_by_python(data: bytes) -> pl.Series:
-    """Every line of the file (header included), split in Python (fallback)."""
-    text = data.decode("utf-8")
-    if text.endswith("\n"):
-        text = text[:-1]
-    return pl.Series(_RAW, text.split("\n"), dtype=pl.String)
-
-
-def _records_by_csv(data: bytes, path: Path) -> tuple[list[int], list[str]]:
-    """RFC 4180 records (a quoted field may hold ';', doubled quotes and newlines).
-
-    Returns each record's first line number and its fields joined by ``_UNUSED_BYTE``.
-    """
-    text = data.decode("utf-8")
-    if _UNUSED_BYTE in text:
-        raise RawFileError(f"{path}: quoted file holds the control byte 0x1f, cannot split it safely")
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=RAW_SEPARATOR, quotechar='"', strict=True)
-    starts: list[int] = []
-    records: list[str] = []
-    line = 1
+def ingest(extract: Extract, name: str) -> Ingested:
     try:
-        for fields in reader:
-            starts.append(line)
-            records.append(_UNUSED_BYTE.join(fields))
-            line = reader.line_num + 1
-    except csv.Error as exc:
-        raise RawFileError(f"{path}: line {line}: bad quoting ({exc})") from exc
-    return starts, records
-
-
-def read_raw_lines(path: Path, table: RawTable) -> RawLines:
-    """Read a raw file as numbered records (header checked, trailing blank lines ignored).
-
-    Files without any double quote are split on newlines by the native reader (fast path);
-    files with quotes go through RFC 4180 parsing, a record keeping its first line's number.
-    """
-    header = inspect_raw_file(path, table)
-    data = path.read_bytes()
-    separator = RAW_SEPARATOR
-    if _QUOTE in data:
-        starts, records = _records_by_csv(data, path)
-        numbers = pl.Series(_LINE, starts[1:], dtype=pl.Int64)
-        body = pl.Series(_RAW, records[1:], dtype=pl.String)
-        separator = _UNUSED_BYTE
-    else:
-        lines = _lines_by_polars(path, data)
-        if lines is None:
-            lines = _lines_by_python(data)
-        body = lines.slice(1).str.strip_suffix("\r")
-        numbers = pl.int_range(2, len(body) + 2, dtype=pl.Int64, eager=True)
-    del data
-    nonblank = (body != "").arg_true()
-    end = int(nonblank[-1]) + 1 if len(nonblank) else 0
-    frame = pl.DataFrame({_LINE: numbers.slice(0, end), _RAW: body.slice(0, end)})
-    return RawLines(table=table, header=header, lines=frame, separator=separator)
-
-
-def drop_duplicate_lines(lines: pl.DataFrame) -> pl.DataFrame:
-    """Keep the first of identical raw lines."""
-    return lines.filter(pl.col(_RAW).is_first_distinct())
-
-
-def split_fields(raw: RawLines) -> pl.LazyFrame:
-    """Split each line into String columns named by the header, plus its field count.
-
-    The raw text is kept only for malformed lines (the only ones whose quarantine row needs it).
-    """
-    n = len(raw.header)
-    fields = pl.col(_RAW).str.split_exact(raw.separator, n - 1)
-    shown = pl.col(_RAW).str.replace_all(raw.separator, RAW_SEPARATOR, literal=True)
-    names = {f"field_{i}": name for i, name in enumerate(raw.header)}
-    return (
-        raw.lines.lazy()
-        .with_columns(
-            _n_fields=pl.col(_RAW).str.count_matches(raw.separator, literal=True) + 1,
-            _fields=fields,
-        )
-        .unnest("_fields")
-        .rename(names)
-        .select(
-            _LINE,
-            pl.when(pl.col("_n_fields") != n).then(shown).alias(_RAW),  # kept for malformed lines only
-            "_n_fields",
-            *raw.table.columns,
-        )
-    )
+        return ingest_table(extract, name)
+    except RawFileError:
+        raise
+    except ExtractError as exc:
+        raise RawFileError(str(exc)) from exc
 
 
 # --------------------------------------------------------------------------- values
@@ -323,10 +165,8 @@ def parse_decimal(col: str) -> pl.Expr:
 
 
 def parse_date(col: str) -> pl.Expr:
-    """A date written dd/mm/yyyy; null when empty or not a real date."""
-    value = text(col)
-    valid = pl.when(value.str.contains(_DATE_PATTERN)).then(value)
-    return valid.str.to_date(RAW_DATE_FORMAT, strict=False)
+    """The date of a raw date column, parsed by ingest in the format detected for its file."""
+    return pl.col(date_column(col))
 
 
 def normalize_department(expr: pl.Expr) -> pl.Expr:
@@ -352,6 +192,11 @@ def postal_department(col: str) -> pl.Expr:
     """The department of a 5-digit postal code; null when not a postal code."""
     value = text(col)
     return pl.when(value.str.contains(r"^[0-9]{5}$")).then(normalize_department(value))
+
+
+def parse_sex(col: str) -> pl.Expr:
+    """1 male, 2 female, 9 unknown (PMSI 7/8/9, DCIR 0/9); null when not a sex code."""
+    return text(col).replace_strict(SEX_CODE_MAP, default=None, return_dtype=pl.Int8)
 
 
 def repair_icd10(col: str) -> pl.Expr:
@@ -402,12 +247,12 @@ def invalid_number(pairs: Mapping[str, str]) -> list[Check]:
 
 
 def invalid_date(pairs: Mapping[str, str]) -> list[Check]:
-    """Raw date column (key) non-empty but not parsable as dd/mm/yyyy."""
+    """Raw date column (key) non-empty but not a date in its file's detected format."""
     return [
         Check(
             "invalid_date",
             text(raw).is_not_null() & pl.col(parsed).is_null(),
-            pl.format(f"{raw}='{{}}': not a valid dd/mm/yyyy date", pl.col(raw)),
+            pl.format(f"{raw}='{{}}': not a valid date in the format detected for its file", pl.col(raw)),
         )
         for raw, parsed in pairs.items()
     ]
@@ -416,36 +261,17 @@ def invalid_date(pairs: Mapping[str, str]) -> list[Check]:
 def invalid_sex(raw: str, parsed: str) -> Check:
     return Check(
         "invalid_sex",
-        ~pl.col(parsed).is_in(list(SEX_CODES)).fill_null(False),
-        pl.format(f"{raw}='{{}}': sex must be 1 or 2", pl.col(raw)),
-    )
-
-
-def invalid_department(raw: str, parsed: str) -> Check:
-    return Check(
-        "invalid_department",
         pl.col(parsed).is_null(),
-        pl.format(f"{raw}='{{}}': not a department code or postal code", pl.col(raw)),
-    )
-
-
-def invalid_icd10(raw: str, repaired: str, *, required: bool) -> Check:
-    value = pl.col(repaired)
-    bad = ~value.str.contains(ICD10_PATTERN)
-    failed = bad.fill_null(required)
-    return Check(
-        "invalid_icd10",
-        failed,
-        pl.format(f"{raw}='{{}}': not an ICD-10 code after repair ('{{}}')", pl.col(raw), value.fill_null("")),
+        pl.format(f"{raw}='{{}}': sex must be 1, 2 or an unknown code (0, 7, 8, 9)", pl.col(raw)),
     )
 
 
 def invalid_code(raw: str, parsed: str, codes: Sequence[str], nomenclature: str) -> Check:
-    """A non-empty code outside its nomenclature (empty codes are checked by missing_value)."""
+    """A PMSI code outside its nomenclature (the dbt seeds hold the same codes)."""
     return Check(
         "invalid_code",
         pl.col(parsed).is_not_null() & ~pl.col(parsed).is_in(list(codes)),
-        pl.format(f"{raw}='{{}}': not a {nomenclature} code ({', '.join(codes)})", pl.col(raw)),
+        pl.format(f"{raw}='{{}}': not a code of {nomenclature}", pl.col(raw)),
     )
 
 
@@ -479,6 +305,25 @@ def stay_outside_extract(period: ExtractPeriod) -> Check:
             pl.col("EXE_SOI_DTD"),
             pl.col("EXE_SOI_DTF"),
         ),
+    )
+
+
+def invalid_department(raw: str, parsed: str) -> Check:
+    return Check(
+        "invalid_department",
+        pl.col(parsed).is_null(),
+        pl.format(f"{raw}='{{}}': not a department code or postal code", pl.col(raw)),
+    )
+
+
+def invalid_icd10(raw: str, repaired: str, *, required: bool) -> Check:
+    value = pl.col(repaired)
+    bad = ~value.str.contains(ICD10_PATTERN)
+    failed = bad.fill_null(required)
+    return Check(
+        "invalid_icd10",
+        failed,
+        pl.format(f"{raw}='{{}}': not an ICD-10 code after repair ('{{}}')", pl.col(raw), value.fill_null("")),
     )
 
 
@@ -535,7 +380,7 @@ def flag_enclosing_stays(frame: pl.LazyFrame) -> pl.LazyFrame:
     later_min = discharge.reverse().cum_min().reverse().shift(-1).over("patient_id")
     encloses = ok & (pl.col("discharge_date") > later_min).fill_null(False)
     return (
-        frame.sort("patient_id", "admission_date", "discharge_date", "stay_id", _LINE, nulls_last=True)
+        frame.sort("patient_id", "admission_date", "discharge_date", "stay_id", FILE, _LINE, nulls_last=True)
         .with_columns(pl.when(encloses).then(pl.lit("encloses_stay")).otherwise(pl.col(_REASON)).alias(_REASON))
     )
 
@@ -583,6 +428,12 @@ class TableRules:
     cross_row: Callable[[pl.LazyFrame], pl.LazyFrame] | None = None  # after duplicate keys
 
 
+def unlinked_check() -> Check:
+    """A driving row whose required linked table has no row for its key (e.g. no T_MCOaaC row)."""
+    return Check("unlinked_row", pl.col(UNLINKED).is_not_null(),
+                 pl.format("no {} row with this key in the extract", pl.col(UNLINKED)))
+
+
 def hospitals_rules(ctx: Context) -> TableRules:
     finess_dep = pl.col("hospital_id").str.slice(0, 2)
     mismatch = Check(
@@ -594,22 +445,25 @@ def hospitals_rules(ctx: Context) -> TableRules:
             pl.col("IDE_ETA_NUM"),
         ),
     )
+    category = text("categetab")
     return TableRules(
         columns={
             "hospital_id": text("IDE_ETA_NUM"),
             "hospital_name": text("IDE_ETA_NOM"),
             "postal_code": text("IDE_BDI_COD"),
             "department": postal_department("IDE_BDI_COD"),
-            "category_code": text("IDE_PSH_CAT"),
-            "category": text("IDE_PSH_CAT").replace_strict(HOSPITAL_CATEGORIES, default=None, return_dtype=pl.String),
-            "beds": parse_int("IDE_LIT_NBR", pl.Int32()),
+            "category_code": category,
+            # Any FINESS category: the four analytic groups, 'Other', or 'Unknown' without FINESS/SAE facts.
+            "category": pl.when(category.is_null()).then(pl.lit(UNKNOWN_CATEGORY)).otherwise(
+                category.replace_strict(HOSPITAL_CATEGORIES, default=OTHER_CATEGORY, return_dtype=pl.String)
+            ),
+            "beds": parse_int("lit_mco", pl.Int32()),
         },
         checks=[
-            *missing_value(["IDE_ETA_NUM", "IDE_BDI_COD", "IDE_PSH_CAT"]),
-            *invalid_number({"IDE_LIT_NBR": "beds"}),
+            *missing_value(["IDE_ETA_NUM", "IDE_BDI_COD"]),
+            *invalid_number({"lit_mco": "beds"}),
             invalid_department("IDE_BDI_COD", "department"),
-            invalid_code("IDE_PSH_CAT", "category_code", tuple(HOSPITAL_CATEGORIES), "hospital category"),
-            negative_value("IDE_LIT_NBR", "beds"),
+            negative_value("lit_mco", "beds"),
             mismatch,
         ],
         key=("hospital_id",),
@@ -621,6 +475,8 @@ def hospitals_rules(ctx: Context) -> TableRules:
 def stays_rules(ctx: Context) -> TableRules:
     p = ctx.params
     cost_raw = text("MNT_TOT_AM")
+    valued = pl.col(VALUED).fill_null(False)
+    admission, discharge = parse_date("EXE_SOI_DTD"), parse_date("EXE_SOI_DTF")
     # SEJ_NBJ duplicates the dates: a disagreement cannot tell which side is the typo, so quarantine.
     stay_days = (pl.col("discharge_date") - pl.col("admission_date")).dt.total_days()
     hospital_quarantined = pl.col("hospital_id").is_in(ctx.quarantined_hospital_ids.implode()).fill_null(False)
@@ -629,13 +485,19 @@ def stays_rules(ctx: Context) -> TableRules:
     )
     return TableRules(
         columns={
-            "stay_id": stay_id_expr(text("ETA_NUM"), parse_int("RSA_NUM", pl.Int64())),
+            "stay_id": stay_id_expr(text("ETA_NUM"), parse_int(PMSI_YEAR_COLUMN, pl.Int16()),
+                                    parse_int("RSA_NUM", pl.Int64())),
             "hospital_id": text("ETA_NUM"),
+            "pmsi_year": parse_int(PMSI_YEAR_COLUMN, pl.Int16()),
             "rsa_num": parse_int("RSA_NUM", pl.Int64()),
             "patient_id": text("NIR_ANO_17"),
-            "admission_date": parse_date("EXE_SOI_DTD"),
-            "discharge_date": parse_date("EXE_SOI_DTF"),
-            "length_of_stay": parse_int("SEJ_NBJ", pl.Int32()),
+            "admission_date": admission,
+            "discharge_date": discharge,
+            # SEJ_NBJ is empty for sessions (schema): the dates give the length then.
+            "length_of_stay": pl.coalesce(
+                parse_int("SEJ_NBJ", pl.Int32()),
+                pl.when(text("SEJ_NBJ").is_null()).then((discharge - admission).dt.total_days().cast(pl.Int32)),
+            ),
             "icd10_code": repair_icd10("DGN_PAL"),
             "related_icd10_code": repair_icd10("DGN_REL"),
             "entry_mode": text("ENT_MOD"),
@@ -644,27 +506,18 @@ def stays_rules(ctx: Context) -> TableRules:
             "discharge_destination": text("SOR_DES"),
             "ghm_code": text("GRG_GHM"),
             "age": parse_int("AGE_ANN", pl.Int16()),
-            "sex": parse_int("COD_SEX", pl.Int8()),
+            "sex": parse_sex("COD_SEX"),
             "department": normalize_department(pl.col("BDI_DEP")),
             "stay_cost": parse_decimal("MNT_TOT_AM"),
+            "pmsi_return_codes_ok": pl.all_horizontal(
+                [text(c).is_null() | (text(c) == "0") for c in PMSI_RETURN_CODES]
+            ),
         },
         checks=[
+            unlinked_check(),
             *missing_value(
-                [
-                    "ETA_NUM",
-                    "RSA_NUM",
-                    "NIR_ANO_17",
-                    "EXE_SOI_DTD",
-                    "EXE_SOI_DTF",
-                    "SEJ_NBJ",
-                    "DGN_PAL",
-                    "ENT_MOD",
-                    "SOR_MOD",
-                    "GRG_GHM",
-                    "AGE_ANN",
-                    "COD_SEX",
-                    "BDI_DEP",
-                ]
+                ["ETA_NUM", "RSA_NUM", "NIR_ANO_17", "EXE_SOI_DTD", "EXE_SOI_DTF", "DGN_PAL", "ENT_MOD",
+                 "SOR_MOD", "GRG_GHM", "AGE_ANN", "COD_SEX", "BDI_DEP"]
             ),
             *invalid_number(
                 {"RSA_NUM": "rsa_num", "SEJ_NBJ": "length_of_stay", "AGE_ANN": "age", "MNT_TOT_AM": "stay_cost"}
@@ -674,11 +527,12 @@ def stays_rules(ctx: Context) -> TableRules:
             invalid_department("BDI_DEP", "department"),
             invalid_icd10("DGN_PAL", "icd10_code", required=True),
             invalid_icd10("DGN_REL", "related_icd10_code", required=False),
-            invalid_code("ENT_MOD", "entry_mode", EXIT_MODES, "PMSI entry mode"),
-            invalid_code("ENT_PRV", "entry_source", PROVENANCES, "PMSI provenance"),
-            invalid_code("SOR_MOD", "discharge_mode", EXIT_MODES, "PMSI exit mode"),
-            invalid_code("SOR_DES", "discharge_destination", PROVENANCES, "PMSI destination"),
-            Check("missing_cost", cost_raw.is_null(), pl.format("{}: stay valuation is empty", quoted("MNT_TOT_AM"))),
+            invalid_code("ENT_MOD", "entry_mode", EXIT_MODES, "MS_SOR_V (entry modes)"),
+            invalid_code("SOR_MOD", "discharge_mode", EXIT_MODES, "MS_SOR_V (exit modes)"),
+            invalid_code("ENT_PRV", "entry_source", PROVENANCES, "MS_PRV_V (provenance)"),
+            invalid_code("SOR_DES", "discharge_destination", PROVENANCES, "MS_PRV_V (destination)"),
+            Check("missing_cost", valued & cost_raw.is_null(),
+                  pl.format("{}: stay valuation is empty or has no T_MCOaaVALO row", quoted("MNT_TOT_AM"))),
             Check(
                 "negative_cost",
                 pl.col("stay_cost") < 0,
@@ -721,25 +575,27 @@ def stays_rules(ctx: Context) -> TableRules:
                 pl.format("ETA_NUM='{}': no clean hospital with this FINESS{}", pl.col("ETA_NUM"), hospital_note),
             ),
         ],
-        key=("hospital_id", "rsa_num"),
+        key=("hospital_id", "pmsi_year", "rsa_num"),
         cascade={"unknown_finess": hospital_quarantined},
         id_column="stay_id",
         cross_row=flag_enclosing_stays,
         repairs={
             "department_format": changed("BDI_DEP", "department"),
             "icd_format": changed("DGN_PAL", "icd10_code") + changed("DGN_REL", "related_icd10_code"),
-            "decimal_comma": pl.col("MNT_TOT_AM").str.contains(",", literal=True).cast(pl.Int64),
+            "decimal_comma": pl.col("MNT_TOT_AM").str.contains(",", literal=True).fill_null(False).cast(pl.Int64),
         },
     )
 
 
 def diagnoses_rules(ctx: Context) -> TableRules:
+    year = parse_int(PMSI_YEAR_COLUMN, pl.Int16())
     stay_quarantined = pl.col("stay_id").is_in(ctx.quarantined_stay_ids.implode()).fill_null(False)
     stay_note = pl.when(stay_quarantined).then(pl.lit(" (the stay row is quarantined)")).otherwise(pl.lit(""))
     return TableRules(
         columns={
-            "stay_id": stay_id_expr(text("ETA_NUM"), parse_int("RSA_NUM", pl.Int64())),
+            "stay_id": stay_id_expr(text("ETA_NUM"), year, parse_int("RSA_NUM", pl.Int64())),
             "hospital_id": text("ETA_NUM"),
+            "pmsi_year": year,
             "rsa_num": parse_int("RSA_NUM", pl.Int64()),
             "diagnosis_rank": parse_int("DGN_ASS_NUM", pl.Int16()),
             "icd10_code": repair_icd10("ASS_DGN"),
@@ -751,10 +607,12 @@ def diagnoses_rules(ctx: Context) -> TableRules:
             Check(
                 "unknown_stay",
                 ~pl.col("stay_id").is_in(ctx.stay_ids.implode()),
-                pl.concat_str([key_detail(["ETA_NUM", "RSA_NUM"], "no clean stay with this key"), stay_note]),
+                pl.concat_str(
+                    [key_detail([PMSI_YEAR_COLUMN, "ETA_NUM", "RSA_NUM"], "no clean stay with this key"), stay_note]
+                ),
             ),
         ],
-        key=("hospital_id", "rsa_num", "diagnosis_rank"),
+        key=("hospital_id", "pmsi_year", "rsa_num", "diagnosis_rank"),
         cascade={"unknown_stay": stay_quarantined},
         repairs={"icd_format": changed("ASS_DGN", "icd10_code")},
     )
@@ -772,14 +630,14 @@ def patients_rules(ctx: Context) -> TableRules:
         columns={
             "patient_id": text("BEN_NIR_PSA"),
             "birth_rank": parse_int("BEN_RNG_GEM", pl.Int16()),
-            "sex": parse_int("BEN_SEX_COD", pl.Int8()),
+            "sex": parse_sex("BEN_SEX_COD"),
             "birth_year": parse_int("BEN_NAI_ANN", pl.Int16()),
             "department": normalize_department(pl.col("BEN_RES_DPT")),
             "commune": text("BEN_RES_COM"),
             "death_date": parse_date("BEN_DCD_DTE"),
         },
         checks=[
-            *missing_value(["BEN_NIR_PSA", "BEN_RNG_GEM", "BEN_SEX_COD", "BEN_NAI_ANN", "BEN_RES_DPT"]),
+            *missing_value(["BEN_NIR_PSA", "BEN_SEX_COD", "BEN_NAI_ANN", "BEN_RES_DPT"]),
             *invalid_number({"BEN_RNG_GEM": "birth_rank", "BEN_NAI_ANN": "birth_year"}),
             *invalid_date({"BEN_DCD_DTE": "death_date"}),
             invalid_sex("BEN_SEX_COD", "sex"),
@@ -796,10 +654,15 @@ def patients_rules(ctx: Context) -> TableRules:
     )
 
 
+def dispensing_id_expr() -> pl.Expr:
+    """The nine DCIR keys of the claim line, '|'-separated (trimmed)."""
+    return pl.concat_str([pl.col(k).str.strip_chars() for k in DCIR_KEYS], separator="|")
+
+
 def dispensings_rules(ctx: Context) -> TableRules:
     return TableRules(
         columns={
-            "dispensing_id": text("DCT_ORD_NUM"),
+            "dispensing_id": dispensing_id_expr(),
             "patient_id": text("BEN_NIR_PSA"),
             "dispensing_date": parse_date("EXE_SOI_DTD"),
             "cip13": text("PHA_PRS_C13"),
@@ -808,6 +671,7 @@ def dispensings_rules(ctx: Context) -> TableRules:
             "amount": parse_decimal("BSE_REM_MNT"),
         },
         checks=[
+            unlinked_check(),
             *missing_value(["DCT_ORD_NUM", "BEN_NIR_PSA", "EXE_SOI_DTD", "PHA_PRS_C13", "PHA_ACT_QSN", "BSE_REM_MNT"]),
             *invalid_number({"PHA_ACT_QSN": "boxes", "BSE_REM_MNT": "amount"}),
             *invalid_date({"EXE_SOI_DTD": "dispensing_date"}),
@@ -815,7 +679,8 @@ def dispensings_rules(ctx: Context) -> TableRules:
             outside_extract("EXE_SOI_DTD", "dispensing_date", ctx.params.extract, before_start=True),
         ],
         key=("dispensing_id",),
-        repairs={"decimal_comma": pl.col("BSE_REM_MNT").str.contains(",", literal=True).cast(pl.Int64)},
+        repairs={"decimal_comma": pl.col("BSE_REM_MNT").str.contains(",", literal=True).fill_null(False)
+                 .cast(pl.Int64)},
     )
 
 
@@ -841,22 +706,25 @@ class CleanResult:
     quarantined_ids: pl.Series  # ids (TableRules.id_column) of quarantined rows, for child tables
 
 
-def malformed_check(n_columns: int) -> Check:
-    return Check(
-        "malformed_line",
-        pl.col("_n_fields") != n_columns,
-        pl.format(f"expected {n_columns} fields, got {{}}", pl.col("_n_fields")),
-    )
+def malformed_check() -> Check:
+    return Check("malformed_line", pl.col(MALFORMED),
+                 pl.lit("wrong number of fields or broken quoting (raw text in raw_line)"))
 
 
 def quarantine_frame(rows: pl.DataFrame, table: RawTable) -> pl.DataFrame:
-    """Raw columns as text (whole raw line in the first one for malformed lines) + extras."""
+    """Raw columns as text (null for malformed lines, whose text is in raw_line) + extras."""
     malformed = pl.col(_REASON) == "malformed_line"
-    first, *rest = table.columns
-    raw_cols = [pl.when(malformed).then(pl.col(_RAW)).otherwise(pl.col(first)).alias(first)]
-    raw_cols += [pl.when(~malformed).then(pl.col(c)).alias(c) for c in rest]
-    extras = [pl.col(c).cast(t) for c, t in QUARANTINE_EXTRA_COLUMNS.items()]
-    return rows.select(*raw_cols, *extras).sort(_LINE)
+    keep = {PMSI_YEAR_COLUMN}  # known from the file name even when the line cannot be split
+    present = set(rows.columns)  # a referential's key columns are not kept after its join
+    raw_cols = [
+        pl.when(~malformed | pl.lit(c in keep)).then(pl.col(c) if c in present else pl.lit(None, pl.String)).alias(c)
+        for c in table.columns
+    ]
+    extras = {"source_file": pl.col(FILE), "line_number": pl.col(_LINE),
+              "raw_line": pl.when(malformed).then(pl.col(_RAW)), "reason": pl.col(_REASON),
+              "detail": pl.col(_DETAIL)}
+    out = rows.select(*raw_cols, *(e.cast(QUARANTINE_EXTRA_COLUMNS[c]).alias(c) for c, e in extras.items()))
+    return out.sort("source_file", "line_number")
 
 
 def clean_frame(rows: pl.DataFrame, table_name: str, key: Sequence[str]) -> pl.DataFrame:
@@ -875,16 +743,19 @@ def count_repairs(rows: pl.DataFrame, rules: TableRules) -> dict[str, int]:
     """Repaired cells per kind, in rows that end up clean."""
     ok = pl.col(_REASON).is_null()
     sums = rows.select(expr.filter(ok).sum().alias(kind) for kind, expr in rules.repairs.items())
-    return {kind: int(sums[kind].item()) for kind in sorted(rules.repairs)}
+    return {kind: int(sums[kind].item() or 0) for kind in sorted(rules.repairs)}
 
 
-def count_reasons(quarantine: pl.DataFrame, rules: TableRules) -> dict[str, int]:
+def count_reasons(quarantine: pl.DataFrame, rules: TableRules, table: RawTable) -> dict[str, int]:
     """Quarantined rows per reason, every reason the table can give included."""
     counts = quarantine.get_column(_REASON).value_counts()
     found = dict(zip(counts[_REASON].to_list(), counts["count"].to_list(), strict=True))
     reasons = {"malformed_line", "duplicate_key", *(c.reason for c in rules.checks)}
     if rules.cross_row is not None:
         reasons.add("encloses_stay")
+    if table.links or table.lookups:
+        reasons.add("orphan_row")
+    reasons |= set(found)
     return {r: int(found.get(r, 0)) for r in sorted(reasons)}
 
 
@@ -898,16 +769,46 @@ def count_cascade(quarantined: pl.DataFrame, rules: TableRules) -> dict[str, int
     return {reason: int(sums[reason].item()) for reason in sorted(rules.cascade)}
 
 
-def clean_table(raw: RawLines, ctx: Context) -> CleanResult:
-    """Clean one table's lines: split, derive clean columns, quarantine, account."""
-    name = raw.table.name
+def file_accounting(ingested: Ingested, rows: pl.DataFrame, quarantine: pl.DataFrame) -> dict[str, Any]:
+    """Per source file: raw = clean + quarantined + duplicates_dropped.
+
+    A linked row (T_MCOaaC, VALO, ER_PRS_F ...) joined to a driving row shares its fate; one
+    rejected before the join is quarantined in its own right. A referential row (IR_PHA_R,
+    FINESS/SAE) not rejected counts as clean.
+    """
+    q_by_file = dict(quarantine.group_by("source_file").len().iter_rows())
+    ok = pl.col(_REASON).is_null()
+    out: dict[str, Any] = {}
+    for account in ingested.files:
+        name = account.file
+        if account.role == "driving":
+            clean = rows.filter(ok & (pl.col(FILE) == name)).height
+            quarantined = int(q_by_file.get(name, 0))
+        else:
+            rejected = int(q_by_file.get(name, 0))
+            if account.role == "link":
+                col = link_file_col(account.source)
+                lines = rows.filter(pl.col(col) == name).select(ok.alias("ok"), pl.col(f"_line__{account.source}"))
+                linked = lines.get_column(f"_line__{account.source}").n_unique() if lines.height else 0
+                clean = lines.filter(pl.col("ok")).get_column(f"_line__{account.source}").n_unique()
+                quarantined = rejected + linked - clean
+            else:
+                quarantined = rejected
+                clean = account.raw_rows - account.duplicates_dropped - rejected
+        out[name] = {"source": account.source, "role": account.role, "year": account.year,
+                     "raw_rows": account.raw_rows, "clean_rows": clean, "quarantined_rows": quarantined,
+                     "duplicates_dropped": account.duplicates_dropped, "format": account.format}
+    return dict(sorted(out.items()))
+
+
+def clean_table(ingested: Ingested, ctx: Context) -> CleanResult:
+    """Clean one logical table: derive clean columns, quarantine, account (per table and per file)."""
+    table = ingested.table
+    name = table.name
     rules = RULES[name](ctx)
-    unique = drop_duplicate_lines(raw.lines)
-    checks = [malformed_check(len(raw.header)), *rules.checks]
-    # Lazy steps (common subexpressions computed once), collected one by one: a single
-    # fused query peaks at about twice the memory.
-    rows = split_fields(replace(raw, lines=unique)).collect()
-    rows = rows.lazy().with_columns(**rules.columns).collect()
+    checks = [malformed_check(), *rules.checks]
+    # Lazy steps collected one by one: a single fused query peaks at about twice the memory.
+    rows = ingested.rows.lazy().with_columns(**rules.columns).collect()
     rows = assign_reasons(rows.lazy(), checks).collect()
     rows = flag_duplicate_keys(rows.lazy(), rules.key).collect()
     if rules.cross_row is not None:
@@ -915,19 +816,42 @@ def clean_table(raw: RawLines, ctx: Context) -> CleanResult:
     quarantined = rows.filter(pl.col(_REASON).is_not_null())
     ids = quarantined.get_column(rules.id_column).drop_nulls() if rules.id_column else pl.Series([], dtype=pl.String)
     cascade = count_cascade(quarantined, rules)
-    quarantine = quarantine_frame(describe(quarantined, checks, raw.table.key), raw.table)
+    driving_q = quarantine_frame(describe(quarantined, checks, table.key), table)
+    rejected = quarantine_frame(ingested.rejected, table)
+    quarantine = pl.concat([driving_q, rejected], how="vertical").sort("source_file", "line_number")
     clean = clean_frame(rows, name, rules.key)
+    driving = [f for f in ingested.files if f.role == "driving"]
+    raw_rows = sum(f.raw_rows for f in driving)
     metrics = {
-        "raw_rows": raw.lines.height,
+        "raw_rows": raw_rows,
         "clean_rows": clean.height,
-        "quarantined_rows": quarantine.height,
-        "duplicates_dropped": raw.lines.height - unique.height,
-        "quarantine_reasons": count_reasons(quarantine, rules),
+        "quarantined_rows": driving_q.height,
+        "duplicates_dropped": sum(f.duplicates_dropped for f in driving),
+        "linked_rows_rejected": rejected.height,
+        "quarantine_reasons": count_reasons(driving_q, rules, table),
         "repairs": count_repairs(rows, rules),
         "cascade": cascade,
         "cascade_rows": sum(cascade.values()),
+        "files": file_accounting(ingested, rows, quarantine),
+        "notes": ingested.notes,
     }
     return CleanResult(clean=clean, quarantine=quarantine, metrics=metrics, quarantined_ids=ids)
+
+
+def check_mass_loss(name: str, result: CleanResult, ceiling: float) -> None:
+    """Stop (exit 2) when more than ``ceiling`` of a table's rows were quarantined."""
+    m = result.metrics
+    judged = m["raw_rows"] - m["duplicates_dropped"]
+    if judged == 0 or m["quarantined_rows"] / judged <= ceiling:
+        return
+    q = result.quarantine.filter(pl.col("line_number").is_not_null())
+    top = q.group_by("reason").agg(pl.len(), pl.first("source_file"), pl.first("line_number")).sort(
+        ["len", "reason"], descending=[True, False]).head(3)
+    parts = [f"{r} {n / judged:.1%} (e.g. {f} line {line})" for r, n, f, line in top.iter_rows()]
+    raise MassLossError(
+        f"{name}: {m['quarantined_rows'] / judged:.1%} of {judged} rows quarantined, above the ceiling"
+        f" clean.max_quarantine_share={ceiling:.0%}: {'; '.join(parts)} (see data/quarantine/{name}.parquet)"
+    )
 
 
 def next_context(ctx: Context, name: str, result: CleanResult) -> Context:
@@ -948,7 +872,8 @@ def totals(tables: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     """Sums over tables of the counts, the reasons and the repairs."""
     out: dict[str, Any] = {
         k: sum(int(t[k]) for t in tables.values())
-        for k in ("raw_rows", "clean_rows", "quarantined_rows", "duplicates_dropped", "cascade_rows")
+        for k in ("raw_rows", "clean_rows", "quarantined_rows", "duplicates_dropped", "linked_rows_rejected",
+                  "cascade_rows")
     }
     for group in ("quarantine_reasons", "repairs", "cascade"):
         summed: dict[str, int] = {}
@@ -1012,15 +937,14 @@ class Staging:
 
 def clean_and_stage(paths: Paths, params: CleanParams, staging: Staging) -> dict[str, Any]:
     """Clean the tables one at a time (bounded memory), staging their outputs."""
-    for spec in RAW_TABLES.values():  # every structural check before any cleaning
-        inspect_raw_file(paths.raw / spec.file, spec)
+    extract = read_extract(paths.raw, params.encoding)
     ctx = Context(params)
     tables: dict[str, Any] = {}
     for name in TABLE_ORDER:
-        spec = RAW_TABLES[name]
-        result = clean_table(read_raw_lines(paths.raw / spec.file, spec), ctx)
+        result = clean_table(ingest(extract, name), ctx)
         staging.parquet(result.clean, paths.clean / f"{name}.parquet")
         staging.parquet(result.quarantine, paths.quarantine / f"{name}.parquet")
+        check_mass_loss(name, result, params.max_quarantine_share)
         tables[name] = result.metrics
         ctx = next_context(ctx, name, result)
         del result
@@ -1040,6 +964,9 @@ def run_clean(paths: Paths, params: CleanParams) -> dict[str, Any]:
     staging = Staging()
     try:
         metrics = clean_and_stage(paths, params, staging)
+    except MassLossError:
+        staging.discard()  # previous outputs stay: this run's inputs are the problem
+        raise
     except RawFileError:
         staging.discard()
         remove_outputs(paths)

@@ -57,6 +57,8 @@ STAGES: dict[str, tuple[str, str, str]] = {
 _USER_ERRORS: tuple[str, ...] = (
     "pipelines.config.ParamsError",
     "pipelines.clean.RawFileError",
+    "pipelines.snds.errors.ExtractError",
+    "pipelines.guards.EmptyInputError",
     "pipelines.warehouse.WarehouseError",
     "pipelines.cloud.publish.PublishError",
     "pipelines.model.data.LeakageError",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -29,6 +29,7 @@ class DirtRates(_Strict):
     impossible_birth_year: float = Field(0.002, ge=0, le=1)
     malformed_line: float = Field(0.0005, ge=0, le=1)
     duplicate_row: float = Field(0.003, ge=0, le=1)
+    pmsi_rejected_stay: float = Field(0.002, ge=0, le=1)  # extra RSAs the PMSI filters drop (not corruptions)
 
 
 class EffectParams(_Strict):
@@ -92,6 +93,8 @@ class CleanParams(_Strict):
     min_age: int = 0
     max_age: int = 115
     min_birth_year: int = 1900
+    encoding: Literal["auto", "utf-8", "cp1252", "latin-1"] = "auto"  # auto: UTF-8, else CP1252, else Latin-1
+    max_quarantine_share: float = Field(0.05, ge=0, le=1)  # above it for a table, clean stops (exit 2)
     # Filled by Params from warehouse.data_start_date / data_end_date (never set in params.yaml).
     extract: ExtractPeriod = ExtractPeriod()
 

@@ -1,8 +1,9 @@
 """Shared table contracts: raw SNDS-shaped exports and the clean analytic tables.
 
-The raw side names the files and SNDS columns the simulator writes and the cleaner
-expects (a real extract with the same columns goes through unchanged). The clean side
-is the typed schema that `clean` writes, the warehouse reads and the tests check.
+The raw side names the SNDS tables of an extract (``SOURCES``: file name patterns, the
+columns read, keys) and how they join into the five logical tables clean works on
+(``RAW_TABLES``). The clean side is the typed schema that `clean` writes, the warehouse
+reads and the tests check.
 """
 
 from __future__ import annotations
@@ -11,112 +12,198 @@ from dataclasses import dataclass
 
 import polars as pl
 
-RAW_SEPARATOR = ";"
+RAW_SEPARATOR = ";"  # what the simulator writes; clean detects ';' or ',' per file
 RAW_DATE_FORMAT = "%d/%m/%Y"
 IDF_DEPARTMENTS: tuple[str, ...] = ("75", "77", "78", "91", "92", "93", "94", "95")
+
+# The nine DCIR keys joining ER_PRS_F (claims) and its detail tables such as ER_PHA_F.
+DCIR_KEYS: tuple[str, ...] = (
+    "DCT_ORD_NUM", "FLX_DIS_DTD", "FLX_EMT_NUM", "FLX_EMT_ORD", "FLX_EMT_TYP",
+    "FLX_TRT_DTD", "ORG_CLE_NUM", "PRS_ORD_NUM", "REM_TYP_AFF",
+)
+
+
+@dataclass(frozen=True)
+class SourceTable:
+    """One table of an SNDS extract (or of the external FINESS/SAE extract).
+
+    ``pattern`` matches the file name without extension, case-insensitive; a yearly PMSI
+    table captures the two-digit year in group ``yy``. ``columns`` are the columns the
+    project reads (``required`` must be in the header, the others may be absent and are
+    then null); extra columns of a real extract are ignored.
+    """
+
+    name: str  # canonical SNDS name, e.g. T_MCOaaB
+    pattern: str
+    columns: tuple[str, ...]
+    required: tuple[str, ...]
+    key: tuple[str, ...]
+    yearly: bool = False
+    snds: bool = True  # False: not an SNDS table (external facts, named as such)
+    optional: bool = False  # the extract may lack it: the run degrades with a message
+    without: str = ""  # what the project does without it (for that message)
+    dates: tuple[str, ...] = ()  # date columns: their format is detected per file
+
+    def file_name(self, year: int | None = None) -> str:
+        """The name the simulator writes (yearly tables: T_MCO21B.csv ...)."""
+        if self.yearly:
+            assert year is not None
+            return self.name.replace("aa", f"{year % 100:02d}") + ".csv"
+        return f"{self.name}.csv"
+
+
+_PMSI_KEY = ("ETA_NUM", "RSA_NUM")
+SOURCES: dict[str, SourceTable] = {
+    s.name: s
+    for s in (
+        SourceTable(
+            "IR_BEN_R", r"IR_BEN_R",
+            columns=("BEN_NIR_PSA", "BEN_RNG_GEM", "BEN_SEX_COD", "BEN_NAI_ANN", "BEN_RES_DPT",
+                     "BEN_RES_COM", "BEN_DCD_DTE"),
+            required=("BEN_NIR_PSA", "BEN_SEX_COD", "BEN_NAI_ANN", "BEN_RES_DPT"),
+            key=("BEN_NIR_PSA",), dates=("BEN_DCD_DTE",),
+        ),
+        SourceTable(
+            "BE_IDE_R", r"BE_IDE_R",
+            columns=("IDE_ETA_NUM", "IDE_ETA_NU8", "IDE_ETA_NOM", "IDE_BDI_COD", "IDE_PSH_CAT"),
+            required=("IDE_ETA_NUM", "IDE_BDI_COD"),
+            key=("IDE_ETA_NUM",),
+        ),
+        SourceTable(
+            # Not SNDS: the FINESS category (public FINESS file, 'categetab') and MCO beds (SAE).
+            "EXT_FINESS_SAE", r"EXT_FINESS_SAE",
+            columns=("nofinesset", "categetab", "lit_mco"),
+            required=("nofinesset",),
+            key=("nofinesset",),
+            snds=False, optional=True,
+            without="hospital category 'Unknown' and beds null for every establishment",
+        ),
+        SourceTable(
+            "T_MCOaaB", r"T_MCO(?P<yy>[0-9]{2})B",
+            columns=("ETA_NUM", "RSA_NUM", "SEJ_NBJ", "DGN_PAL", "DGN_REL", "ENT_MOD", "ENT_PRV",
+                     "SOR_MOD", "SOR_DES", "GRG_GHM", "AGE_ANN", "COD_SEX", "BDI_DEP"),
+            required=("ETA_NUM", "RSA_NUM", "DGN_PAL", "ENT_MOD", "SOR_MOD", "GRG_GHM", "AGE_ANN", "COD_SEX",
+                      "BDI_DEP"),
+            key=_PMSI_KEY, yearly=True,
+        ),
+        SourceTable(
+            "T_MCOaaC", r"T_MCO(?P<yy>[0-9]{2})C",
+            columns=("ETA_NUM", "RSA_NUM", "NIR_ANO_17", "EXE_SOI_DTD", "EXE_SOI_DTF",
+                     "NIR_RET", "NAI_RET", "SEX_RET", "SEJ_RET", "FHO_RET", "PMS_RET", "DAT_RET"),
+            required=("ETA_NUM", "RSA_NUM", "NIR_ANO_17", "EXE_SOI_DTD", "EXE_SOI_DTF"),
+            key=_PMSI_KEY, yearly=True, dates=("EXE_SOI_DTD", "EXE_SOI_DTF"),
+        ),
+        SourceTable(
+            "T_MCOaaVALO", r"T_MCO(?P<yy>[0-9]{2})VALO",
+            columns=("ETA_NUM", "RSA_NUM", "MNT_TOT_AM", "VALO"),
+            required=("ETA_NUM", "RSA_NUM", "MNT_TOT_AM"),
+            key=_PMSI_KEY, yearly=True, optional=True,
+            without="stay_cost null for the stays of that year (no cost check, cost features empty)",
+        ),
+        SourceTable(
+            "T_MCOaaD", r"T_MCO(?P<yy>[0-9]{2})D",
+            columns=("ETA_NUM", "RSA_NUM", "DGN_ASS_NUM", "ASS_DGN"),
+            required=("ETA_NUM", "RSA_NUM", "DGN_ASS_NUM", "ASS_DGN"),
+            key=(*_PMSI_KEY, "DGN_ASS_NUM"), yearly=True, optional=True,
+            without="no associated diagnoses for the stays of that year (Charlson score 0)",
+        ),
+        SourceTable(
+            "ER_PRS_F", r"ER_PRS_F(_.*)?",
+            columns=(*DCIR_KEYS, "BEN_NIR_PSA", "BEN_RNG_GEM", "EXE_SOI_DTD", "BSE_REM_MNT"),
+            required=(*DCIR_KEYS, "BEN_NIR_PSA", "EXE_SOI_DTD", "BSE_REM_MNT"),
+            key=DCIR_KEYS, optional=True, dates=("EXE_SOI_DTD", "FLX_DIS_DTD", "FLX_TRT_DTD"),
+            without="no pharmacy dispensings (prior_atc_classes_90d is 0 for everyone)",
+        ),
+        SourceTable(
+            "ER_PHA_F", r"ER_PHA_F(_.*)?",
+            columns=(*DCIR_KEYS, "PHA_PRS_C13", "PHA_ACT_QSN"),
+            required=(*DCIR_KEYS, "PHA_PRS_C13", "PHA_ACT_QSN"),
+            key=DCIR_KEYS, optional=True, dates=("FLX_DIS_DTD", "FLX_TRT_DTD"),
+            without="no pharmacy dispensings (prior_atc_classes_90d is 0 for everyone)",
+        ),
+        SourceTable(
+            "IR_PHA_R", r"IR_PHA_R",
+            columns=("PHA_CIP_C13", "PHA_ATC_C07"),
+            required=("PHA_CIP_C13", "PHA_ATC_C07"),
+            key=("PHA_CIP_C13",), optional=True,
+            without="ATC code null for every dispensing (prior_atc_classes_90d is 0)",
+        ),
+    )
+}
 
 
 @dataclass(frozen=True)
 class RawTable:
-    """One raw export: its file, its SNDS columns (in order) and the columns of its row key."""
+    """One logical raw table: the joined SNDS sources clean turns into one clean table.
+
+    ``driving`` is the source whose rows become the table's rows; ``links`` are joined on
+    their key one-to-one (same PMSI year for yearly tables); ``lookups`` are referentials
+    joined many-to-one. ``columns`` is the union of the raw columns, in order.
+    """
 
     name: str
-    file: str
+    driving: str
+    links: tuple[str, ...]
+    lookups: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...]  # (source, left cols, its key cols)
     columns: tuple[str, ...]
     key: tuple[str, ...]
+
+
+def _union(*names: str) -> tuple[str, ...]:
+    out: list[str] = []
+    for name in names:
+        out += [c for c in SOURCES[name].columns if c not in out]
+    return tuple(out)
 
 
 RAW_TABLES: dict[str, RawTable] = {
     t.name: t
     for t in (
+        RawTable("patients", "IR_BEN_R", (), (), _union("IR_BEN_R"), ("BEN_NIR_PSA",)),
         RawTable(
-            name="patients",
-            file="IR_BEN_R.csv",
-            columns=(
-                "BEN_NIR_PSA",  # pseudonymous beneficiary id
-                "BEN_RNG_GEM",  # birth rank (twins)
-                "BEN_SEX_COD",  # 1 male, 2 female
-                "BEN_NAI_ANN",  # birth year
-                "BEN_RES_DPT",  # residence department (dirty: '93', '093', '93200')
-                "BEN_RES_COM",  # residence commune (INSEE code, 5 chars)
-                "BEN_DCD_DTE",  # death date dd/mm/yyyy, empty if alive
-            ),
-            key=("BEN_NIR_PSA",),
+            "hospitals", "BE_IDE_R", (), (("EXT_FINESS_SAE", ("IDE_ETA_NUM",), ("nofinesset",)),),
+            _union("BE_IDE_R", "EXT_FINESS_SAE"), ("IDE_ETA_NUM",),
         ),
         RawTable(
-            name="hospitals",
-            file="BE_IDE_R.csv",
-            columns=(
-                "IDE_ETA_NUM",  # FINESS (9 chars, starts with the department)
-                "IDE_ETA_NOM",  # short name
-                "IDE_BDI_COD",  # postal code
-                "IDE_PSH_CAT",  # category code (see GLOSSARY below)
-                "IDE_LIT_NBR",  # beds (SAE figure joined by the extract; not a BE_IDE_R column)
-            ),
-            key=("IDE_ETA_NUM",),
+            "stays", "T_MCOaaB", ("T_MCOaaC", "T_MCOaaVALO"), (),
+            ("PMSI_YEAR", *_union("T_MCOaaB", "T_MCOaaC", "T_MCOaaVALO")), ("PMSI_YEAR", *_PMSI_KEY),
         ),
         RawTable(
-            name="stays",
-            # T_MCOaaB joined with T_MCOaaC on (ETA_NUM, RSA_NUM) and the stay valuation
-            # (T_MCOaaVALO.MNT_TOT_AM), as a project extract usually delivers them.
-            file="T_MCOaaBC.csv",
-            columns=(
-                "ETA_NUM",  # FINESS of the hospital
-                "RSA_NUM",  # stay index within the hospital
-                "NIR_ANO_17",  # pseudonymous patient id (same value as BEN_NIR_PSA)
-                "EXE_SOI_DTD",  # admission date
-                "EXE_SOI_DTF",  # discharge date
-                "SEJ_NBJ",  # length of stay in days
-                "DGN_PAL",  # main diagnosis (ICD-10)
-                "DGN_REL",  # related diagnosis (ICD-10), often empty
-                "ENT_MOD",  # entry mode: 8 home, 7 transfer, 6 mutation, 0 transfer for an act
-                "ENT_PRV",  # provenance: 5 via emergency department, 1 from another MCO unit ...
-                "SOR_MOD",  # exit mode: 8 home, 7 transfer, 6 mutation, 0 act transfer, 9 death
-                "SOR_DES",  # destination when transferred
-                "GRG_GHM",  # DRG (GHM) code
-                "AGE_ANN",  # age in years at admission
-                "COD_SEX",  # 1 male, 2 female
-                "BDI_DEP",  # residence department (dirty formats)
-                "MNT_TOT_AM",  # stay valuation in euros (dirty: decimal commas, missing, negative)
-            ),
-            key=("ETA_NUM", "RSA_NUM"),
+            "diagnoses", "T_MCOaaD", (), (), ("PMSI_YEAR", *_union("T_MCOaaD")),
+            ("PMSI_YEAR", *_PMSI_KEY, "DGN_ASS_NUM"),
         ),
         RawTable(
-            name="diagnoses",
-            file="T_MCOaaD.csv",
-            columns=("ETA_NUM", "RSA_NUM", "DGN_ASS_NUM", "ASS_DGN"),
-            key=("ETA_NUM", "RSA_NUM", "DGN_ASS_NUM"),
-        ),
-        RawTable(
-            name="dispensings",
-            file="ER_PHA_F.csv",
-            columns=(
-                "DCT_ORD_NUM",  # dispensing (claim) id
-                "BEN_NIR_PSA",  # pseudonymous beneficiary id
-                "EXE_SOI_DTD",  # dispensing date
-                "PHA_PRS_C13",  # CIP13 product code
-                "PHA_ATC_C07",  # ATC code (from IR_PHA_R, joined by the extract)
-                "PHA_ACT_QSN",  # boxes
-                "BSE_REM_MNT",  # reimbursed amount in euros (dirty: decimal commas)
-            ),
-            key=("DCT_ORD_NUM",),
+            "dispensings", "ER_PHA_F", ("ER_PRS_F",), (("IR_PHA_R", ("PHA_PRS_C13",), ("PHA_CIP_C13",)),),
+            _union("ER_PHA_F", "ER_PRS_F", "IR_PHA_R"), DCIR_KEYS,
         ),
     )
 }
+# Raw column added by stacking yearly tables: the PMSI year of the file (4 digits).
+PMSI_YEAR_COLUMN = "PMSI_YEAR"
 
-# Category codes used in IDE_PSH_CAT (simplified from the FINESS categories).
+# FINESS categories ('categetab' of the public FINESS file) with an analytic group of their
+# own; every other category is 'Other', and no FINESS/SAE extract at all gives 'Unknown'.
 HOSPITAL_CATEGORIES: dict[str, str] = {
     "101": "AP-HP/CHU",
     "355": "CH",
     "365": "ESPIC",
     "128": "Private clinic",
 }
+OTHER_CATEGORY = "Other"
+UNKNOWN_CATEGORY = "Unknown"
+HOSPITAL_CATEGORY_VALUES: tuple[str, ...] = (*HOSPITAL_CATEGORIES.values(), OTHER_CATEGORY, UNKNOWN_CATEGORY)
 
-# PMSI codes accepted by clean, the same as the warehouse's seeds (dbt/seeds/ref_exit_modes.csv,
-# ref_provenances.csv; tests/test_clean_dbt_contract.py checks they agree).
-SEX_CODES: tuple[int, ...] = (1, 2)  # BEN_SEX_COD and COD_SEX: 1 male, 2 female
-EXIT_MODES: tuple[str, ...] = ("0", "6", "7", "8", "9")  # ENT_MOD and SOR_MOD (MS_SOR_V)
-PROVENANCES: tuple[str, ...] = ("1", "2", "3", "4", "5", "6", "7")  # ENT_PRV and SOR_DES (MS_PRV_V)
+# PMSI codes accepted by clean: every code of the nomenclatures MS_SOR_V / MS_PRV_V, unknown and
+# not-applicable included; the dbt seeds ref_exit_modes / ref_provenances hold exactly these
+# (tests/test_code_sets.py and tests/test_clean_dbt_contract.py check they agree).
+EXIT_MODES: tuple[str, ...] = ("-1", "-2", "0", "6", "7", "8", "9")  # ENT_MOD and SOR_MOD (MS_SOR_V)
+PROVENANCES: tuple[str, ...] = ("0", "1", "2", "3", "4", "5", "6", "7", "9")  # ENT_PRV and SOR_DES (MS_PRV_V)
+# T_MCOaaC control ("code retour") columns: a stay is chained reliably when all are '0'.
+PMSI_RETURN_CODES: tuple[str, ...] = ("NIR_RET", "NAI_RET", "SEX_RET", "SEJ_RET", "FHO_RET", "PMS_RET", "DAT_RET")
+# Sex (BEN_SEX_COD, COD_SEX): 1 male, 2 female; PMSI 7/8/9 and DCIR 0/9 mean unknown, stored as 9.
+SEX_UNKNOWN = 9
+SEX_CODE_MAP: dict[str, int] = {"1": 1, "2": 2, "0": SEX_UNKNOWN, "7": SEX_UNKNOWN, "8": SEX_UNKNOWN, "9": SEX_UNKNOWN}
+SEX_CODES: tuple[int, ...] = (1, 2, SEX_UNKNOWN)  # the clean values (dbt accepted_values)
 
 # Clean tables: analytic names and Polars dtypes. Every clean Parquet matches exactly.
 CLEAN_SCHEMAS: dict[str, dict[str, pl.DataType]] = {
@@ -139,8 +226,9 @@ CLEAN_SCHEMAS: dict[str, dict[str, pl.DataType]] = {
         "beds": pl.Int32(),
     },
     "stays": {
-        "stay_id": pl.String(),  # "<hospital_id>-<rsa_num>"
+        "stay_id": pl.String(),  # "<hospital_id>-<pmsi_year>-<rsa_num>"
         "hospital_id": pl.String(),
+        "pmsi_year": pl.Int16(),  # year of the PMSI table (T_MCO23B -> 2023): RSA_NUM restarts every year
         "rsa_num": pl.Int64(),
         "patient_id": pl.String(),
         "admission_date": pl.Date(),
@@ -157,10 +245,14 @@ CLEAN_SCHEMAS: dict[str, dict[str, pl.DataType]] = {
         "sex": pl.Int8(),
         "department": pl.String(),
         "stay_cost": pl.Float64(),
+        # T_MCOaaC control codes (NIR_RET, NAI_RET, SEX_RET, SEJ_RET, FHO_RET, PMS_RET, DAT_RET) all '0' or
+        # absent: the chaining of the stay to its patient is reliable. Staging drops the others.
+        "pmsi_return_codes_ok": pl.Boolean(),
     },
     "diagnoses": {
         "stay_id": pl.String(),
         "hospital_id": pl.String(),
+        "pmsi_year": pl.Int16(),
         "rsa_num": pl.Int64(),
         "diagnosis_rank": pl.Int16(),
         "icd10_code": pl.String(),
@@ -178,7 +270,9 @@ CLEAN_SCHEMAS: dict[str, dict[str, pl.DataType]] = {
 
 # Quarantine files keep every raw column as text plus these.
 QUARANTINE_EXTRA_COLUMNS: dict[str, pl.DataType] = {
-    "line_number": pl.Int64(),  # 1-based line in the raw file (header is line 1)
+    "source_file": pl.String(),  # the raw file the row comes from (e.g. T_MCO23C.csv)
+    "line_number": pl.Int64(),  # 1-based line in that file (header is line 1)
+    "raw_line": pl.String(),  # the whole raw text of a malformed line (its columns are then null)
     "reason": pl.String(),  # e.g. "discharge_before_admission"
     "detail": pl.String(),  # column and offending value, for the human reading it
 }
@@ -188,9 +282,12 @@ TRUTH_STAYS_FILE = "stay_outcomes.parquet"
 TRUTH_CORRUPTIONS_FILE = "corruptions.parquet"
 
 
-def stay_id_expr(hospital: pl.Expr, rsa: pl.Expr) -> pl.Expr:
-    """The stay key shared by every layer: FINESS and RSA number, dash-separated."""
-    return pl.concat_str([hospital, pl.lit("-"), rsa.cast(pl.String)])
+def stay_id_expr(hospital: pl.Expr, year: pl.Expr, rsa: pl.Expr) -> pl.Expr:
+    """The stay key shared by every layer: FINESS, PMSI year and RSA number, dash-separated.
+
+    RSA_NUM restarts every PMSI year, so the year is part of the key.
+    """
+    return pl.concat_str([hospital, pl.lit("-"), year.cast(pl.String), pl.lit("-"), rsa.cast(pl.String)])
 
 
 @dataclass(frozen=True)
@@ -291,8 +388,6 @@ DBT_TEST_REASONS: dict[DbtTest, tuple[str, str]] = {
     ("stg_patients", "sex", "accepted_values"): ("patients", "invalid_sex"),
     ("stg_hospitals", "hospital_id", "unique"): ("hospitals", "duplicate_key"),
     ("stg_hospitals", "hospital_id", "not_null"): ("hospitals", "missing_value"),
-    ("stg_hospitals", "hospital_category", "not_null"): ("hospitals", "invalid_code"),
-    ("stg_hospitals", "hospital_category", "accepted_values"): ("hospitals", "invalid_code"),
     ("stg_hospitals", "beds", "non_negative"): ("hospitals", "negative_value"),
     ("stg_stays", "stay_id", "unique"): ("stays", "duplicate_key"),
     ("stg_stays", "stay_id", "not_null"): ("stays", "missing_value"),
@@ -312,7 +407,6 @@ DBT_TEST_REASONS: dict[DbtTest, tuple[str, str]] = {
     ("stg_stays", "age", "not_null"): ("stays", "missing_value"),
     ("stg_stays", "age", "value_between"): ("stays", "impossible_age"),
     ("stg_stays", "sex", "accepted_values"): ("stays", "invalid_sex"),
-    ("stg_stays", "stay_cost", "not_null"): ("stays", "missing_cost"),
     ("stg_stays", "stay_cost", "non_negative"): ("stays", "negative_cost"),
     ("stg_diagnoses", "", "unique_combination"): ("diagnoses", "duplicate_key"),
     ("stg_diagnoses", "stay_id", "not_null"): ("diagnoses", "missing_value"),
@@ -322,34 +416,36 @@ DBT_TEST_REASONS: dict[DbtTest, tuple[str, str]] = {
     ("stg_dispensings", "patient_id", "not_null"): ("dispensings", "missing_value"),
     ("stg_dispensings", "dispensing_date", "not_null"): ("dispensings", "missing_value"),
     ("stg_dispensings", "amount", "non_negative"): ("dispensings", "negative_value"),
+    ("stg_pmsi_exclusions", "stay_id", "unique"): ("stays", "duplicate_key"),
+    ("stg_pmsi_exclusions", "stay_id", "not_null"): ("stays", "missing_value"),
     # later models carrying a clean column through
     ("int_stay_episodes", "stay_id", "unique"): ("stays", "duplicate_key"),
     ("int_stay_episodes", "discharge_date", "not_before"): ("stays", "discharge_before_admission"),
     ("int_episodes", "discharge_date", "not_before"): ("stays", "discharge_before_admission"),
     ("int_episodes", "length_of_stay", "non_negative"): ("stays", "discharge_before_admission"),
-    ("int_episodes", "stay_cost", "not_null"): ("stays", "missing_cost"),
     ("int_episodes", "stay_cost", "non_negative"): ("stays", "negative_cost"),
     ("dim_patients", "sex", "accepted_values"): ("stays", "invalid_sex"),
     ("dim_patients", "last_discharge_date", "not_before"): ("stays", "discharge_before_admission"),
     # a stay nested in an earlier-admitted one (a discharge typo like 2099) breaks the pathway order
     ("fct_patient_pathway", "previous_discharge_date", "not_after"): ("stays", "encloses_stay"),
     ("dim_hospitals", "hospital_id", "unique"): ("hospitals", "duplicate_key"),
-    ("dim_hospitals", "hospital_category", "accepted_values"): ("hospitals", "invalid_code"),
     ("dim_hospitals", "beds", "non_negative"): ("hospitals", "negative_value"),
     ("fct_stays", "stay_id", "unique"): ("stays", "duplicate_key"),
     ("fct_stays", "hospital_id", "relationships"): ("stays", "unknown_finess"),
     ("fct_stays", "discharge_date", "not_before"): ("stays", "discharge_before_admission"),
     ("fct_stays", "discharge_mode", "accepted_values"): ("stays", "invalid_code"),
-    ("fct_stays", "stay_cost", "not_null"): ("stays", "missing_cost"),
     ("fct_stays", "stay_cost", "non_negative"): ("stays", "negative_cost"),
     ("ml_readmission_features", "age", "not_null"): ("stays", "missing_value"),
     ("ml_readmission_features", "sex", "accepted_values"): ("stays", "invalid_sex"),
     ("ml_readmission_features", "length_of_stay", "non_negative"): ("stays", "discharge_before_admission"),
-    ("ml_readmission_features", "stay_cost", "not_null"): ("stays", "missing_cost"),
     ("ml_readmission_features", "stay_cost", "non_negative"): ("stays", "negative_cost"),
 }
 # Error-level tests on clean-named columns of later models that no raw row can fail, and why.
 DBT_TESTS_BY_CONSTRUCTION: dict[DbtTest, str] = {
+    ("stg_hospitals", "hospital_category", "not_null"): "clean maps every FINESS category (Other, Unknown included)",
+    ("stg_hospitals", "hospital_category", "accepted_values"): "clean maps to HOSPITAL_CATEGORY_VALUES only",
+    ("dim_hospitals", "hospital_category", "accepted_values"): "from stg_hospitals",
+    ("stg_pmsi_exclusions", "pmsi_filter", "accepted_values"): "a case expression giving these three labels",
     ("int_stay_episodes", "stay_id", "not_null"): "one row per stg_stays row (stay_id not null there)",
     ("int_episodes", "patient_id", "not_null"): "the first stay's patient_id (not null in stg_stays)",
     ("int_episodes", "discharge_date", "not_null"): "the last stay's discharge_date (not null in stg_stays)",

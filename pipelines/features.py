@@ -15,6 +15,7 @@ import polars as pl
 
 from pipelines import atomic, contracts
 from pipelines.config import Params, Paths
+from pipelines.guards import MIN_FEATURE_ROWS, require_rows
 from pipelines.warehouse import FEATURES_RELATION
 
 FEATURES_FILE = "ml_readmission_features.parquet"
@@ -76,6 +77,8 @@ def run_features(paths: Paths, params: Params) -> dict[str, Any]:
     """Export the feature mart; returns row count, label rate and date range."""
     del params  # the feature definitions live in dbt (params reach them through the warehouse)
     frame = read_feature_mart(paths.warehouse)
+    require_rows(frame.height, MIN_FEATURE_ROWS, f"{paths.warehouse} {FEATURES_RELATION}",
+                 "too few index stays: see reports/metrics/warehouse.json and cleaning.json")
     out = paths.features / FEATURES_FILE
     write_features(frame, out)
     label = frame[contracts.FEATURE_LABEL]

@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from pipelines import atomic, config
 from pipelines.config import Params, Paths
+from pipelines.guards import check_clean_stays
 from pipelines.stats import ratio_independent, ratio_to_total, wilson_interval
 
 os.environ["DBT_SEND_ANONYMOUS_USAGE_STATS"] = "False"
@@ -250,6 +251,7 @@ def run_warehouse(paths: Paths, params: Params) -> dict[str, Any]:
     """
     wp = warehouse_params(params)
     check_clean_inputs(paths)
+    check_clean_stays(paths.clean)
     final = paths.warehouse
     atomic.sweep_stale(final)  # temporary databases (and WALs) of killed builds
     tmp = atomic.temp_path(final)
@@ -389,7 +391,8 @@ def warehouse_figures(warehouse: Path, wp: WarehouseParams) -> dict[str, Any]:
                             from {MARTS_SCHEMA}.fct_readmissions where is_index) as t where decile = 1"""
                 )[0] or math.nan, 2,
             ),
-            "cost_share_by_group": {str(g): _r(float(s)) for g, _, _, s in top},
+            # shares are null when the extract has no valuation (costs null)
+            "cost_share_by_group": {str(g): _r(math.nan if s is None else float(s)) for g, _, _, s in top},
         }
         figures["copd_cost_share_top_decile"] = figures["top_decile_cost"]["cost_share_by_group"].get("COPD", 0.0)
         published, suppressed = one(
@@ -401,6 +404,10 @@ def warehouse_figures(warehouse: Path, wp: WarehouseParams) -> dict[str, Any]:
             "min_cell_patients": wp.min_cell_patients,
         }
         figures["feature_rows"] = int(one(f"select count(*) from {FEATURES_RELATION}")[0])
+        # Clean stays dropped by the standard PMSI filters in staging (error GHM, control codes, geographic FINESS).
+        figures["pmsi_filtered_stays"] = dict(
+            rows("select pmsi_filter, count(*) from staging.stg_pmsi_exclusions group by 1 order by 1")
+        )
     finally:
         con.close()
     return figures

@@ -266,28 +266,29 @@ def build_clean(
 ) -> tuple[dict[str, pl.DataFrame], dict[str, str], dict[str, Expected]]:
     """(tables, stay_id by tag, expected outcome by tag)."""
     s = scenario or scenarios()
-    rsa: dict[str, int] = {}
+    rsa: dict[tuple[str, int], int] = {}  # RSA_NUM restarts every PMSI (discharge) year
     stay_rows, diag_rows = [], []
     tag_ids: dict[str, str] = {}
     for st in s.stays:
-        rsa[st.hospital] = rsa.get(st.hospital, 0) + 1
-        stay_id = f"{st.hospital}-{rsa[st.hospital]}"
+        year = st.discharge.year
+        rsa[st.hospital, year] = n = rsa.get((st.hospital, year), 0) + 1
+        stay_id = f"{st.hospital}-{year}-{n}"
         if st.tag:
             tag_ids[st.tag] = stay_id
         stay_rows.append(
             {
-                "stay_id": stay_id, "hospital_id": st.hospital, "rsa_num": rsa[st.hospital],
+                "stay_id": stay_id, "hospital_id": st.hospital, "pmsi_year": year, "rsa_num": n,
                 "patient_id": st.patient, "admission_date": st.admission, "discharge_date": st.discharge,
                 "length_of_stay": (st.discharge - st.admission).days, "icd10_code": st.icd10,
                 "related_icd10_code": None, "entry_mode": st.entry_mode, "entry_source": st.entry_source,
                 "discharge_mode": st.discharge_mode, "discharge_destination": st.destination,
                 "ghm_code": st.ghm, "age": st.age, "sex": st.sex, "department": st.department,
-                "stay_cost": st.cost,
+                "stay_cost": st.cost, "pmsi_return_codes_ok": True,
             }
         )
         for rank, code in enumerate(st.diagnoses, start=1):
             diag_rows.append(
-                {"stay_id": stay_id, "hospital_id": st.hospital, "rsa_num": rsa[st.hospital],
+                {"stay_id": stay_id, "hospital_id": st.hospital, "pmsi_year": year, "rsa_num": n,
                  "diagnosis_rank": rank, "icd10_code": code}
             )
     disp_rows = [

@@ -1,9 +1,11 @@
-"""Small raw SNDS-shaped CSV fixtures for the clean stage tests.
+"""Small raw SNDS extracts for the clean stage tests.
 
-Each table has one valid default row; a test passes rows as dicts holding only the
-columns that differ from the default (or a plain string, written verbatim as a line).
-Tables not passed get their single default row, so the five files always exist and
-reference each other consistently.
+Each logical table (contracts.RAW_TABLES) has one valid default row; a test passes rows as
+dicts holding only the columns that differ from the default (or a plain string, written
+verbatim as a line of the table's driving file). Dict rows are cut into the SNDS files they
+live in (T_MCO23B + T_MCO23C + T_MCO23VALO for a stay of 2023, ER_PHA_F + ER_PRS_F + IR_PHA_R
+for a dispensing ...). Tables not passed get their single default row, so every file exists
+and the files reference each other consistently.
 """
 
 from __future__ import annotations
@@ -16,10 +18,13 @@ import polars as pl
 
 from pipelines.clean import run_clean
 from pipelines.config import CleanParams, Paths
-from pipelines.contracts import RAW_SEPARATOR, RAW_TABLES
+from pipelines.contracts import PMSI_YEAR_COLUMN, RAW_SEPARATOR, RAW_TABLES, SOURCES
 
 FINESS = "750000001"
 PATIENT = "P0000000000000001"
+YEAR = "2023"  # PMSI year of the default stay (files T_MCO23B/C/VALO/D)
+DCIR = {"FLX_DIS_DTD": "01/02/2023", "FLX_EMT_NUM": "17", "FLX_EMT_ORD": "1", "FLX_EMT_TYP": "1",
+        "FLX_TRT_DTD": "01/02/2023", "ORG_CLE_NUM": "01751000", "PRS_ORD_NUM": "1", "REM_TYP_AFF": "1"}
 
 DEFAULTS: dict[str, dict[str, str]] = {
     "patients": {
@@ -33,12 +38,16 @@ DEFAULTS: dict[str, dict[str, str]] = {
     },
     "hospitals": {
         "IDE_ETA_NUM": FINESS,
+        "IDE_ETA_NU8": FINESS[:8],
         "IDE_ETA_NOM": "CHU Paris 1",
         "IDE_BDI_COD": "75013",
         "IDE_PSH_CAT": "101",
-        "IDE_LIT_NBR": "900",
+        "nofinesset": FINESS,
+        "categetab": "101",
+        "lit_mco": "900",
     },
     "stays": {
+        "PMSI_YEAR": YEAR,
         "ETA_NUM": FINESS,
         "RSA_NUM": "1",
         "NIR_ANO_17": PATIENT,
@@ -55,16 +64,22 @@ DEFAULTS: dict[str, dict[str, str]] = {
         "AGE_ANN": "72",
         "COD_SEX": "1",
         "BDI_DEP": "93",
+        "NIR_RET": "0", "NAI_RET": "0", "SEX_RET": "0", "SEJ_RET": "0", "FHO_RET": "0", "PMS_RET": "0",
+        "DAT_RET": "0",
         "MNT_TOT_AM": "3500.50",
+        "VALO": "1",
     },
-    "diagnoses": {"ETA_NUM": FINESS, "RSA_NUM": "1", "DGN_ASS_NUM": "1", "ASS_DGN": "I10"},
+    "diagnoses": {"PMSI_YEAR": YEAR, "ETA_NUM": FINESS, "RSA_NUM": "1", "DGN_ASS_NUM": "1", "ASS_DGN": "I10"},
     "dispensings": {
-        "DCT_ORD_NUM": "D1",
+        "DCT_ORD_NUM": "1",
+        **DCIR,
         "BEN_NIR_PSA": PATIENT,
+        "BEN_RNG_GEM": "1",
         "EXE_SOI_DTD": "15/01/2023",
         "PHA_PRS_C13": "3400930012345",
-        "PHA_ATC_C07": "R03AL03",
         "PHA_ACT_QSN": "1",
+        "PHA_CIP_C13": "3400930012345",
+        "PHA_ATC_C07": "R03AL03",
         "BSE_REM_MNT": "38.50",
     },
 }
@@ -72,27 +87,72 @@ DEFAULTS: dict[str, dict[str, str]] = {
 Row = dict[str, str] | str
 
 
-def render(table: str, rows: list[Row]) -> str:
-    """The CSV text of a table: header, then each row (defaults + overrides) or raw line."""
-    columns = RAW_TABLES[table].columns
-    lines = [RAW_SEPARATOR.join(columns)]
+def _line(values: dict[str, str], columns: tuple[str, ...]) -> str:
+    return RAW_SEPARATOR.join(values.get(c, "") for c in columns)
+
+
+def render_files(table: str, rows: list[Row]) -> dict[str, list[str]]:
+    """The lines (header first) of every SNDS file of a logical table.
+
+    A dict row (defaults + overrides) is cut into its sources (T_MCOaaB/C/VALO of its PMSI
+    year ...); a string row is written verbatim in the table's driving file (year 2023).
+    """
+    spec = RAW_TABLES[table]
+    names = [spec.driving, *spec.links, *(s for s, _, _ in spec.lookups)]
+    files: dict[str, list[str]] = {}
+
+    def add(source: str, year: str, line: str) -> None:
+        src = SOURCES[source]
+        name = src.file_name(int(year)) if src.yearly else src.file_name()
+        files.setdefault(name, [RAW_SEPARATOR.join(src.columns)]).append(line)
+
+    for name in names:  # every file exists, header-only if no row reaches it
+        src = SOURCES[name]
+        files.setdefault(src.file_name(int(YEAR)) if src.yearly else src.file_name(), [RAW_SEPARATOR.join(src.columns)])
+    seen_refs: set[str] = set()
     for row in rows:
         if isinstance(row, str):
-            lines.append(row)
-        else:
-            values = {**DEFAULTS[table], **row}
-            lines.append(RAW_SEPARATOR.join(values[c] for c in columns))
+            add(spec.driving, YEAR, row)
+            continue
+        values = {**DEFAULTS[table], **row}
+        # a referential row follows the key it describes unless the test says otherwise
+        if table == "hospitals" and "nofinesset" not in row:
+            values["nofinesset"] = values["IDE_ETA_NUM"]
+        if table == "dispensings" and "PHA_CIP_C13" not in row:
+            values["PHA_CIP_C13"] = values["PHA_PRS_C13"]
+        year = values.get(PMSI_YEAR_COLUMN, YEAR)
+        for name in names:
+            line = _line(values, SOURCES[name].columns)
+            if name == "IR_PHA_R":  # a referential: one line per product
+                if line in seen_refs:
+                    continue
+                seen_refs.add(line)
+            add(name, year, line)
+    return files
+
+
+def render(table: str, rows: list[Row]) -> str:
+    """The CSV text of a table's driving file (single-file view, kept for simple tests)."""
+    spec = RAW_TABLES[table]
+    src = SOURCES[spec.driving]
+    lines = render_files(table, rows)[src.file_name(int(YEAR)) if src.yearly else src.file_name()]
     return "\n".join(lines) + "\n"
 
 
 def write_raw(root: Path, **tables: list[Row]) -> Paths:
-    """Write the five raw files under root/data/raw and return the project Paths."""
+    """Write the SNDS files of the five tables under root/data/raw and return the project Paths."""
     paths = Paths(root)
     paths.raw.mkdir(parents=True, exist_ok=True)
-    for name, spec in RAW_TABLES.items():
-        rows = tables.get(name, [{}])
-        (paths.raw / spec.file).write_text(render(name, rows), encoding="utf-8")
+    for name in RAW_TABLES:
+        for file_name, lines in render_files(name, tables.get(name, [{}])).items():
+            (paths.raw / file_name).write_text("\n".join(lines) + "\n", encoding="utf-8")
     return paths
+
+
+def driving_file(table: str, year: str = YEAR) -> str:
+    """File name of a table's driving source (T_MCO23B.csv for stays ...)."""
+    src = SOURCES[RAW_TABLES[table].driving]
+    return src.file_name(int(year)) if src.yearly else src.file_name()
 
 
 @dataclass(frozen=True)
@@ -116,8 +176,12 @@ class Cleaned:
         return result
 
 
+# Fixtures quarantine on purpose: no mass-loss ceiling unless a test sets one.
+NO_CEILING = CleanParams(max_quarantine_share=1.0)
+
+
 def clean_rows(root: Path, params: CleanParams | None = None, **tables: list[Row]) -> Cleaned:
     """Write the fixtures and run the clean stage on them."""
     paths = write_raw(root, **tables)
-    metrics = run_clean(paths, params or CleanParams())
+    metrics = run_clean(paths, params or NO_CEILING)
     return Cleaned(metrics=metrics, paths=paths)

@@ -16,6 +16,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+import polars as pl
 import pytest
 import yaml
 
@@ -30,9 +31,10 @@ from pipelines.contracts import (
     PROVENANCES,
     RAW_TABLES,
     SEX_CODES,
+    SOURCES,
     DbtTest,
 )
-from tests.raw_fixtures import DEFAULTS, FINESS, Row, clean_rows, write_raw
+from tests.raw_fixtures import DEFAULTS, FINESS, NO_CEILING, Row, clean_rows, driving_file, write_raw
 
 PROJECT = Path(__file__).resolve().parents[1]
 DBT_MODELS = PROJECT / "dbt" / "models"
@@ -160,11 +162,10 @@ VIOLATIONS: dict[str, tuple[str, str, Row]] = {
     "patient_duplicate": ("patients", "duplicate_key", {"BEN_NAI_ANN": "1951"}),
     "patient_no_id": ("patients", "missing_value", {"BEN_NIR_PSA": " "}),
     "patient_sex": ("patients", "invalid_sex", {"BEN_SEX_COD": "3"}),
-    "hospital_duplicate": ("hospitals", "duplicate_key", {"IDE_LIT_NBR": "10"}),
+    "hospital_duplicate": ("hospitals", "duplicate_key", {"IDE_ETA_NOM": "another name"}),
     "hospital_no_id": ("hospitals", "missing_value", {"IDE_ETA_NUM": ""}),
-    "hospital_category": ("hospitals", "invalid_code", {"IDE_PSH_CAT": "999"}),
-    "hospital_beds": ("hospitals", "negative_value", {"IDE_LIT_NBR": "-3"}),
-    "stay_duplicate": ("stays", "duplicate_key", {"MNT_TOT_AM": "10"}),
+    "hospital_beds": ("hospitals", "negative_value", {"lit_mco": "-3"}),
+    "stay_duplicate": ("stays", "duplicate_key", {"AGE_ANN": "73"}),
     "stay_no_rsa": ("stays", "missing_value", {"RSA_NUM": ""}),
     "stay_no_patient": ("stays", "missing_value", {"NIR_ANO_17": ""}),
     "stay_no_finess": ("stays", "missing_value", {"ETA_NUM": ""}),
@@ -175,13 +176,13 @@ VIOLATIONS: dict[str, tuple[str, str, Row]] = {
     "stay_negative_los": ("stays", "negative_length_of_stay", {"SEJ_NBJ": "-4"}),
     "stay_no_icd10": ("stays", "missing_value", {"DGN_PAL": ""}),
     "stay_entry_mode": ("stays", "invalid_code", {"ENT_MOD": "5"}),
-    "stay_provenance": ("stays", "invalid_code", {"ENT_PRV": "9"}),
+    "stay_provenance": ("stays", "invalid_code", {"ENT_PRV": "8"}),
     "stay_no_exit_mode": ("stays", "missing_value", {"SOR_MOD": ""}),
     "stay_exit_mode": ("stays", "invalid_code", {"SOR_MOD": "4"}),
     "stay_destination": ("stays", "invalid_code", {"SOR_DES": "8"}),
     "stay_no_age": ("stays", "missing_value", {"AGE_ANN": ""}),
     "stay_age": ("stays", "impossible_age", {"AGE_ANN": "131"}),
-    "stay_sex": ("stays", "invalid_sex", {"COD_SEX": "0"}),
+    "stay_sex": ("stays", "invalid_sex", {"COD_SEX": "3"}),
     "stay_no_cost": ("stays", "missing_cost", {"MNT_TOT_AM": ""}),
     "stay_negative_cost": ("stays", "negative_cost", {"MNT_TOT_AM": "-12,50"}),
     # clean-only rules (no dbt test, but later models break on them)
@@ -244,7 +245,7 @@ def test_violating_row_is_quarantined_with_its_reason(tmp_path: Path, example: s
     out = clean_rows(tmp_path, **{table: [{}, violating_row(index, table, reason, row)]})
     m = out.table_metrics(table)
     assert (m["raw_rows"], m["clean_rows"], m["quarantined_rows"]) == (2, 1, 1)
-    quarantine = out.quarantine(table)
+    quarantine = out.quarantine(table).filter(pl.col("source_file") == driving_file(table))
     assert quarantine["reason"].to_list() == [reason]
     assert quarantine["line_number"].to_list() == [3]
 
@@ -264,7 +265,7 @@ def corruption_set() -> dict[str, list[Row]]:
         table, reason, row = VIOLATIONS[example]
         tables[table].append(violating_row(index, table, reason, row))
     quoted = {**DEFAULTS["hospitals"], "IDE_ETA_NUM": "750000002", "IDE_ETA_NOM": '"Clinique A; B ""Est"""'}
-    tables["hospitals"].append(";".join(quoted[c] for c in RAW_TABLES["hospitals"].columns))
+    tables["hospitals"].append(";".join(quoted[c] for c in SOURCES["BE_IDE_R"].columns))
     tables["stays"].append({"ETA_NUM": "750000002", "RSA_NUM": "1"})
     return tables
 
@@ -277,7 +278,7 @@ def corrupted_warehouse(tmp_path_factory: pytest.TempPathFactory) -> dict[str, A
     root = tmp_path_factory.mktemp("corrupted")
     shutil.copytree(PROJECT / "dbt", root / "dbt", ignore=shutil.ignore_patterns("target", "logs", "dbt_packages"))
     paths = write_raw(root, **corruption_set())
-    metrics = run_clean(paths, Params().clean)
+    metrics = run_clean(paths, NO_CEILING)  # a corruption set is all dirt: no mass-loss ceiling
     figures = run_warehouse(paths, Params())  # raises WarehouseError if any error-level dbt test fails
     return {"paths": paths, "metrics": metrics, "figures": figures}
 
@@ -300,5 +301,5 @@ def test_corruption_set_builds_the_warehouse(corrupted_warehouse: dict[str, Any]
     finally:
         con.close()
     # the two clean stays reach the marts, and the quoted name kept its ';' and quotes
-    assert [s[0] for s in stays] == [f"{FINESS}-1", "750000002-1"]
+    assert [s[0] for s in stays] == [f"{FINESS}-2023-1", "750000002-2023-1"]
     assert ('Clinique A; B "Est"',) in names

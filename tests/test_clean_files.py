@@ -3,29 +3,31 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 
 from pipelines.clean import run_clean
 from pipelines.cli import main
 from pipelines.config import CleanParams
-from pipelines.contracts import RAW_TABLES
-from tests.raw_fixtures import DEFAULTS, FINESS, clean_rows, render, write_raw
+from pipelines.contracts import RAW_TABLES, SOURCES
+from tests.raw_fixtures import DEFAULTS, FINESS, clean_rows, driving_file, render, write_raw
 
 PROJECT = Path(__file__).resolve().parents[1]
-HOSPITALS = RAW_TABLES["hospitals"].file
-STAYS = RAW_TABLES["stays"].file
+HOSPITALS = driving_file("hospitals")  # BE_IDE_R.csv
+STAYS = driving_file("stays")  # T_MCO23B.csv
 
 
 def hospital_line(**overrides: str) -> str:
     values = {**DEFAULTS["hospitals"], **overrides}
-    return ";".join(values[c] for c in RAW_TABLES["hospitals"].columns)
+    return ";".join(values[c] for c in SOURCES["BE_IDE_R"].columns)
 
 
 def run_cli(root: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    shutil.copy(PROJECT / "params.yaml", root / "params.yaml")
+    params = yaml.safe_load((PROJECT / "params.yaml").read_text(encoding="utf-8"))
+    params["clean"]["max_quarantine_share"] = 1.0  # these files quarantine on purpose
+    (root / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
     code = main(["--root", str(root), "-q", "clean"])
     out, err = capsys.readouterr()
     return code, out, err
@@ -48,13 +50,13 @@ def test_doubled_quotes_and_newlines_inside_quotes(tmp_path: Path) -> None:
     lines = [
         hospital_line(IDE_ETA_NOM='"Clinique ""Les Lilas"""'),
         hospital_line(IDE_ETA_NUM="750000002", IDE_ETA_NOM='"CH\nsite B"'),
-        hospital_line(IDE_ETA_NUM="750000003", IDE_LIT_NBR="x"),
+        hospital_line(IDE_ETA_NUM="750000003", IDE_BDI_COD="x"),
     ]
     out = clean_rows(tmp_path, hospitals=lines)
     names = out.clean("hospitals")["hospital_name"].to_list()
     assert names == ['Clinique "Les Lilas"', "CH\nsite B"]
     assert out.quarantine("hospitals")["line_number"].to_list() == [5]  # header 1, records at 2, 3-4, 5
-    assert out.reasons("hospitals") == ["invalid_number"]
+    assert out.reasons("hospitals") == ["invalid_department"]
 
 
 def test_bare_quote_inside_an_unquoted_field_is_text(tmp_path: Path) -> None:
@@ -66,7 +68,7 @@ def test_quoted_field_with_wrong_field_count_is_malformed(tmp_path: Path) -> Non
     line = hospital_line(IDE_ETA_NOM='"A;B"') + ";extra"
     out = clean_rows(tmp_path, hospitals=[{}, line.replace(FINESS, "750000002")])
     assert out.reasons("hospitals") == ["malformed_line"]
-    assert out.quarantine("hospitals")["IDE_ETA_NUM"][0].startswith("750000002;")
+    assert out.quarantine("hospitals")["raw_line"][0].startswith("750000002;")
 
 
 def test_unclosed_quote_is_a_structural_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -88,22 +90,20 @@ def test_unclosed_quote_is_a_structural_error(tmp_path: Path, capsys: pytest.Cap
 def test_crlf_files_are_accepted(tmp_path: Path) -> None:
     # status: clean, same result as LF (a bare CR inside a line is covered in test_clean_structure)
     paths = write_raw(tmp_path, stays=[{}, {"RSA_NUM": "2"}])
-    for spec in RAW_TABLES.values():
-        path = paths.raw / spec.file
+    for path in paths.raw.iterdir():
         path.write_bytes(path.read_bytes().replace(b"\n", b"\r\n"))
     metrics = run_clean(paths, CleanParams())
     assert metrics["totals"]["clean_rows"] == len(RAW_TABLES) + 1
     assert metrics["totals"]["quarantined_rows"] == 0
 
 
-def test_cr_only_file_exits_2_naming_the_problem(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cr_only_file_is_read(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # old SAS exports end lines with CR only: read like LF (the SNDS-layout reader decodes and splits them)
     paths = write_raw(tmp_path)
     (paths.raw / STAYS).write_text(render("stays", [{}]).replace("\n", "\r"), encoding="utf-8")
-    code, _, err = run_cli(tmp_path, capsys)
-    assert code == 2
-    assert err.count("\n") == 1
-    assert f"{STAYS}: file uses CR-only line endings" in err
-    assert "duplicate column" not in err
+    code, out, _ = run_cli(tmp_path, capsys)
+    assert code == 0
+    assert json.loads(out)["quarantined_rows"] == 0
 
 
 def test_header_only_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -152,7 +152,7 @@ def test_cascade_from_a_quarantined_hospital_is_counted(tmp_path: Path) -> None:
 
 def test_duplicate_key_parent_is_not_a_cascade(tmp_path: Path) -> None:
     # the parent's first copy is clean: its children are clean, nothing cascades
-    out = clean_rows(tmp_path, stays=[{}, {"MNT_TOT_AM": "10"}], diagnoses=[{}])
+    out = clean_rows(tmp_path, stays=[{}, {"AGE_ANN": "73"}], diagnoses=[{}])
     assert out.reasons("stays") == ["duplicate_key"]
     assert out.table_metrics("diagnoses")["clean_rows"] == 1
     assert out.metrics["totals"]["cascade_rows"] == 0
@@ -197,7 +197,8 @@ def test_extract_end_from_params_moves_the_bound(tmp_path: Path) -> None:
 
     from pipelines.config import ExtractPeriod
 
-    params = CleanParams(extract=ExtractPeriod(start_date=date(2021, 1, 1), end_date=date(2022, 12, 31)))
+    params = CleanParams(extract=ExtractPeriod(start_date=date(2021, 1, 1), end_date=date(2022, 12, 31)),
+                         max_quarantine_share=1.0)
     paths = write_raw(tmp_path, stays=[{}, {"RSA_NUM": "2", "EXE_SOI_DTD": "03/01/2022", "EXE_SOI_DTF": "10/01/2022"}])
     metrics = run_clean(paths, params)
     assert metrics["tables"]["stays"]["quarantine_reasons"]["date_outside_extract"] == 1  # the 2023 stay

@@ -5,11 +5,13 @@ from __future__ import annotations
 from datetime import date
 from pathlib import Path
 
+import polars as pl
 import pytest
 
 from pipelines.clean import REASONS, run_clean
 from pipelines.config import CleanParams
-from tests.raw_fixtures import DEFAULTS, FINESS, PATIENT, clean_rows, render, write_raw
+from pipelines.contracts import SOURCES
+from tests.raw_fixtures import DEFAULTS, FINESS, PATIENT, clean_rows, driving_file, render, write_raw
 
 
 def stay(rsa: int, **overrides: str) -> dict[str, str]:
@@ -111,14 +113,14 @@ def test_values_are_typed(tmp_path: Path) -> None:
         diagnoses=[{"RSA_NUM": "7"}],
     )
     row = out.clean("stays").row(0, named=True)
-    assert row["stay_id"] == f"{FINESS}-7"
+    assert row["stay_id"] == f"{FINESS}-2023-7"
     assert row["admission_date"] == date(2023, 1, 3)
     assert row["discharge_date"] == date(2023, 1, 10)
     assert (row["length_of_stay"], row["age"], row["sex"], row["stay_cost"]) == (7, 72, 1, 3500.5)
     patient = out.clean("patients").row(0, named=True)
     assert patient["death_date"] == date(2023, 12, 21)
     assert (patient["patient_id"], patient["sex"], patient["birth_year"]) == (PATIENT, 2, 1950)
-    assert out.clean("diagnoses")["stay_id"].to_list() == [f"{FINESS}-7"]
+    assert out.clean("diagnoses")["stay_id"].to_list() == [f"{FINESS}-2023-7"]
 
 
 @pytest.mark.parametrize(
@@ -195,7 +197,9 @@ def test_impossible_age(tmp_path: Path, age: str, ok: bool) -> None:
 
 def test_age_bounds_come_from_params(tmp_path: Path) -> None:
     out = clean_rows(
-        tmp_path, CleanParams(min_age=18, max_age=100), stays=[stay(1, AGE_ANN="17"), stay(2, AGE_ANN="18")]
+        tmp_path,
+        CleanParams(min_age=18, max_age=100, max_quarantine_share=1.0),
+        stays=[stay(1, AGE_ANN="17"), stay(2, AGE_ANN="18")],
     )
     assert out.clean("stays")["rsa_num"].to_list() == [2]
     assert out.reasons("stays") == ["impossible_age"]
@@ -213,11 +217,12 @@ def test_impossible_birth_year(tmp_path: Path, year: str, ok: bool) -> None:
 
 @pytest.mark.parametrize("raw", ["31/02/2023", "2023-01-03", "3/1/2023", "03/01/23", "hier"])
 def test_invalid_dates(tmp_path: Path, raw: str) -> None:
+    # the file's format is dd/mm/yyyy (most values): a value not a date in it is a row error
     out = clean_rows(
         tmp_path,
-        stays=[stay(1), stay(2, EXE_SOI_DTD=raw)],
-        patients=[{"BEN_DCD_DTE": raw}],
-        dispensings=[{"EXE_SOI_DTD": raw}],
+        stays=[stay(1), stay(2), stay(3, EXE_SOI_DTD=raw)],
+        patients=[{"BEN_NIR_PSA": "P1", "BEN_DCD_DTE": "02/02/2023"}, {"BEN_NIR_PSA": "P2", "BEN_DCD_DTE": raw}],
+        dispensings=[{}, {"DCT_ORD_NUM": "2", "EXE_SOI_DTD": raw}],
     )
     assert out.reasons("stays") == ["invalid_date"]
     assert out.reasons("patients") == ["invalid_date"]
@@ -225,7 +230,19 @@ def test_invalid_dates(tmp_path: Path, raw: str) -> None:
     assert out.quarantine("stays")["detail"][0].startswith(f"EXE_SOI_DTD='{raw}'")
 
 
-@pytest.mark.parametrize("sex", ["0", "3", "M", "12"])
+@pytest.mark.parametrize(
+    ("written", "fmt"),
+    [("03/01/2023", "dd/mm/yyyy"), ("03012023", "ddmmyyyy"), ("2023-01-03", "iso"),
+     ("03JAN2023:00:00:00", "sas_datetime"), ("03jan2023:00:00:00", "sas_datetime")],
+)
+def test_date_format_is_detected_per_file(tmp_path: Path, written: str, fmt: str) -> None:
+    out = clean_rows(tmp_path, stays=[stay(1, EXE_SOI_DTD=written)])
+    assert out.clean("stays")["admission_date"].to_list() == [date(2023, 1, 3)]
+    c_file = out.table_metrics("stays")["files"]["T_MCO23C.csv"]
+    assert c_file["format"]["date_formats"]["EXE_SOI_DTD"] == fmt
+
+
+@pytest.mark.parametrize("sex", ["3", "M", "12"])
 def test_invalid_sex(tmp_path: Path, sex: str) -> None:
     out = clean_rows(tmp_path, stays=[stay(1, COD_SEX=sex)], patients=[{"BEN_SEX_COD": sex}])
     assert out.reasons("stays") == ["invalid_sex"]
@@ -246,7 +263,7 @@ def test_unknown_stay_in_diagnoses(tmp_path: Path) -> None:
         diagnoses=[{"RSA_NUM": "1"}, {"RSA_NUM": "01", "DGN_ASS_NUM": "2"}, {"RSA_NUM": "2"}, {"RSA_NUM": "3"}],
     )
     clean = out.clean("diagnoses")
-    assert clean["stay_id"].to_list() == [f"{FINESS}-1", f"{FINESS}-1"]  # '01' is stay 1
+    assert clean["stay_id"].to_list() == [f"{FINESS}-2023-1", f"{FINESS}-2023-1"]  # '01' is stay 1
     assert out.reasons("diagnoses") == ["unknown_stay", "unknown_stay"]  # quarantined stay 2, absent stay 3
 
 
@@ -268,20 +285,16 @@ def test_same_key_with_different_content_is_duplicate_key(tmp_path: Path) -> Non
 
 
 def test_malformed_line_keeps_its_text_and_line_number(tmp_path: Path) -> None:
-    good = ";".join(DEFAULTS["stays"].values())
-    short = good.rsplit(";", 1)[0]  # 16 fields
+    good = ";".join(DEFAULTS["stays"][c] for c in SOURCES["T_MCOaaB"].columns)
+    short = good.rsplit(";", 1)[0]  # 12 fields of 13
     out = clean_rows(tmp_path, stays=[stay(1), short, good + ";extra", "", stay(2)])
     assert out.clean("stays")["rsa_num"].to_list() == [1, 2]
-    q = out.quarantine("stays")
+    q = out.quarantine("stays").filter(pl.col("source_file") == "T_MCO23B.csv")
     assert q["reason"].to_list() == ["malformed_line"] * 3
     assert q["line_number"].to_list() == [3, 4, 5]
-    assert q["ETA_NUM"].to_list() == [short, good + ";extra", ""]
-    assert q["RSA_NUM"].to_list() == [None, None, None]
-    assert q["detail"].to_list() == [
-        "expected 17 fields, got 16",
-        "expected 17 fields, got 18",
-        "expected 17 fields, got 1",
-    ]
+    assert q["raw_line"].to_list() == [short, good + ";extra", ""]
+    assert q["ETA_NUM"].to_list() == [None, None, None]
+    assert q["PMSI_YEAR"].to_list() == ["2023"] * 3  # known from the file name
 
 
 def test_first_reason_in_precedence_order_wins(tmp_path: Path) -> None:
@@ -306,9 +319,54 @@ def test_first_reason_in_precedence_order_wins(tmp_path: Path) -> None:
 
 
 def test_crlf_line_endings_and_trailing_blank_lines(tmp_path: Path) -> None:
-    paths = write_raw(tmp_path)
+    paths = write_raw(tmp_path, stays=[stay(1), stay(2)])
     text = render("stays", [stay(1), stay(2)]).replace("\n", "\r\n") + "\r\n\n"
-    (paths.raw / "T_MCOaaBC.csv").write_text(text, encoding="utf-8")
+    (paths.raw / driving_file("stays")).write_text(text, encoding="utf-8")
     metrics = run_clean(paths, CleanParams())
     assert metrics["tables"]["stays"]["raw_rows"] == 2
     assert metrics["tables"]["stays"]["clean_rows"] == 2
+
+
+@pytest.mark.parametrize(("raw", "expected"), [("1", 1), ("2", 2), ("0", 9), ("9", 9), ("7", 9), ("8", 9)])
+def test_unknown_sex_codes_are_kept_as_9(tmp_path: Path, raw: str, expected: int) -> None:
+    out = clean_rows(tmp_path, stays=[stay(1, COD_SEX=raw)], patients=[{"BEN_SEX_COD": raw}])
+    assert out.clean("stays")["sex"].to_list() == [expected]
+    assert out.clean("patients")["sex"].to_list() == [expected]
+
+
+@pytest.mark.parametrize("code", ["-1", "-2", "0", "6", "7", "8", "9"])
+def test_every_exit_mode_of_the_nomenclature_is_accepted(tmp_path: Path, code: str) -> None:
+    out = clean_rows(tmp_path, stays=[stay(1, SOR_MOD=code, ENT_MOD=code, ENT_PRV="9", SOR_DES="0")])
+    assert out.clean("stays")["discharge_mode"].to_list() == [code]
+
+
+@pytest.mark.parametrize(("column", "raw"), [("SOR_MOD", "5"), ("ENT_MOD", "X"), ("ENT_PRV", "8"), ("SOR_DES", "-1")])
+def test_codes_outside_the_nomenclature_are_quarantined_with_their_value(tmp_path: Path, column: str, raw: str) -> None:
+    out = clean_rows(tmp_path, stays=[stay(1), stay(2, **{column: raw})])
+    assert out.reasons("stays") == ["invalid_code"]
+    q = out.quarantine("stays").row(0, named=True)
+    assert q["detail"].startswith(f"{column}='{raw}': not a code of MS_")
+    assert q["source_file"] == "T_MCO23B.csv"
+
+
+def test_session_with_empty_sej_nbj_takes_its_length_from_the_dates(tmp_path: Path) -> None:
+    out = clean_rows(tmp_path, stays=[stay(1, SEJ_NBJ="", EXE_SOI_DTF="03/01/2023", DGN_PAL="Z511")])
+    assert out.clean("stays")["length_of_stay"].to_list() == [0]
+
+
+def test_icd10_plus_extensions_are_kept(tmp_path: Path) -> None:
+    out = clean_rows(tmp_path, stays=[stay(1, DGN_PAL="R53+0")], diagnoses=[{"ASS_DGN": "r53.+1"}])
+    assert out.clean("stays")["icd10_code"].to_list() == ["R53+0"]
+    assert out.clean("diagnoses")["icd10_code"].to_list() == ["R53+1"]
+
+
+def test_any_finess_category_is_mapped(tmp_path: Path) -> None:
+    out = clean_rows(
+        tmp_path,
+        hospitals=[{}, {"IDE_ETA_NUM": "750000002", "categetab": "696"},
+                   {"IDE_ETA_NUM": "750000003", "nofinesset": "750000099"}],
+        stays=[stay(1)],
+    )
+    clean = out.clean("hospitals")
+    assert clean["category"].to_list() == ["AP-HP/CHU", "Other", "Unknown"]
+    assert clean["category_code"].to_list() == ["101", "696", None]

@@ -19,6 +19,8 @@ from pipelines.contracts import (
     TRUTH_STAYS_FILE,
 )
 from pipelines.generate import run_generate
+from pipelines.snds.discover import classify
+from pipelines.snds.ingest import Extract, ingest_table
 
 
 def small_params(patients: int = 4000, seed: int = 7, **dirt: float) -> Params:
@@ -38,23 +40,42 @@ def generated(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _raw(root: Path, table: str) -> pl.DataFrame:
-    return pl.read_csv(
-        root / "data" / "raw" / RAW_TABLES[table].file, separator=RAW_SEPARATOR, infer_schema=False,
-        truncate_ragged_lines=True,
-    )
+    """The logical raw table (SNDS files stacked and joined by the snds toolkit), all text."""
+    return ingest_table(Extract.open(root / "data" / "raw"), table).rows
 
 
 def _digest(folder: Path) -> dict[str, str]:
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
 
 
-def test_raw_files_have_snds_headers_and_dates(generated: Path) -> None:
-    for table in RAW_TABLES.values():
-        header = (generated / "data" / "raw" / table.file).read_text(encoding="utf-8").split("\n", 1)[0]
-        assert header.split(RAW_SEPARATOR) == list(table.columns)
+def test_raw_files_have_snds_layout_headers_and_dates(generated: Path) -> None:
+    files = sorted(p.name for p in (generated / "data" / "raw").iterdir())
+    expected = {"IR_BEN_R.csv", "BE_IDE_R.csv", "EXT_FINESS_SAE.csv", "ER_PRS_F.csv", "ER_PHA_F.csv", "IR_PHA_R.csv"}
+    expected |= {f"T_MCO{yy}{t}.csv" for yy in ("21", "22", "23", "24") for t in ("B", "C", "D", "VALO")}
+    assert expected <= set(files)
+    for name in files:
+        found = classify(generated / "data" / "raw" / name)
+        assert found is not None, name
+        header = (generated / "data" / "raw" / name).read_text(encoding="utf-8").split("\n", 1)[0]
+        assert header.split(RAW_SEPARATOR) == list(found.source.columns), name
+    c = pl.read_csv(generated / "data" / "raw" / "T_MCO22C.csv", separator=";", infer_schema=False,
+                    truncate_ragged_lines=True)
+    # SAS datetimes, as the schema types T_MCOaaC dates
+    assert c["EXE_SOI_DTD"].str.contains(r"^\d{2}[A-Z]{3}\d{4}:00:00:00$").mean() > 0.99  # type: ignore[operator]
     stays = _raw(generated, "stays")
-    assert stays["EXE_SOI_DTD"].str.contains(r"^\d{2}/\d{2}/\d{4}$").mean() > 0.99  # type: ignore[operator]
     assert stays["ETA_NUM"].str.len_chars().eq(9).all()
+
+
+def test_rsa_num_restarts_every_pmsi_year(generated: Path) -> None:
+    stays = _raw(generated, "stays").filter(~pl.col("_malformed"))
+    firsts = stays.group_by("PMSI_YEAR", "ETA_NUM").agg(pl.col("RSA_NUM").min())
+    assert (firsts["RSA_NUM"] == "0000000001").mean() > 0.95  # type: ignore[operator]
+    # the same (ETA_NUM, RSA_NUM) appears in several years: only the year tells the stays apart
+    per_key = stays.group_by("ETA_NUM", "RSA_NUM").agg(pl.col("PMSI_YEAR").n_unique())
+    assert per_key["PMSI_YEAR"].max() >= 4  # type: ignore[operator]
+    sessions = stays.filter(pl.col("DGN_PAL").str.starts_with("Z49"))
+    assert sessions.height > 0
+    assert (sessions["SEJ_NBJ"] == "").all()
 
 
 def test_same_seed_same_bytes_and_other_seed_differs(generated: Path, tmp_path: Path) -> None:
@@ -71,9 +92,12 @@ def test_scale_multiplies_the_population(tmp_path: Path) -> None:
     doubled = params.model_copy(update={"generate": params.generate.model_copy(update={"scale": 2.0})})
     a = run_generate(Paths(tmp_path / "a"), params, progress=False)["rows"]
     b = run_generate(Paths(tmp_path / "b"), doubled, progress=False)["rows"]
-    assert 1.8 < b["patients"] / a["patients"] < 2.2
-    assert 1.7 < b["stays"] / a["stays"] < 2.3
-    assert b["hospitals"] == a["hospitals"]
+    def stays(rows: dict[str, int]) -> int:
+        return sum(n for name, n in rows.items() if name.startswith("T_MCO") and name.endswith("B.csv"))
+
+    assert 1.8 < b["IR_BEN_R.csv"] / a["IR_BEN_R.csv"] < 2.2
+    assert 1.7 < stays(b) / stays(a) < 2.3
+    assert b["BE_IDE_R.csv"] == a["BE_IDE_R.csv"]
 
 
 def test_truth_files_match_their_contracts(generated: Path) -> None:
@@ -93,6 +117,8 @@ def test_every_logged_corruption_points_at_a_raw_row(generated: Path) -> None:
     for table, spec in RAW_TABLES.items():
         raw = _raw(generated, table)
         keys = set(raw.select(pl.concat_str(list(spec.key), separator="|")).to_series().to_list())
+        if table == "stays":  # a malformed B line keeps its fields: its key is still readable
+            assert raw["_malformed"].any()
         logged = log.filter(pl.col("table") == table)
         assert set(logged["row_key"].to_list()) <= keys, table
         for row in logged.filter(pl.col("column") != "").iter_rows(named=True):
@@ -121,13 +147,8 @@ def test_population_is_realistic(generated: Path) -> None:
 def test_deaths_are_final(generated: Path) -> None:
     """No stay starts after the patient's recorded death date."""
     patients = _raw(generated, "patients").filter(pl.col("BEN_DCD_DTE") != "")
-    deaths = patients.select(
-        pl.col("BEN_NIR_PSA").alias("NIR_ANO_17"),
-        pl.col("BEN_DCD_DTE").str.to_date("%d/%m/%Y").alias("death"),
-    )
-    stays = _raw(generated, "stays").with_columns(
-        adm=pl.col("EXE_SOI_DTD").str.to_date("%d/%m/%Y", strict=False)
-    )
+    deaths = patients.select(pl.col("BEN_NIR_PSA").alias("NIR_ANO_17"), pl.col("BEN_DCD_DTE__date").alias("death"))
+    stays = _raw(generated, "stays").with_columns(adm=pl.col("EXE_SOI_DTD__date"))
     late = stays.join(deaths, on="NIR_ANO_17").filter(pl.col("adm") > pl.col("death"))
     assert late.height == 0
     assert deaths.height > 0
@@ -136,7 +157,8 @@ def test_deaths_are_final(generated: Path) -> None:
 def test_planted_effects_hold_in_the_truth(generated: Path) -> None:
     """Older and costlier stays carry a higher true readmission probability; 93 is above average."""
     stays = _raw(generated, "stays").with_columns(
-        stay_id=pl.concat_str(["ETA_NUM", pl.lit("-"), "RSA_NUM"]),
+        stay_id=pl.concat_str(["ETA_NUM", pl.lit("-"), "PMSI_YEAR", pl.lit("-"),
+                               pl.col("RSA_NUM").cast(pl.Int64, strict=False).cast(pl.String)]),
         age=pl.col("AGE_ANN").cast(pl.Int32, strict=False),
         cost=pl.col("MNT_TOT_AM").str.replace(",", ".").cast(pl.Float64, strict=False),
     )

@@ -58,7 +58,7 @@ def test_constants_match_the_seeds_and_dbt_tests() -> None:
     tests = _mart_tests()
     assert tuple(_accepted(tests["diagnosis_group"])) == sc.DIAGNOSIS_GROUPS
     assert tuple(_accepted(tests["discharge_destination"])) == sc.DISCHARGE_DESTINATIONS
-    assert _accepted(tests["sex"]) == [1, 2]
+    assert _accepted(tests["sex"]) == [1, 2, 9]
     assert _accepted(tests["emergency_admission"]) == [0, 1]
     lace = next(t["value_between"]["arguments"] for t in tests["lace_score"] if isinstance(t, dict))
     assert lace == {"min_value": 0, "max_value": sc.LACE_MAX}
@@ -70,7 +70,7 @@ def test_trained_categories_narrow_the_code_sets() -> None:
     contract = sc.scoring_contract(Params.model_validate({}), {"department": ["75", "93", "99"]})
     assert contract.rule("department") == sc.CategoricalRule("department", ("75", "93"))
     assert contract.rule("hospital_category") == sc.CategoricalRule(
-        "hospital_category", tuple(contracts.HOSPITAL_CATEGORIES.values()))
+        "hospital_category", contracts.HOSPITAL_CATEGORY_VALUES)
 
 
 def test_numeric_checks_name_first_row_and_count() -> None:

@@ -14,16 +14,24 @@ import pytest
 
 from pipelines.clean import run_clean
 from pipelines.config import Params, Paths
-from pipelines.contracts import CORRUPTION_KINDS, RAW_SEPARATOR, RAW_TABLES, TRUTH_CORRUPTIONS_FILE
+from pipelines.contracts import (
+    CORRUPTION_KINDS,
+    PMSI_YEAR_COLUMN,
+    RAW_SEPARATOR,
+    RAW_TABLES,
+    SOURCES,
+    TRUTH_CORRUPTIONS_FILE,
+)
 from pipelines.generate import run_generate
 
-# Raw key -> clean key expression, per table.
+# Raw key -> clean key expression, per table (RSA_NUM is written as 10 digits).
+_RSA = pl.col("rsa_num").cast(pl.String).str.zfill(10)
 CLEAN_KEYS: dict[str, pl.Expr] = {
     "patients": pl.col("patient_id"),
     "hospitals": pl.col("hospital_id"),
-    "stays": pl.concat_str([pl.col("hospital_id"), pl.col("rsa_num").cast(pl.String)], separator="|"),
+    "stays": pl.concat_str([pl.col("pmsi_year").cast(pl.String), pl.col("hospital_id"), _RSA], separator="|"),
     "diagnoses": pl.concat_str(
-        [pl.col("hospital_id"), pl.col("rsa_num").cast(pl.String), pl.col("diagnosis_rank").cast(pl.String)],
+        [pl.col("pmsi_year").cast(pl.String), pl.col("hospital_id"), _RSA, pl.col("diagnosis_rank").cast(pl.String)],
         separator="|",
     ),
     "dispensings": pl.col("dispensing_id"),
@@ -49,16 +57,21 @@ def cleaned(tmp_path_factory: pytest.TempPathFactory) -> Path:
     data["generate"]["dirt"] = {k: v * 4 for k, v in data["generate"]["dirt"].items()}
     params = Params.model_validate(data)
     run_generate(Paths(root), params, progress=False)
-    run_clean(Paths(root), params.clean)
+    run_clean(Paths(root), params.clean.model_copy(update={"max_quarantine_share": 1.0}))
     return root
 
 
 def _quarantine_keys(root: Path, table: str) -> pl.DataFrame:
     spec = RAW_TABLES[table]
     q = pl.read_parquet(root / "data" / "quarantine" / f"{table}.parquet")
-    first = spec.columns[0]
-    # A malformed line keeps its whole raw text in the first column: rebuild its key from it.
-    split_key = pl.col(first).str.split(RAW_SEPARATOR).list.slice(0, len(spec.key)).list.join("|")
+    # A malformed line keeps its whole raw text in raw_line: rebuild its key from its file's columns.
+    driving = SOURCES[spec.driving].columns
+    fields = pl.col("raw_line").str.split(RAW_SEPARATOR)
+    split_key = pl.concat_str(
+        [pl.col(c) if c == PMSI_YEAR_COLUMN else fields.list.get(driving.index(c), null_on_oob=True)
+         for c in spec.key],
+        separator="|",
+    )
     key = (
         pl.when(pl.col("reason") == "malformed_line")
         .then(split_key)
@@ -110,9 +123,23 @@ def test_each_corruption_is_repaired_quarantined_or_dropped(cleaned: Path, table
 
 def test_row_accounting_adds_up(cleaned: Path) -> None:
     metrics = json.loads((cleaned / "reports" / "metrics" / "cleaning.json").read_text())
-    for table, spec in RAW_TABLES.items():
+    seen: set[str] = set()
+    for table in RAW_TABLES:
         m = metrics["tables"][table]
-        raw_lines = (cleaned / "data" / "raw" / spec.file).read_bytes().rstrip(b"\n").count(b"\n")
-        assert m["raw_rows"] == raw_lines
         assert m["raw_rows"] == m["clean_rows"] + m["quarantined_rows"] + m["duplicates_dropped"]
         assert sum(m["quarantine_reasons"].values()) == m["quarantined_rows"]
+        for name, f in m["files"].items():  # per SNDS file, linked and referential ones included
+            raw_lines = (cleaned / "data" / "raw" / name).read_bytes().rstrip(b"\n").count(b"\n")
+            assert f["raw_rows"] == raw_lines, name
+            assert f["raw_rows"] == f["clean_rows"] + f["quarantined_rows"] + f["duplicates_dropped"], name
+            seen.add(name)
+    assert seen == {p.name for p in (cleaned / "data" / "raw").iterdir()}  # every file read once
+
+
+def test_no_stay_is_lost_to_key_collisions_across_years(cleaned: Path) -> None:
+    metrics = json.loads((cleaned / "reports" / "metrics" / "cleaning.json").read_text())
+    stays = metrics["tables"]["stays"]
+    assert stays["quarantine_reasons"]["duplicate_key"] == 0
+    clean = pl.read_parquet(cleaned / "data" / "clean" / "stays.parquet")
+    assert clean.select("hospital_id", "rsa_num").is_duplicated().sum() > 1000  # same RSA_NUM in several years
+    assert clean["stay_id"].is_unique().all()

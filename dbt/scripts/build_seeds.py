@@ -90,8 +90,10 @@ CHARLSON_CODES: dict[str, list[str]] = {
     "hiv_aids": ["B20", "B21", "B22", "B24"],
 }
 
-EXIT_MODES = ("0", "6", "7", "8", "9")
-PROVENANCES = ("1", "2", "3", "4", "5", "6", "7")
+# Every code of MS_SOR_V / MS_PRV_V, unknown (-1, 9) and not-applicable (-2, 0) included:
+# clean accepts exactly these (pipelines/contracts.py EXIT_MODE_CODES, PROVENANCE_CODES).
+EXIT_MODES = ("-1", "-2", "0", "6", "7", "8", "9")
+PROVENANCES = ("0", "1", "2", "3", "4", "5", "6", "7", "9")
 
 
 def _read(path: Path) -> list[dict[str, str]]:

@@ -133,8 +133,9 @@ CHRONIC_COMORBIDITY: dict[str, str] = {
     "CKD": "N184",
     "CANCER": "C349",
 }
-# Frequent codes with no Charlson weight (hypertension, dyslipidaemia, obesity, tobacco).
-NOISE_DIAGNOSES: tuple[str, ...] = ("I10", "E785", "E669", "F172", "Z921")
+# Frequent codes with no Charlson weight (hypertension, dyslipidaemia, obesity, tobacco, and
+# R53+0, an ATIH extension of the French CIM-10 written with '+').
+NOISE_DIAGNOSES: tuple[str, ...] = ("I10", "E785", "E669", "F172", "Z921", "R53+0")
 
 # Hospital categories: code -> (share of hospitals outside Paris, beds range, cost factor).
 HOSPITAL_MIX: dict[str, tuple[float, tuple[int, int], float]] = {

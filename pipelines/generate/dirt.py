@@ -10,7 +10,7 @@ import numpy as np
 import polars as pl
 
 from pipelines.config import DirtRates
-from pipelines.contracts import RAW_SEPARATOR, RAW_TABLES
+from pipelines.contracts import RAW_SEPARATOR, RAW_TABLES, SOURCES
 
 # Repairable kinds: (table, column) pairs they hit.
 _REPAIRABLE: dict[str, tuple[tuple[str, str], ...]] = {
@@ -80,7 +80,8 @@ def _fatal_dirty(kind: str, row: dict[str, str], u: float) -> dict[str, str]:
     return out
 
 
-RAW_TABLES_LAST = {name: t.columns[-1] for name, t in RAW_TABLES.items()}
+# A malformed line grows the last field of the table's driving file (T_MCOaaB for stays ...).
+RAW_TABLES_LAST = {name: SOURCES[t.driving].columns[-1] for name, t in RAW_TABLES.items()}
 
 
 def _key(table: str, row: dict[str, str]) -> str:
@@ -93,7 +94,7 @@ def _written_columns(table: str) -> list[str]:
     Only these go through Python lists; the other columns stay Polars series untouched.
     """
     spec = RAW_TABLES[table]
-    wanted = set(spec.key) | {spec.columns[-1]}  # malformed lines grow the last field
+    wanted = set(spec.key) | {RAW_TABLES_LAST[table]}  # malformed lines grow the last field
     wanted |= {column for targets in _REPAIRABLE.values() for t, column in targets if t == table}
     wanted |= {_FATAL_COLUMN[kind] for kind in _FATAL[table]} - {""}
     if "discharge_before_admission" in _FATAL[table]:

@@ -13,7 +13,7 @@ from tqdm import tqdm
 from pipelines.config import Params, Paths
 from pipelines.contracts import (
     RAW_SEPARATOR,
-    RAW_TABLES,
+    SOURCES,
     TRUTH_CORRUPTION_COLUMNS,
     TRUTH_CORRUPTIONS_FILE,
     TRUTH_STAY_COLUMNS,
@@ -27,21 +27,23 @@ from pipelines.generate.sessions import simulate_dispensings, simulate_sessions
 
 # Independent random streams, so that changing one part leaves the others' draws alone.
 _STREAM_HOSPITALS, _STREAM_PATIENTS, _STREAM_STAYS, _STREAM_SESSIONS = 1, 2, 3, 4
-_STREAM_PHARMACY, _STREAM_EXTRACT, _STREAM_DIRT = 5, 6, 7
+_STREAM_PHARMACY, _STREAM_EXTRACT, _STREAM_DIRT, _STREAM_PMSI = 5, 6, 7, 8
 
 
 def _rng(seed: int, *stream: int) -> np.random.Generator:
     return np.random.default_rng([seed, *stream])
 
 
-def _append_csv(frame: pl.DataFrame, path: Path, header: bool) -> None:
+def _append_csv(frame: pl.DataFrame, path: Path) -> None:
+    """Append rows to a raw file, with the header line when the file is new."""
+    header = not path.exists()
     with path.open("ab") as handle:
         frame.write_csv(handle, separator=RAW_SEPARATOR, quote_style="never", include_header=header,
                         line_terminator="\n")
 
 
 def run_generate(paths: Paths, params: Params, progress: bool = True) -> dict[str, Any]:
-    """Write the raw CSV exports and the truth; return row counts per table."""
+    """Write the raw SNDS files and the truth; return row counts per file."""
     gen = params.generate
     seed = params.seed
     start = np.datetime64(gen.start_date.isoformat(), "D")
@@ -52,13 +54,22 @@ def run_generate(paths: Paths, params: Params, progress: bool = True) -> dict[st
         folder.mkdir(parents=True)
 
     hosp = make_hospitals(gen.hospitals, _rng(seed, _STREAM_HOSPITALS), new_clinic_in_93=gen.drift.enabled)
-    counts = dict.fromkeys(RAW_TABLES, 0)
+    counts: dict[str, int] = {}
     corruptions: list[dict[str, str]] = []
     truths: list[pl.DataFrame] = []
+
+    def write(table: str, frame: pl.DataFrame) -> None:
+        for file_name, rows in extract.split_sources(table, frame).items():
+            _append_csv(rows, raw_tmp / file_name)
+            counts[file_name] = counts.get(file_name, 0) + rows.height
+
     hospitals, log = corrupt("hospitals", extract.hospitals_table(hosp), gen.dirt, _rng(seed, _STREAM_DIRT, 0))
-    _append_csv(hospitals, raw_tmp / RAW_TABLES["hospitals"].file, header=True)
-    counts["hospitals"] += hospitals.height
+    write("hospitals", hospitals)
+    write_referential = extract.drug_referential()
+    _append_csv(write_referential, raw_tmp / SOURCES["IR_PHA_R"].file_name())
+    counts[SOURCES["IR_PHA_R"].file_name()] = write_referential.height
     corruptions += log
+    rsa_next: dict[tuple[str, str], int] = {}
 
     n_total = gen.n_patients
     starts = list(range(0, n_total, gen.chunk_patients))
@@ -72,7 +83,7 @@ def run_generate(paths: Paths, params: Params, progress: bool = True) -> dict[st
         sessions = simulate_sessions(pat, hosp, unplanned, death_day, _rng(seed, _STREAM_SESSIONS, chunk), n_days)
         pharmacy = simulate_dispensings(pat, death_day, _rng(seed, _STREAM_PHARMACY, chunk), n_days)
         stays, diagnoses, truth = extract.stays_tables(
-            pat, hosp, unplanned, sessions, chunk, start, _rng(seed, _STREAM_EXTRACT, chunk)
+            pat, hosp, unplanned, sessions, rsa_next, start, _rng(seed, _STREAM_EXTRACT, chunk)
         )
         tables = {
             "patients": extract.patients_table(pat, death_day, start),
@@ -82,8 +93,10 @@ def run_generate(paths: Paths, params: Params, progress: bool = True) -> dict[st
         }
         for k, (name, frame) in enumerate(tables.items(), start=1):
             dirty, log = corrupt(name, frame, gen.dirt, _rng(seed, _STREAM_DIRT, chunk + 1, k))
-            _append_csv(dirty, raw_tmp / RAW_TABLES[name].file, header=chunk == 0)
-            counts[name] += dirty.height
+            if name == "stays":  # stays the standard PMSI filters drop in staging (not in the truth)
+                dirty = pl.concat([dirty, extract.pmsi_rejected_stays(
+                    stays, gen.dirt.pmsi_rejected_stay, rsa_next, _rng(seed, _STREAM_PMSI, chunk))])
+            write(name, dirty)
             corruptions += log
         truths.append(truth)
         bar.update(n)
@@ -102,7 +115,7 @@ def run_generate(paths: Paths, params: Params, progress: bool = True) -> dict[st
         shutil.rmtree(final, ignore_errors=True)
         tmp.rename(final)
     return {
-        "rows": counts,
+        "rows": dict(sorted(counts.items())),
         "total_rows": sum(counts.values()),
         "corruptions": corruption_frame.group_by("kind").len().sort("kind").rows(),
     }

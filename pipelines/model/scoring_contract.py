@@ -3,7 +3,7 @@
 The bounds come from the same places the rest of the chain uses: the clean stage's age bound
 (params `clean.max_age`), the warehouse's index-stay rules (params `warehouse.minor_age`, the
 extract's dates), the feature contract (`contracts.FEATURE_SCHEMA`: Int32 columns), the dbt
-tests of the feature mart (sex 1/2, flags 0/1, LACE 0-19, the accepted code sets), the
+tests of the feature mart (sex 1/2/9, flags 0/1, LACE 0-19, the accepted code sets), the
 nomenclatures (IdF departments, Charlson weights) and, for categorical columns, the categories
 the served model was trained on (its one-hot encoder), so an unseen category is refused
 instead of silently scored as "none of them".
@@ -43,7 +43,7 @@ DISCHARGE_DESTINATIONS = ("home", "transfer_mco", "transfer_ssr", "other")
 CONTRACT_CODES: dict[str, tuple[str, ...]] = {
     "department": contracts.IDF_DEPARTMENTS,
     "diagnosis_group": DIAGNOSIS_GROUPS,
-    "hospital_category": tuple(contracts.HOSPITAL_CATEGORIES.values()),
+    "hospital_category": contracts.HOSPITAL_CATEGORY_VALUES,
     "discharge_destination": DISCHARGE_DESTINATIONS,
 }
 NULLABLE = ("days_since_last_discharge",)  # null when the patient has no earlier stay
@@ -146,7 +146,8 @@ def scoring_contract(params: Params, trained: Mapping[str, Sequence[str]] | None
     low_age = max(params.clean.min_age, wb.minor_age)  # minors are never index stays
     numeric = (
         NumericRule("age", low_age, params.clean.max_age),
-        NumericRule("sex", 1, 2, codes=(1, 2)),
+        # 1 male, 2 female, 9 unknown (clean maps SNDS codes 0/7/8/9 to 9; dbt tests the same set)
+        NumericRule("sex", 1, contracts.SEX_UNKNOWN, codes=contracts.SEX_CODES),
         NumericRule("deprivation_rate", 0.0, 100.0, integer=False),
         NumericRule("length_of_stay", 0, span_days),
         NumericRule("emergency_admission", 0, 1, codes=(0, 1)),

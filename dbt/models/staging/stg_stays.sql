@@ -1,8 +1,23 @@
+{#
+    Stays that enter the analyses. The standard PMSI MCO filters (SNDS documentation) drop:
+    error GHMs (CMD 90), stays whose T_MCOaaC control codes are not all '0', and stays of the
+    AP-HP / AP-HM / HCL geographic FINESS numbers (duplicates of the legal entity's stays).
+    stg_pmsi_exclusions lists what was dropped and why.
+#}
 with
 
 source as (
 
     select * from {{ source('clean', 'stays') }}
+
+),
+
+kept as (
+
+    select source.*
+    from source
+    where not exists (select 1 from {{ ref('stg_pmsi_exclusions') }} as excluded
+                      where excluded.stay_id = source.stay_id)
 
 ),
 
@@ -12,6 +27,7 @@ renamed as (
         ----------  ids
         cast(stay_id as {{ dbt.type_string() }}) as stay_id,
         cast(hospital_id as {{ dbt.type_string() }}) as hospital_id,
+        cast(pmsi_year as {{ dbt.type_int() }}) as pmsi_year,
         cast(rsa_num as {{ dbt.type_bigint() }}) as rsa_num,
         cast(patient_id as {{ dbt.type_string() }}) as patient_id,
 
@@ -39,7 +55,7 @@ renamed as (
         ---------- valuation
         cast(stay_cost as {{ type_double() }}) as stay_cost
 
-    from source
+    from kept
 
 )
 
