@@ -75,13 +75,16 @@ def test_header_without_final_newline_is_a_structural_error(tmp_path: Path) -> N
 
 
 def test_cr_only_line_endings_are_read(tmp_path: Path) -> None:
-    # SAS on old systems writes CR-only files: read, not refused (the format report says nothing of it)
+    # SAS on old systems writes CR-only files: read, not refused, and named in the format report
     paths = write_raw(tmp_path, stays=[{}, {"RSA_NUM": "2"}])
     for name in ("T_MCO23B.csv", "T_MCO23C.csv", "T_MCO23VALO.csv"):
         path = paths.raw / name
         path.write_bytes(path.read_bytes().replace(b"\n", b"\r"))
     metrics = run_clean(paths, NO_CEILING)
     assert metrics["tables"]["stays"]["clean_rows"] == 2
+    files = metrics["tables"]["stays"]["files"]
+    assert files["T_MCO23B.csv"]["format"]["line_endings"] == "CR"
+    assert metrics["tables"]["patients"]["files"]["IR_BEN_R.csv"]["format"]["line_endings"] == "LF"
 
 
 def test_non_utf8_bytes_with_encoding_utf8(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ from pipelines.contracts import SOURCES
 from pipelines.snds.discover import SourceFile, classify, discover
 from pipelines.snds.errors import ExtractError
 from pipelines.snds.ingest import Extract, ingest_table
-from pipelines.snds.read import MALFORMED, RAW, read_source
+from pipelines.snds.read import MALFORMED, RAW, line_endings, read_source
 
 
 @pytest.mark.parametrize(
@@ -69,6 +69,14 @@ def test_cr_only_line_endings(tmp_path: Path) -> None:
     rows = _read(tmp_path, "BE_IDE_R.csv", b"IDE_ETA_NUM;IDE_BDI_COD\r750000001;75013\r750000002;75014\r")
     assert rows["IDE_ETA_NUM"].to_list() == ["750000001", "750000002"]
     assert rows["_line"].to_list() == [2, 3]
+
+
+@pytest.mark.parametrize(
+    ("data", "endings"),
+    [(b"A;B\n1;2\n", "LF"), (b"A;B\r\n1;2\r\n", "CRLF"), (b"A;B\r1;2\r", "CR"), (b"A;B\n1;x\ry\n", "LF")],
+)
+def test_line_endings_are_reported(data: bytes, endings: str) -> None:
+    assert line_endings(data.decode()) == endings
 
 
 @pytest.mark.parametrize(

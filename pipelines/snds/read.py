@@ -62,11 +62,12 @@ class FileFormat:
     separator: str
     quoted: bool
     date_formats: dict[str, str] = field(default_factory=dict)  # column -> DATE_FORMATS label
+    line_endings: str = "LF"  # LF, CRLF or CR (CR-only files are read as if LF: reported, not refused)
 
     def describe(self) -> dict[str, object]:
         sep = {"\t": "tab"}.get(self.separator, self.separator)
         return {"encoding": self.encoding, "separator": sep, "quoted": self.quoted,
-                "date_formats": dict(sorted(self.date_formats.items()))}
+                "line_endings": self.line_endings, "date_formats": dict(sorted(self.date_formats.items()))}
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,13 @@ def decode(data: bytes, path: Path, encoding: str) -> tuple[str, str]:
                     " set clean.encoding to auto, cp1252 or latin-1 for SAS exports"
                 ) from exc
     raise AssertionError("latin-1 decodes any bytes")  # pragma: no cover
+
+
+def line_endings(text: str) -> str:
+    """LF, CRLF or CR: how the file ends its lines (a bare CR in an LF file is data)."""
+    if "\r\n" in text:
+        return "CRLF"
+    return "CR" if "\r" in text and "\n" not in text else "LF"
 
 
 def _lines(text: str) -> pl.Series:
@@ -274,6 +282,7 @@ def read_source(file: SourceFile, encoding: str = "auto") -> SourceRows:
         raise ExtractError(f"{path}: file is empty (no header line)")
     text, used = decode(data, path, encoding)
     del data
+    endings = line_endings(text)
     lines = _lines(text)
     quoted = '"' in text
     del text
@@ -302,7 +311,8 @@ def read_source(file: SourceFile, encoding: str = "auto") -> SourceRows:
     )
     return SourceRows(
         file=file,
-        format=FileFormat(encoding=used, separator=sep, quoted=quoted, date_formats=formats),
+        format=FileFormat(encoding=used, separator=sep, quoted=quoted, date_formats=formats,
+                          line_endings=endings),
         rows=rows,
         raw_rows=frame.height,
         duplicates_dropped=frame.height - unique.height,
