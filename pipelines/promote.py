@@ -20,7 +20,8 @@ The objective is the training objective on those rows: recall at the model's own
   * not rolled back: a version `rollback` took out of service is never promoted again;
   * threshold rule: with `refuse_f2_fallback`, a version whose validation threshold missed the
     precision floor (threshold_rule f2_fallback) is refused;
-  * precision floor: the challenger's test precision >= min_precision (else it is "worse");
+  * precision floor: the challenger's test precision is not significantly below min_precision
+    (95% Wilson upper bound >= floor; `precision_floor_rule: point` compares the estimate itself);
   * objective: challenger recall >= champion recall - objective_tolerance (when the champion
     itself misses the floor on these rows, a challenger meeting it is better);
   * LACE (first model only, `require_beats_lace`): the challenger's recall beats LACE's best
@@ -43,7 +44,7 @@ import logging
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import polars as pl
@@ -59,6 +60,7 @@ from pipelines.model import data as fdata
 from pipelines.model import tracking
 from pipelines.model.params import EvaluateParams, TrainParams
 from pipelines.model.thresholds import RULE_F2
+from pipelines.stats import wilson_interval
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +83,11 @@ class PromoteParams(BaseModel):
     allow_missing_fairness: bool = False
     require_beats_lace: bool = True  # the very first model must beat LACE at the precision floor
     refuse_f2_fallback: bool = True  # refuse a version whose threshold missed the floor on validation
+    # How the test precision is held to train.min_precision. The threshold is chosen on the validation
+    # window, so the test precision of a model exactly at the floor falls below it about half the time:
+    # "wilson_upper" refuses only a precision significantly below the floor (the 95% Wilson upper
+    # bound < floor); "point" compares the point estimate.
+    precision_floor_rule: Literal["wilson_upper", "point"] = "wilson_upper"
     champion_alias: str = Field("champion", min_length=1)
     previous_alias: str = Field("previous", min_length=1)
 
@@ -158,8 +165,17 @@ def flag_metrics(y: np.ndarray, flag: np.ndarray) -> dict[str, Any]:
     }
 
 
+def meets_precision_floor(tp: int, flagged: int, min_precision: float, rule: str) -> bool:
+    """Precision tp/flagged held to the floor: point estimate, or not significantly below (Wilson)."""
+    if flagged <= 0:
+        return False
+    if rule == "point":
+        return tp / flagged >= min_precision
+    return wilson_interval(tp, flagged)[1] >= min_precision
+
+
 def model_metrics(client: MlflowClient, name: str, version: str, window: ScoringWindow,
-                  min_precision: float) -> dict[str, Any]:
+                  min_precision: float, rule: str = "wilson_upper") -> dict[str, Any]:
     """The registered version's pyfunc (what `serve` would serve) on the window's rows."""
     import mlflow
 
@@ -174,7 +190,8 @@ def model_metrics(client: MlflowClient, name: str, version: str, window: Scoring
         "version": version,
         "threshold": _r(float(tags["threshold"])) if "threshold" in tags else None,
         "threshold_rule": tags.get("threshold_rule"),
-        "meets_precision_floor": metrics["precision"] >= min_precision,
+        "precision_ci95": [_r(b) for b in wilson_interval(metrics["tp"], metrics["flagged"])],
+        "meets_precision_floor": meets_precision_floor(metrics["tp"], metrics["flagged"], min_precision, rule),
         "roc_auc": _r(roc_auc_score(y, p)),
         "pr_auc": _r(average_precision_score(y, p)),
     })
@@ -227,9 +244,12 @@ def evaluate_gates(pp: PromoteParams, min_precision: float, challenger: dict[str
         gates.add("threshold_rule", rule != RULE_F2,
                   f"threshold_rule {rule}" + (" (no validation threshold met the precision floor)"
                                               if rule == RULE_F2 else ""))
+    ci = challenger.get("precision_ci95")
+    shown = f" (95% CI {ci[0]:.4f}-{ci[1]:.4f})" if ci else ""
+    how = "not significantly below" if pp.precision_floor_rule == "wilson_upper" else ">="
     gates.add("precision_floor", challenger["meets_precision_floor"],
-              f"challenger test precision {challenger['precision']:.4f} "
-              f"{'>=' if challenger['meets_precision_floor'] else '<'} floor {min_precision}")
+              f"challenger test precision {challenger['precision']:.4f}{shown} "
+              f"{how if challenger['meets_precision_floor'] else 'below'} floor {min_precision}")
     if champion is not None:
         if not champion["meets_precision_floor"]:
             gates.add("objective", challenger["meets_precision_floor"],
@@ -250,9 +270,11 @@ def evaluate_gates(pp: PromoteParams, min_precision: float, challenger: dict[str
                       f"recall {challenger['recall']:.4f} at precision {challenger['precision']:.4f}")
         else:
             ok = challenger["meets_precision_floor"] and challenger["recall"] > best["recall"]
-            detail = (f"first model: challenger recall {challenger['recall']:.4f} {'>' if ok else '<='} LACE recall "
+            beats = challenger["recall"] > best["recall"]
+            detail = (f"first model: challenger recall {challenger['recall']:.4f} {'>' if beats else '<='} LACE recall "
                       f"{best['recall']:.4f} (LACE >= {best['cutoff']}, precision {best['precision']:.4f}) at "
-                      f"precision floor {min_precision}")
+                      f"precision floor {min_precision}"
+                      + ("" if challenger["meets_precision_floor"] else "; but the challenger misses the floor"))
         gates.add("beats_lace", ok, detail)
     if department_ratio is None:
         gates.add("fairness", pp.allow_missing_fairness,
@@ -368,9 +390,10 @@ def run_promote(paths: Paths, params: Params) -> dict[str, Any]:
     if champion_mv is not None:
         starts.append(_valid_end(champion_mv, tp.valid_end))
     window = scoring_window(paths, starts)
-    challenger = model_metrics(client, name, version, window, tp.min_precision)
+    challenger = model_metrics(client, name, version, window, tp.min_precision, pp.precision_floor_rule)
     _cross_check(evaluation, challenger, window, starts[0])
-    champion = (model_metrics(client, name, str(champion_mv.version), window, tp.min_precision)
+    champion = (model_metrics(client, name, str(champion_mv.version), window, tp.min_precision,
+                              pp.precision_floor_rule)
                 if champion_mv is not None else None)
     lace = lace_metrics(window, tp.min_precision, ep.lace_cutoff)
     gates = evaluate_gates(pp, tp.min_precision, challenger, champion, lace, department_ratio,

@@ -414,3 +414,21 @@ def test_params_validation() -> None:
         PromoteParams.model_validate({"objective_tolerance": -0.1})
     with pytest.raises(ValueError, match="unknown_knob"):
         PromoteParams.model_validate({"unknown_knob": 1})
+
+
+# ---- the precision floor on the test rows -------------------------------------------------------
+
+@pytest.mark.parametrize(
+    ("tp", "flagged", "rule", "meets"),
+    [
+        (695, 2863, "wilson_upper", True),  # 0.2428: 95% CI 0.227-0.259 holds the 0.25 floor
+        (695, 2863, "point", False),
+        (600, 2863, "wilson_upper", False),  # 0.2096: significantly below the floor
+        (25, 100, "point", True),  # exactly at the floor
+        (0, 0, "wilson_upper", False),  # flags nobody: no precision to hold
+    ],
+)
+def test_precision_floor_rule(tp: int, flagged: int, rule: str, meets: bool) -> None:
+    from pipelines.promote import meets_precision_floor
+
+    assert meets_precision_floor(tp, flagged, FLOOR, rule) is meets
