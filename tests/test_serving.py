@@ -475,7 +475,8 @@ def test_stalled_body_gets_408_and_the_server_keeps_serving(project: dict[str, A
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sent", [b"", b"POST /invocations HTTP/1.1\r\nHost: 127.0.0.1\r\n"], ids=["nothing", "headers"])
+@pytest.mark.parametrize("sent", [b"", b"POST /invocations HTTP/1.1\r\nHost: 127.0.0.1\r\n"],
+                         ids=["nothing", "headers"])
 def test_idle_or_half_sent_headers_are_closed(server: ServedModel, sent: bytes) -> None:
     """Slowloris: a connection that never completes its headers is closed after the deadline."""
     host, port = server.url.removeprefix("http://").split(":")
