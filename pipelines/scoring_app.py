@@ -10,10 +10,13 @@ alias pointed to when `serve` started. It speaks the same protocol as `mlflow mo
     GET /ping, /health -> 200;  GET /version -> the MLflow version
 
 and refuses, before any model code runs, with a JSON body {"error_code", "message"} that names
-columns and row numbers but never echoes a value of the request:
-    415 no or another Content-Type;  413 a body over `serving.max_request_bytes` (Content-Length
+columns and row numbers but never echoes a value of the request (nor a client-chosen name this
+server does not know: it may be a value in the wrong place):
+    415 no, two or another Content-Type, or a Content-Encoding;  408 a body not received within
+    `serving.request_timeout_s` (a connection that does not complete its headers within it is
+    closed: GuardedHttpProtocol);  413 a body over `serving.max_request_bytes` (Content-Length
     checked before reading; a chunked body stops being read at the limit);  400 empty body, not
-    JSON, nested too deep, wrong top-level keys or shape, unknown or missing columns, a value
+    JSON, nested too deep, a field named twice, wrong top-level keys or shape, unknown or missing columns, a value
     outside the scoring contract (pipelines/model/scoring_contract.py).
 
 Fast path: the checked columns go straight into the compiled pipeline of
