@@ -10,10 +10,13 @@ alias pointed to when `serve` started. It speaks the same protocol as `mlflow mo
     GET /ping, /health -> 200;  GET /version -> the MLflow version
 
 and refuses, before any model code runs, with a JSON body {"error_code", "message"} that names
-columns and row numbers but never echoes a value of the request:
-    415 no or another Content-Type;  413 a body over `serving.max_request_bytes` (Content-Length
+columns and row numbers but never echoes a value of the request (nor a client-chosen name this
+server does not know: it may be a value in the wrong place):
+    415 no, two or another Content-Type, or a Content-Encoding;  408 a body not received within
+    `serving.request_timeout_s` (a connection that does not complete its headers within it is
+    closed: GuardedHttpProtocol);  413 a body over `serving.max_request_bytes` (Content-Length
     checked before reading; a chunked body stops being read at the limit);  400 empty body, not
-    JSON, nested too deep, wrong top-level keys or shape, unknown or missing columns, a value
+    JSON, nested too deep, a field named twice, wrong top-level keys or shape, unknown or missing columns, a value
     outside the scoring contract (pipelines/model/scoring_contract.py).
 
 Fast path: the checked columns go straight into the compiled pipeline of
@@ -23,6 +26,7 @@ another shape is scored through the pyfunc's own predict.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import json
 import logging
@@ -33,6 +37,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from pipelines import contracts
 from pipelines.config import Params
@@ -50,10 +55,14 @@ ENV_MODEL_URI = "IDF_SERVE_MODEL_URI"  # set by `serve` for its workers
 ENV_PARAMS = "IDF_SERVE_PARAMS_JSON"  # the validated params, as JSON (no temp file to leak)
 ENV_MAX_BYTES = "IDF_SERVE_MAX_REQUEST_BYTES"
 ENV_MAX_DEPTH = "IDF_SERVE_MAX_JSON_DEPTH"
+ENV_REQUEST_TIMEOUT = "IDF_SERVE_REQUEST_TIMEOUT_S"
 DEFAULT_MAX_REQUEST_BYTES = 4 * 1024 * 1024
 DEFAULT_MAX_JSON_DEPTH = 8  # dataframe_split data is depth 4
+DEFAULT_REQUEST_TIMEOUT_S = 10.0
 TOP_LEVEL_KEYS = ("dataframe_split", "dataframe_records")
 SPLIT_KEYS = ("columns", "data", "index")  # pandas' split orientation ("index" is ignored)
+# Names an error message may repeat: the protocol's and the feature mart's (schema, not data).
+KNOWN_NAMES = {*TOP_LEVEL_KEYS, *SPLIT_KEYS, "inputs", "instances", "params", "dtypes", *contracts.FEATURE_SCHEMA}
 
 
 class RequestError(Exception):
@@ -79,11 +88,24 @@ def _depth_ok(value: Any, limit: int) -> bool:
     return True
 
 
+class _DuplicateKeyError(ValueError):
+    """A JSON object names the same field twice: which value was meant is unknowable."""
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        raise _DuplicateKeyError
+    return obj
+
+
 def decode_body(body: bytes, max_depth: int = DEFAULT_MAX_JSON_DEPTH) -> Any:
     if not body.strip():
         raise RequestError(400, "empty body: send a JSON object with dataframe_split or dataframe_records")
     try:
-        payload = json.loads(body)
+        payload = json.loads(body, object_pairs_hook=_unique_keys)
+    except _DuplicateKeyError:
+        raise RequestError(400, "a JSON object names the same field twice") from None
     except RecursionError:
         raise RequestError(400, f"JSON nested deeper than {max_depth} levels") from None
     except (ValueError, UnicodeDecodeError):
@@ -93,13 +115,21 @@ def decode_body(body: bytes, max_depth: int = DEFAULT_MAX_JSON_DEPTH) -> Any:
     return payload
 
 
+def _shown(names: list[str], known: set[str]) -> str:
+    """Client-chosen names are repeated only when they are names this server knows (a name may be a
+    value pasted in the wrong place: a stay_id, a date); the others are counted, never echoed."""
+    safe = [n for n in names if n in known]
+    hidden = len(names) - len(safe)
+    return ", ".join([*safe[:5], *([f"{hidden} other name(s), not repeated"] if hidden else [])])
+
+
 def _columns_from_split(split: Any) -> dict[str, list[Any]]:
     if not isinstance(split, dict):
         raise RequestError(400, "dataframe_split must be an object with 'columns' and 'data'")
     unknown = sorted(k for k in split if k not in SPLIT_KEYS)
     if unknown or "columns" not in split or "data" not in split:
         raise RequestError(400, "dataframe_split takes 'columns' and 'data' (and optionally 'index')"
-                           + (f"; unknown field(s): {', '.join(unknown)}" if unknown else ""))
+                           + (f"; unknown field(s): {_shown(unknown, KNOWN_NAMES)}" if unknown else ""))
     names, data = split["columns"], split["data"]
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
         raise RequestError(400, "dataframe_split.columns must be a list of column names")
@@ -139,8 +169,8 @@ def _check_names(names: list[str]) -> None:
     allowed = set(features) | set(sc.PASSTHROUGH)
     unknown = [n for n in names if n not in allowed]
     if unknown:
-        shown = ", ".join(n if len(n) <= 64 else n[:61] + "..." for n in unknown[:5])
-        raise RequestError(400, f"unexpected column(s): {shown}; the model takes the feature columns "
+        raise RequestError(400, f"unexpected column(s): {_shown(unknown, KNOWN_NAMES)}; the model takes the "
+                           "feature columns "
                            f"({', '.join(features)}) and optionally {', '.join(sc.PASSTHROUGH)}")
     missing = [n for n in features if n not in names]
     if missing:
@@ -150,8 +180,7 @@ def _check_names(names: list[str]) -> None:
 def request_columns(payload: Any) -> dict[str, list[Any]]:
     """The decoded body -> column name -> values (rows in request order)."""
     if not isinstance(payload, dict) or len(payload) != 1 or next(iter(payload)) not in TOP_LEVEL_KEYS:
-        keys = sorted(payload)[:5] if isinstance(payload, dict) else []
-        shown = ", ".join(k if len(k) <= 64 else k[:61] + "..." for k in keys)
+        shown = _shown(sorted(payload), KNOWN_NAMES) if isinstance(payload, dict) else ""
         raise RequestError(400, "the body must be a JSON object with exactly one of the fields "
                            f"{' or '.join(TOP_LEVEL_KEYS)}" + (f" (got: {shown})" if shown else ""))
     key, value = next(iter(payload.items()))
@@ -222,26 +251,31 @@ class Scorer:
 # ---- the ASGI app -----------------------------------------------------------------------------------
 
 def _media_type(headers: list[tuple[bytes, bytes]]) -> tuple[str | None, int | None]:
-    content_type, length = None, None
+    content_type, length, seen, encoded = None, None, 0, False
     for name, value in headers:
         if name == b"content-type":
-            content_type = value.decode("latin-1").split(";")[0].strip().lower()
+            seen += 1  # two Content-Type headers: which one is meant is unknowable, refuse (415)
+            content_type = value.decode("latin-1").split(";")[0].strip().lower() if seen == 1 else None
+        elif name == b"content-encoding" and value.strip().lower() != b"identity":
+            encoded = True  # gzip & co.: refused (415) rather than decoded (a small body can inflate hugely)
         elif name == b"content-length":
             try:
                 length = int(value)
             except ValueError:
                 length = -1
-    return content_type, length
+    return (None if encoded else content_type), length
 
 
 class ScoringApp:
     """A bare ASGI app: a few routes, no framework overhead on the hot path."""
 
     def __init__(self, scorer: Scorer, max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
-                 max_json_depth: int = DEFAULT_MAX_JSON_DEPTH) -> None:
+                 max_json_depth: int = DEFAULT_MAX_JSON_DEPTH,
+                 request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S) -> None:
         self.scorer = scorer
         self.max_request_bytes = max_request_bytes
         self.max_json_depth = max_json_depth
+        self.request_timeout_s = request_timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -273,8 +307,8 @@ class ScoringApp:
         try:
             content_type, length = _media_type(scope["headers"])
             if content_type != "application/json":
-                raise RequestError(415, "unsupported or missing Content-Type; accepted content types: "
-                                   "application/json")
+                raise RequestError(415, "unsupported or missing Content-Type (or a Content-Encoding); accepted "
+                                   "content types: application/json, uncompressed")
             if length is not None and (length < 0 or length > self.max_request_bytes):
                 raise RequestError(413, f"request body over the limit of {self.max_request_bytes} bytes "
                                    "(serving.max_request_bytes)", "REQUEST_LIMIT_EXCEEDED")
@@ -292,9 +326,17 @@ class ScoringApp:
         await _respond(send, 200, json.dumps({"predictions": predictions}).encode(), b"application/json")
 
     async def _read_body(self, receive: Receive) -> bytes:
+        """The whole body, within the size limit and `request_timeout_s` (a slow or stalled upload
+        would otherwise hold the connection and its buffer forever)."""
         chunks, size = [], 0
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.request_timeout_s
         while True:
-            message = await receive()
+            try:
+                message = await asyncio.wait_for(receive(), max(deadline - loop.time(), 0.0))
+            except TimeoutError:
+                raise RequestError(408, f"request body not received within {self.request_timeout_s:g} s "
+                                   "(serving.request_timeout_s)", "REQUEST_TIMEOUT") from None
             if message["type"] == "http.disconnect":
                 raise RequestError(400, "client disconnected")
             chunk = message.get("body", b"")
@@ -326,9 +368,61 @@ def create_app() -> ScoringApp:
     params = Params.model_validate(json.loads(os.environ[ENV_PARAMS]))
     app = ScoringApp(Scorer.load(model_uri, params),
                      int(os.environ.get(ENV_MAX_BYTES, DEFAULT_MAX_REQUEST_BYTES)),
-                     int(os.environ.get(ENV_MAX_DEPTH, DEFAULT_MAX_JSON_DEPTH)))
+                     int(os.environ.get(ENV_MAX_DEPTH, DEFAULT_MAX_JSON_DEPTH)),
+                     request_timeout_s())
     gc.collect()
     gc.freeze()  # the loaded model's objects leave the collector's generations: shorter pauses under load
     log.info("worker %d ready: %s (%s path)", os.getpid(), model_uri,
              "compiled" if app.scorer.compiled is not None else "pyfunc")
     return app
+
+
+# ---- the connection: a deadline for the request line and headers --------------------------------
+
+def request_timeout_s() -> float:
+    return float(os.environ.get(ENV_REQUEST_TIMEOUT, DEFAULT_REQUEST_TIMEOUT_S))
+
+
+class GuardedHttpProtocol(HttpToolsProtocol):  # type: ignore[misc]
+    """uvicorn's httptools protocol, plus a deadline for the request line and headers.
+
+    uvicorn only times out a connection that sends nothing after a response; one that connects and
+    sends nothing, or a few header bytes now and then, would stay open forever (slowloris). Here a
+    connection whose next request's headers are not complete `request_timeout_s` after it opened,
+    or after its last response, is closed. The body has its own deadline (ScoringApp._read_body)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._header_deadline: asyncio.TimerHandle | None = None
+        self._header_timeout_s = request_timeout_s()
+
+    def _arm(self) -> None:
+        self._disarm()
+        self._header_deadline = self.loop.call_later(self._header_timeout_s, self._expire)
+
+    def _disarm(self) -> None:
+        if self._header_deadline is not None:
+            self._header_deadline.cancel()
+            self._header_deadline = None
+
+    def _expire(self) -> None:
+        self._header_deadline = None
+        busy = self.cycle is not None and not self.cycle.response_complete
+        if not busy and not self.transport.is_closing():  # a request in progress has the body deadline
+            self.transport.close()
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm()
+
+    def on_headers_complete(self) -> None:
+        self._disarm()
+        super().on_headers_complete()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._arm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)

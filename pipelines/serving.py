@@ -66,6 +66,7 @@ class ServingParams(BaseModel):
     workers: int = Field(2, ge=1, le=32)  # uvicorn worker processes (one per core here)
     max_request_bytes: int = Field(4 * 1024 * 1024, ge=1024)  # larger bodies get 413 unread
     max_json_depth: int = Field(8, ge=4, le=64)  # dataframe_split is 4 deep
+    request_timeout_s: float = Field(10.0, gt=0, le=300)  # headers, then body, must arrive within this
 
 
 def serving_params(params: Params) -> ServingParams:
@@ -166,11 +167,12 @@ def run_serve(paths: Paths, params: Params, host: str = DEFAULT_HOST, port: int 
     os.environ[scoring_app.ENV_PARAMS] = json.dumps(params.model_dump(mode="json"))
     os.environ[scoring_app.ENV_MAX_BYTES] = str(sp.max_request_bytes)
     os.environ[scoring_app.ENV_MAX_DEPTH] = str(sp.max_json_depth)
+    os.environ[scoring_app.ENV_REQUEST_TIMEOUT] = str(sp.request_timeout_s)
     print(f"serving {champion_uri(params)} (version {version}, {sp.workers} worker(s), body limit "
           f"{sp.max_request_bytes} bytes) on http://{host}:{port}/invocations", file=sys.stderr, flush=True)
     # uvicorn re-raises SIGTERM / SIGINT after its graceful shutdown: nothing after this line may matter
     uvicorn.run("pipelines.scoring_app:create_app", factory=True, host=host, port=port, workers=sp.workers,
-                loop="uvloop", http="httptools", access_log=False, log_level="info")
+                loop="uvloop", http=scoring_app.GuardedHttpProtocol, access_log=False, log_level="info")
     return {"model_uri": model_uri, "host": host, "port": port}
 
 
@@ -330,12 +332,20 @@ class ScoringClient:
 
 # ---- batch scoring ------------------------------------------------------------------------------
 
+def _column_name(name: str, limit: int = 64) -> str:
+    """A Parquet column name fit for a one-line message: control characters escaped, long names cut."""
+    shown = name if name.isprintable() else json.dumps(name)[1:-1]
+    return shown if len(shown) <= limit else shown[:limit - 3] + "..."
+
+
 def check_batch_input(frame: pl.DataFrame, source: str) -> None:
     """The feature contract: stay_id + every feature; other mart columns (date, label) tolerated."""
     allowed = set(contracts.FEATURE_SCHEMA)
     extra = [c for c in frame.columns if c not in allowed]
     if extra:
-        raise ScoringInputError(f"{source}: column(s) {', '.join(extra)} are not in the feature contract "
+        shown = ", ".join(_column_name(c) for c in extra[:10])
+        shown += f" (+{len(extra) - 10} more)" if len(extra) > 10 else ""
+        raise ScoringInputError(f"{source}: column(s) {shown} are not in the feature contract "
                                 "(contracts.FEATURE_SCHEMA); remove them")
     required = [fdata.KEY, *fdata.FEATURES]
     missing = [c for c in required if c not in frame.columns]
@@ -347,8 +357,8 @@ def check_batch_input(frame: pl.DataFrame, source: str) -> None:
         dtype, expected = frame.schema[name], contracts.FEATURE_SCHEMA[name]
         if expected.is_integer():
             ok = dtype.is_integer()
-        elif expected.is_float():
-            ok = dtype.is_numeric()
+        elif expected.is_float():  # not Decimal: the model's own check refuses it (a traceback, exit 1)
+            ok = dtype.is_integer() or dtype.is_float()
         else:
             ok = dtype in (pl.String(), pl.Categorical()) or isinstance(dtype, pl.Enum)
         if not ok:
@@ -410,7 +420,12 @@ def score_batch(paths: Paths, params: Params, input_parquet: Path, output_parque
     model = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
     check_batch_contract(frame, model, params, str(input_parquet))
     features = frame.with_columns(pl.col(fdata.CATEGORICAL).cast(pl.String))
-    scored = model.predict(fdata.to_serving_input(features))
+    try:
+        scored = model.predict(fdata.to_serving_input(features))
+    except mlflow.exceptions.MlflowException as exc:  # the model's own input check: one line, no values
+        if exc.get_http_status_code() != 400:  # type: ignore[no-untyped-call]
+            raise
+        raise ScoringInputError(f"{input_parquet}: refused by the model's own input check") from None
     out = pl.DataFrame({
         fdata.KEY: frame[fdata.KEY].cast(pl.String),
         "probability": scored["probability"].to_numpy(dtype="float64"),

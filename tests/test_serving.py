@@ -60,7 +60,8 @@ TRAIN: dict[str, Any] = {
     "search": {"n_estimators": [20, 40], "max_depth": [4, 10], "min_samples_leaf": [10, 60]},
 }
 # One worker and a small body limit keep the module's server light and the 413 cases cheap.
-SERVING: dict[str, Any] = {"workers": 1, "max_request_bytes": 256 * 1024}
+# A short request deadline keeps the stalled-client cases quick.
+SERVING: dict[str, Any] = {"workers": 1, "max_request_bytes": 256 * 1024, "request_timeout_s": 2.0}
 
 
 @pytest.fixture(scope="module")
@@ -310,7 +311,23 @@ def _bad_payloads(row: dict[str, Any]) -> list[tuple[str, bytes | str, str | Non
             "data": [[v for c, v in zip(split["columns"], split["data"][0], strict=True) if c != "age"]]}}),
          JSON, 400, ["missing feature column(s): age"]),
         ("extra-column", json.dumps({"dataframe_records": [dict(base, ward="B2")]}), JSON, 400,
-         ["unexpected column(s): ward"]),
+         ["unexpected column(s): 1 other name(s), not repeated"]),
+        ("known-name-extra", json.dumps({"dataframe_records": [dict(base, readmitted_30d=0, ward="B2")]}), JSON,
+         400, ["readmitted_30d"]),
+        # a client-chosen name may be a value in the wrong place: never repeated
+        ("secret-as-column", json.dumps({"dataframe_records": [dict(base, **{SECRET_ID: 1})]}), JSON, 400,
+         ["unexpected column(s): 1 other name(s), not repeated"]),
+        ("secret-as-top-key", json.dumps({SECRET_ID: [base]}), JSON, 400, ["exactly one of"]),
+        ("secret-as-split-field", json.dumps({"dataframe_split": dict(split, **{SECRET_DATE: 1})}), JSON, 400,
+         ["unknown field(s): 1 other name(s)"]),
+        ("secret-in-split-columns", json.dumps({"dataframe_split": {
+            "columns": [*split["columns"], SECRET_ID], "data": [[*split["data"][0], 1]]}}), JSON, 400,
+         ["unexpected column(s)"]),
+        # the same field twice: which value was meant is unknowable
+        ("duplicate-key", json.dumps({"dataframe_records": [base]})[:-3] + ', "age": 200}]}', JSON, 400,
+         ["names the same field twice"]),
+        ("duplicate-top-key", '{"dataframe_records": [], ' + json.dumps({"dataframe_records": [base]})[1:], JSON,
+         400, ["names the same field twice"]),
         ("label-column", json.dumps({"dataframe_records": [dict(base, readmitted_30d=1)]}), JSON, 400,
          ["readmitted_30d"]),
         # malformed bodies
@@ -336,6 +353,7 @@ def _bad_payloads(row: dict[str, Any]) -> list[tuple[str, bytes | str, str | Non
         ("no-content-type", good, None, 415, ["application/json"]),
         ("text-plain", "age,sex\n71,1\n", "text/plain", 415, ["content types"]),
         ("form", good, "application/x-www-form-urlencoded", 415, ["application/json"]),
+        ("json-suffix-type", good, "application/vnd.api+json", 415, ["application/json"]),
         # size: a body over serving.max_request_bytes (256 KiB in this module)
         ("over-limit", records(hospital_category="x" * 300_000), JSON, 413, ["max_request_bytes"]),
     ]
@@ -417,6 +435,70 @@ def test_chunked_body_over_the_limit_stops_being_read(server: ServedModel) -> No
 
     answer = _raw_exchange(server.url, head, chunks())
     assert answer.startswith(b"HTTP/1.1 413"), answer[:300]
+
+
+@pytest.mark.slow
+def test_compressed_or_ambiguous_content_type_is_refused(project: dict[str, Any], server: ServedModel) -> None:
+    """A gzip body (Content-Encoding) and two Content-Type headers: 415, not a guess."""
+    import gzip
+
+    body = json.dumps(split_payload(_features(project, 1))).encode()
+    zipped = gzip.compress(body)
+    head = (b"POST /invocations HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"Content-Encoding: gzip\r\nContent-Length: %d\r\n\r\n" % len(zipped))
+    answer = _raw_exchange(server.url, head, iter([zipped]))
+    assert answer.startswith(b"HTTP/1.1 415"), answer[:300]
+    assert b"Content-Encoding" in answer
+    head = (b"POST /invocations HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: text/plain\r\n"
+            b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body))
+    answer = _raw_exchange(server.url, head, iter([body]))
+    assert answer.startswith(b"HTTP/1.1 415"), answer[:300]
+    identity = (b"POST /invocations HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                b"Content-Encoding: identity\r\nContent-Length: %d\r\n\r\n" % len(body))
+    answer = _raw_exchange(server.url, identity, iter([body]))
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:300]
+
+
+@pytest.mark.slow
+def test_stalled_body_gets_408_and_the_server_keeps_serving(project: dict[str, Any], server: ServedModel) -> None:
+    """A body that stops arriving (Content-Length larger than what is sent) is answered 408 after
+    serving.request_timeout_s (2 s here), instead of holding the connection forever."""
+    body = json.dumps(split_payload(_features(project, 1))).encode()
+    head = (b"POST /invocations HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n" % (len(body) + 100))
+    started = time.monotonic()
+    answer = _raw_exchange(server.url, head, iter([body]))
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:300]
+    assert b"serving.request_timeout_s" in answer
+    assert 1.5 < time.monotonic() - started < 10
+    assert ScoringClient(server.url).score(_features(project, 1)).shape == (1, 2)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sent", [b"", b"POST /invocations HTTP/1.1\r\nHost: 127.0.0.1\r\n"],
+                         ids=["nothing", "headers"])
+def test_idle_or_half_sent_headers_are_closed(server: ServedModel, sent: bytes) -> None:
+    """Slowloris: a connection that never completes its headers is closed after the deadline."""
+    host, port = server.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=20) as sock:
+        started = time.monotonic()
+        sock.sendall(sent)
+        time.sleep(0.5)
+        sock.sendall(b"X-Slow: 1\r\n" if sent else b"")  # bytes now and then do not extend the deadline
+        assert sock.recv(100) == b""  # closed by the server, not by our timeout
+        assert 1.5 < time.monotonic() - started < 10
+
+
+
+@pytest.mark.slow
+def test_keep_alive_connection_outlives_the_header_deadline(project: dict[str, Any], server: ServedModel) -> None:
+    """The deadline restarts after each response: one keep-alive connection, requests 0.8 s apart."""
+    client = ScoringClient(server.url)
+    frame = _features(project, 1)
+    for _ in range(4):  # 3.2 s in all, longer than the 2 s deadline
+        assert client.score(frame).shape == (1, 2)
+        time.sleep(0.8)
+    client.close()
 
 
 @pytest.mark.slow
@@ -542,10 +624,13 @@ def test_score_batch_accepts_features_only_and_categorical_dtypes(project: dict[
         (lambda f: _at_row(f, 1, stay_id="S" * 100), "column 'stay_id', row 1: longer than 64"),
         (lambda f: _at_row(f, 0, lace_score=20), "column 'lace_score', row 0: out of range; allowed: whole numbers "
                                                  "in [0, 19]"),
+        (lambda f: f.with_columns(pl.col("stay_cost").cast(pl.Decimal(12, 2))),
+         "column 'stay_cost' has type Decimal"),
+        (lambda f: f.with_columns(**{"bad\ncolumn": pl.lit(1)}), "column(s) bad\\ncolumn are not in"),
     ],
     ids=["missing", "int-as-string", "string-as-int", "extra", "null", "nan", "duplicate-id", "empty",
          "age-negative", "age-200", "sex-7", "cost-negative", "cost-huge", "department-99", "department-emoji",
-         "unknown-category", "long-string", "long-id", "lace-20"],
+         "unknown-category", "long-string", "long-id", "lace-20", "decimal", "newline-in-name"],
 )
 def test_score_batch_refuses_bad_input(project: dict[str, Any], tmp_path: Path, change: Any, message: str) -> None:
     source = tmp_path / "in.parquet"
