@@ -359,6 +359,12 @@ def run_promote(paths: Paths, params: Params) -> dict[str, Any]:
     if not (paths.mlruns / "mlflow.db").exists():
         raise PromoteError(f"no MLflow store at {paths.mlruns} (models/ restored without mlruns/?)")
     client = tracking.connect(paths)
+    # train may have been restored from DVC's run cache after a kill: its cleanup never ran then
+    experiment = client.get_experiment_by_name(tp.experiment)
+    if experiment is not None:
+        stale = tracking.mark_stale_runs(client, experiment.experiment_id)
+        if stale:
+            log.warning("promote: %d run(s) of a killed train marked FAILED: %s", len(stale), ", ".join(stale))
     try:
         challenger_mv = client.get_model_version(name, version)
     except MlflowException as exc:

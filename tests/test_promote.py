@@ -432,3 +432,13 @@ def test_precision_floor_rule(tp: int, flagged: int, rule: str, meets: bool) -> 
     from pipelines.promote import meets_precision_floor
 
     assert meets_precision_floor(tp, flagged, FLOOR, rule) is meets
+
+
+def test_promote_fails_runs_of_a_killed_train(store: Store) -> None:
+    # dvc repro may restore a killed train from its run cache: train's own cleanup never runs then
+    version = store.register(store.base.threshold)
+    exp = tracking.ensure_experiment(store.client, store.paths, "idf-readmission")  # train.experiment default
+    killed = store.client.create_run(exp, tags={"mlflow.runName": "killed-study", "stage": "train"}).info.run_id
+    run_promote(store.paths, store.params())
+    assert store.client.get_run(killed).info.status == "FAILED"
+    assert store.alias("champion") == version
