@@ -21,7 +21,7 @@ Method
    Tuning runs on at most `tune_max_rows` rows of the training window: a seeded sample
    stratified on (calendar month, label), in date order, so the folds and their gap are as above
    and the cost of a trial does not grow with the number of index stays.
-3. Every forest (folds, learning curve, refit) draws min(round(max_samples x rows),
+3. Every forest (folds, learning curve, refit) draws min(int(max_samples x rows),
    `max_samples_rows`) rows per tree (pipelines/model/scaling.py).
 4. Learning curve: the best params fitted on `learning_curve_points` log-spaced, stratified
    samples of the training window and scored on the validation window (MLflow metrics
