@@ -47,11 +47,13 @@ from pipelines import atomic, contracts
 from pipelines.config import Params, Paths, section
 from pipelines.model import data as fdata
 from pipelines.model import plots
+from pipelines.model.artifacts import load_model
+from pipelines.model.metrics import DIGITS, probability_metrics
 from pipelines.model.params import EvaluateParams
 from pipelines.model.preprocessing import logreg_pipeline, set_forest_jobs
-from pipelines.model.pyfunc_model import model_frame, predict_frame
+from pipelines.model.pyfunc_model import model_frame
+from pipelines.model.scaling import predict_frame_chunked, predict_positive
 from pipelines.model.thresholds import choose_threshold
-from pipelines.train import DIGITS, load_model, probability_metrics
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +140,7 @@ def run_evaluate(paths: Paths, params: Params) -> dict[str, Any]:
     set_forest_jobs(bundle["pipeline"], ep.n_jobs)  # in memory only; the saved model keeps 1
 
     # Random Forest at its validation threshold.
-    p_rf = predict_frame(bundle, x_test)["probability"].to_numpy()
+    p_rf = predict_frame_chunked(bundle, x_test)["probability"].to_numpy()
     rf = probability_metrics(y_test, p_rf, threshold)
     flag_rf = (p_rf >= threshold).astype(int)
     tn, fp, fn, tp = (int(v) for v in confusion_matrix(y_test, flag_rf, labels=[0, 1]).ravel())
@@ -151,9 +153,9 @@ def run_evaluate(paths: Paths, params: Params) -> dict[str, Any]:
 
     # Logistic regression: fitted on train, threshold on valid by the same rule.
     logreg_model = logreg_pipeline(ep.logreg_c, ep.logreg_max_iter).fit(x_train, y_train)
-    lr_valid = logreg_model.predict_proba(x_valid)[:, 1]
+    lr_valid = predict_positive(logreg_model, x_valid)
     lr_point = choose_threshold(y_valid, lr_valid, min_precision, "f2")
-    p_lr = logreg_model.predict_proba(x_test)[:, 1]
+    p_lr = predict_positive(logreg_model, x_test)
     logreg = {**probability_metrics(y_test, p_lr, lr_point.threshold), "threshold": _r(lr_point.threshold),
               "threshold_rule": lr_point.rule}
 

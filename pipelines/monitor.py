@@ -33,6 +33,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import polars as pl
 
@@ -140,13 +141,17 @@ def load_mart(path: Path) -> pl.DataFrame:
 def score(bundle: dict[str, Any], frame: pl.DataFrame) -> pl.DataFrame:
     """The frame with the model's `probability` and `high_risk` columns."""
     from pipelines.model.pyfunc_model import predict_frame
+    from pipelines.model.scaling import PREDICT_CHUNK_ROWS
 
     if frame.height == 0:
         return frame.with_columns(probability=pl.lit(None, pl.Float64), high_risk=pl.lit(None, pl.Int64))
-    predictions = predict_frame(bundle, to_pandas(frame, FEATURES))
+    # Slice by slice: only one slice's pandas copy and one-hot matrix exist at a time.
+    parts = [predict_frame(bundle, to_pandas(part, FEATURES)) for part in frame.iter_slices(PREDICT_CHUNK_ROWS)]
+    probability = np.concatenate([p["probability"].to_numpy() for p in parts])
+    high_risk = np.concatenate([p["high_risk"].to_numpy() for p in parts])
     return frame.with_columns(
-        probability=pl.Series(predictions["probability"].to_numpy(), dtype=pl.Float64),
-        high_risk=pl.Series(predictions["high_risk"].to_numpy(), dtype=pl.Int64),
+        probability=pl.Series(probability, dtype=pl.Float64),
+        high_risk=pl.Series(high_risk, dtype=pl.Int64),
     )
 
 
@@ -217,9 +222,9 @@ def flat_metrics(drift: dict[str, Any], fairness: dict[str, Any]) -> dict[str, A
 def run_monitor(paths: Paths, params: Params) -> dict[str, Any]:
     """The stage: score both windows, run the drift / quality / fairness checks, write reports."""
     os.environ.setdefault("DO_NOT_TRACK", "1")  # Evidently's telemetry opt-out (reports do not send any)
+    from pipelines.model.artifacts import load_model
     from pipelines.monitoring import drift as ev
     from pipelines.monitoring.html import fairness_html
-    from pipelines.train import load_model
 
     mp = monitor_params(params)
     bundle, meta = load_model(paths)

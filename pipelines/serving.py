@@ -49,6 +49,7 @@ from pipelines.config import Params, Paths, section
 from pipelines.model import data as fdata
 from pipelines.model import scoring_contract as sc
 from pipelines.model.params import TrainParams
+from pipelines.model.scaling import PREDICT_CHUNK_ROWS
 from pipelines.promote import PromoteParams, promote_params, version_by_alias
 
 log = logging.getLogger(__name__)
@@ -420,16 +421,21 @@ def score_batch(paths: Paths, params: Params, input_parquet: Path, output_parque
     model = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
     check_batch_contract(frame, model, params, str(input_parquet))
     features = frame.with_columns(pl.col(fdata.CATEGORICAL).cast(pl.String))
-    try:
-        scored = model.predict(fdata.to_serving_input(features))
-    except mlflow.exceptions.MlflowException as exc:  # the model's own input check: one line, no values
-        if exc.get_http_status_code() != 400:  # type: ignore[no-untyped-call]
-            raise
-        raise ScoringInputError(f"{input_parquet}: refused by the model's own input check") from None
+    # In slices of rows: memory bounded by the slice, not the file (same values as one call).
+    probability, high_risk = [], []
+    for part in features.iter_slices(PREDICT_CHUNK_ROWS):
+        try:
+            scored = model.predict(fdata.to_serving_input(part))
+        except mlflow.exceptions.MlflowException as exc:  # the model's own input check: one line, no values
+            if exc.get_http_status_code() != 400:  # type: ignore[no-untyped-call]
+                raise
+            raise ScoringInputError(f"{input_parquet}: refused by the model's own input check") from None
+        probability.append(scored["probability"].to_numpy(dtype="float64"))
+        high_risk.append(scored["high_risk"].to_numpy().astype("int8"))
     out = pl.DataFrame({
         fdata.KEY: frame[fdata.KEY].cast(pl.String),
-        "probability": scored["probability"].to_numpy(dtype="float64"),
-        "high_risk": scored["high_risk"].to_numpy().astype("int8"),
+        "probability": np.concatenate(probability),
+        "high_risk": np.concatenate(high_risk),
     })
     with atomic.atomic_file(output_parquet) as tmp:
         out.write_parquet(tmp, statistics=False)

@@ -18,14 +18,21 @@ Method
    >= min_precision; a fold where no threshold reaches the floor scores 0 (logged as a warning
    and as the fold's `floor_met` = 0). Folds leave a `cv_gap_days` gap before validation. With
    `pruning`, MedianPruner sees the running mean after each fold.
-3. The best params are refit on the whole training window; the operating threshold is chosen on
+   Tuning runs on at most `tune_max_rows` rows of the training window: a seeded sample
+   stratified on (calendar month, label), in date order, so the folds and their gap are as above
+   and the cost of a trial does not grow with the number of index stays.
+3. Every forest (folds, learning curve, refit) draws min(int(max_samples x rows),
+   `max_samples_rows`) rows per tree (pipelines/model/scaling.py).
+4. Learning curve: the best params fitted on `learning_curve_points` log-spaced, stratified
+   samples of the training window and scored on the validation window (MLflow metrics
+   lc_* with step = rows, learning_curve.csv and .html under learning_curve/).
+5. The best params are refit on the whole training window; the operating threshold is chosen on
    the validation window by the same rule (fallback: max-F2 threshold, or an error, per
    `threshold_fallback`; see pipelines/model/thresholds.py).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import tempfile
@@ -42,12 +49,14 @@ import optuna
 import pandas as pd
 from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, Schema, TensorSpec
-from sklearn.metrics import average_precision_score, brier_score_loss, fbeta_score, roc_auc_score
+from sklearn.metrics import average_precision_score, roc_auc_score
 
 from pipelines import atomic, contracts
 from pipelines.config import Params, Paths, section
 from pipelines.model import data as fdata
-from pipelines.model import tracking
+from pipelines.model import scaling, tracking
+from pipelines.model.artifacts import META_FILE, MODEL_FILE, load_model
+from pipelines.model.metrics import DIGITS, probability_metrics
 from pipelines.model.params import SearchSpace, TrainParams
 from pipelines.model.plots import combined_html
 from pipelines.model.preprocessing import forest_pipeline, set_forest_jobs
@@ -55,10 +64,8 @@ from pipelines.model.thresholds import OperatingPoint, ThresholdError, choose_th
 
 log = logging.getLogger(__name__)
 
-MODEL_FILE = "model.joblib"
-META_FILE = "model_meta.json"
 PYFUNC_CODE = Path(__file__).parent / "model" / "pyfunc_model.py"
-DIGITS = 6
+__all__ = ["DIGITS", "META_FILE", "MODEL_FILE", "load_model", "probability_metrics", "run_train"]
 
 
 def _r(value: float) -> float:
@@ -83,23 +90,6 @@ def suggest(trial: optuna.Trial, space: SearchSpace) -> dict[str, Any]:
     }
 
 
-def probability_metrics(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, float]:
-    """Ranking, calibration and operating-point metrics of one score on one window."""
-    flag = (p >= threshold).astype(int)
-    tp = int(((flag == 1) & (y == 1)).sum())
-    return {
-        "recall": _r(tp / max(int(y.sum()), 1)),
-        "precision": _r(tp / max(int(flag.sum()), 1)),
-        "f2": _r(fbeta_score(y, flag, beta=2, zero_division=0)),
-        "pr_auc": _r(average_precision_score(y, p)),
-        "roc_auc": _r(roc_auc_score(y, p)),
-        "brier": _r(brier_score_loss(y, p)),
-        "flagged_share": _r(flag.mean()),
-        "prevalence": _r(y.mean()),
-        "n": int(y.size),
-    }
-
-
 class _Objective:
     """Mean over time-ordered folds of the recall at the precision floor; one nested run per trial."""
 
@@ -110,9 +100,10 @@ class _Objective:
 
     def fold_score(self, hp: dict[str, Any], k: int) -> dict[str, float]:
         train_idx, valid_idx = self.folds[k]
-        model = forest_pipeline(hp, self.seed, self.tp.n_jobs)
+        forest_hp = scaling.capped_forest_params(hp, train_idx.size, self.tp.max_samples_rows)
+        model = forest_pipeline(forest_hp, self.seed, self.tp.n_jobs)
         model.fit(self.x.iloc[train_idx], self.y[train_idx])
-        p = model.predict_proba(self.x.iloc[valid_idx])[:, 1]
+        p = scaling.predict_positive(model, self.x.iloc[valid_idx])
         y = self.y[valid_idx]
         try:
             point = recall_at_precision(y, p, self.tp.min_precision)
@@ -187,6 +178,59 @@ def _study_figures(study: optuna.Study, seed: int) -> dict[str, Any]:
     return figures
 
 
+def learning_curve(tp: TrainParams, seed: int, hp: dict[str, Any], x_train: pd.DataFrame, y_train: np.ndarray,
+                   train_dates: np.ndarray, x_valid: pd.DataFrame, y_valid: np.ndarray) -> list[dict[str, float]]:
+    """Validation metrics of the best params fitted on log-spaced, stratified samples of the training
+    window: where more rows stop helping. Each fit's bootstrap is capped, so the cost is bounded."""
+    n_max = min(len(x_train), tp.learning_curve_max_rows or len(x_train))
+    sizes = scaling.learning_curve_sizes(n_max, tp.learning_curve_points, tp.learning_curve_min_rows)
+    curve: list[dict[str, float]] = []
+    for size in sizes:
+        started = time.perf_counter()
+        idx = scaling.time_stratified_sample(train_dates, y_train, size, seed)
+        forest_hp = scaling.capped_forest_params(hp, idx.size, tp.max_samples_rows)
+        model = forest_pipeline(forest_hp, seed, tp.n_jobs)
+        model.fit(x_train.iloc[idx], y_train[idx])
+        p = scaling.predict_positive(model, x_valid)
+        try:
+            point = recall_at_precision(y_valid, p, tp.min_precision)
+        except ThresholdError:
+            point = None
+        curve.append({
+            "rows": int(idx.size), "bootstrap_rows": int(forest_hp["max_samples"]),
+            "roc_auc": _r(roc_auc_score(y_valid, p)), "pr_auc": _r(average_precision_score(y_valid, p)),
+            "recall_at_floor": _r(point.recall) if point else 0.0,
+            "seconds": round(time.perf_counter() - started, 2),
+        })
+        log.info("learning curve: %s", curve[-1])
+    return curve
+
+
+def log_learning_curve(curve: list[dict[str, float]], tolerance: float) -> int | None:
+    """lc_* metrics with step = training rows, a CSV and a plot under learning_curve/; the plateau size."""
+    import plotly.graph_objects as go
+
+    rows = [int(c["rows"]) for c in curve]
+    for c in curve:
+        mlflow.log_metrics({f"lc_{k}": c[k] for k in ("roc_auc", "pr_auc", "recall_at_floor")}, step=int(c["rows"]))
+    plateau = scaling.plateau_rows(rows, [c["roc_auc"] for c in curve], tolerance)
+    if plateau is not None:
+        mlflow.log_metric("lc_plateau_rows", plateau)
+    fig = go.Figure()
+    for key, label in (("roc_auc", "ROC-AUC"), ("pr_auc", "PR-AUC"), ("recall_at_floor", "recall at precision floor")):
+        fig.add_trace(go.Scatter(x=rows, y=[c[key] for c in curve], mode="lines+markers", name=label))
+    if plateau is not None:
+        fig.add_vline(x=plateau, line_dash="dot", annotation_text=f"plateau ({plateau:,} rows)")
+    fig.update_layout(title="Learning curve: validation window vs training rows (best params)",
+                      xaxis={"type": "log", "title": "training rows"}, yaxis={"title": "validation metric"})
+    with tempfile.TemporaryDirectory() as tmp:
+        pd.DataFrame(curve).to_csv(Path(tmp) / "learning_curve.csv", index=False)
+        page = combined_html({"learning curve": fig}, "Learning curve")
+        (Path(tmp) / "learning_curve.html").write_text(page, encoding="utf-8")
+        mlflow.log_artifacts(tmp, artifact_path="learning_curve")
+    return plateau
+
+
 def model_signature() -> ModelSignature:
     """Outputs only. The served pyfunc checks its input itself (pyfunc_model.check_input: missing,
     extra and label columns, types, nulls, with 400 and the column's name); an input schema here
@@ -230,8 +274,12 @@ def run_train(paths: Paths, params: Params) -> dict[str, Any]:
     x_train, y_train = fdata.to_model_input(split.train), fdata.labels(split.train)
     x_valid, y_valid = fdata.to_model_input(split.valid), fdata.labels(split.valid)
     train_dates = split.train[fdata.DATE].to_numpy()
-    folds = fdata.time_folds(train_dates, tp.cv_folds, tp.cv_gap_days)
-    fold_starts = fdata.cut_dates(train_dates, tp.cv_folds)
+    # Optuna's rows: a bounded, seeded sample of the window (all of it when small), still in date order.
+    tune_idx = scaling.time_stratified_sample(train_dates, y_train, tp.tune_max_rows, seed)
+    x_tune, y_tune, tune_dates = x_train.iloc[tune_idx], y_train[tune_idx], train_dates[tune_idx]
+    folds = fdata.time_folds(tune_dates, tp.cv_folds, tp.cv_gap_days)
+    fold_starts = fdata.cut_dates(tune_dates, tp.cv_folds)
+    log.info("tuning on %d of %d training rows (tune_max_rows %d)", tune_idx.size, len(x_train), tp.tune_max_rows)
 
     client = tracking.connect(paths)
     experiment_id = tracking.ensure_experiment(client, paths, tp.experiment)
@@ -265,11 +313,15 @@ def run_train(paths: Paths, params: Params) -> dict[str, Any]:
                 "train_end": tp.train_end.isoformat(), "valid_end": tp.valid_end.isoformat(),
                 "cv_fold_starts": ",".join(d.isoformat() for d in fold_starts),
                 "n_train": split.train.height, "n_valid": split.valid.height, "n_test": split.test.height,
+                "n_tune": int(tune_idx.size), "tune_max_rows": tp.tune_max_rows,
+                "max_samples_rows": tp.max_samples_rows, "learning_curve_points": tp.learning_curve_points,
                 **{f"space_{k}": str(list(v)) for k, v in space.model_dump().items()},
             })
-            objective = _Objective(tp, seed, x_train, y_train, folds, experiment_id)
+            objective = _Objective(tp, seed, x_tune, y_tune, folds, experiment_id)
+            clock = time.perf_counter()
             study.optimize(objective, n_trials=tp.n_trials, timeout=tp.timeout_s, n_jobs=1, gc_after_trial=False)
 
+            timings = {"tuning_s": round(time.perf_counter() - clock, 1)}
             states = [t.state for t in study.trials]
             n_complete = states.count(optuna.trial.TrialState.COMPLETE)
             n_pruned = states.count(optuna.trial.TrialState.PRUNED)
@@ -296,10 +348,23 @@ def run_train(paths: Paths, params: Params) -> dict[str, Any]:
                     trials.to_csv(Path(tmp) / "optuna_trials.csv", index=False)
                     mlflow.log_artifacts(tmp, artifact_path="optuna")
 
-            # Refit on the whole training window; operating threshold on the validation window.
-            pipeline = forest_pipeline(best_params, seed, tp.n_jobs)
+            plateau: int | None = None
+            clock = time.perf_counter()
+            if tp.learning_curve_points:
+                curve = learning_curve(tp, seed, best_params, x_train, y_train, train_dates, x_valid, y_valid)
+                plateau = log_learning_curve(curve, tp.learning_curve_tolerance)
+            timings["learning_curve_s"] = round(time.perf_counter() - clock, 1)
+            clock = time.perf_counter()
+
+            # Refit on the whole training window (bootstrap capped); operating threshold on validation.
+            refit_params = scaling.capped_forest_params(best_params, len(x_train), tp.max_samples_rows)
+            mlflow.log_params({"refit_bootstrap_rows": refit_params["max_samples"]})
+            pipeline = forest_pipeline(refit_params, seed, tp.n_jobs)
             pipeline.fit(x_train, y_train)
-            p_valid = pipeline.predict_proba(x_valid)[:, 1]
+            p_valid = scaling.predict_positive(pipeline, x_valid)
+            timings["refit_s"] = round(time.perf_counter() - clock, 1)
+            # Timings go to MLflow and the printed summary, never to train.json (same inputs, same bytes).
+            mlflow.log_metrics({f"time_{k}": v for k, v in timings.items()})
             point: OperatingPoint = choose_threshold(y_valid, p_valid, tp.min_precision, tp.threshold_fallback)
             if point.rule != "min_precision":
                 log.warning("validation: no threshold reaches precision >= %.3f; using the max-F2 threshold %.4f",
@@ -372,19 +437,14 @@ def run_train(paths: Paths, params: Params) -> dict[str, Any]:
         "min_precision": tp.min_precision,
         "valid": valid_metrics,
         "rows": split.sizes(),
+        "tune_rows": int(tune_idx.size),
+        "refit_bootstrap_rows": int(refit_params["max_samples"]),
+        "learning_curve_plateau_rows": plateau,
         "model_version": version,
     }
     _write_json(paths.metrics / "train.json", result)  # no timings: same inputs, same bytes
     result["duration_s"] = round(time.perf_counter() - started, 1)
+    result["timings"] = timings
     log.info("train: version %s, threshold %.4f (%s), valid recall %.3f precision %.3f",
              version, point.threshold, point.rule, valid_metrics["recall"], valid_metrics["precision"])
     return result
-
-
-def load_model(paths: Paths) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(bundle, meta) of the trained model, from models/ (no MLflow needed)."""
-    from pipelines.model.pyfunc_model import load_bundle
-
-    meta = json.loads((paths.models / META_FILE).read_text(encoding="utf-8"))
-    return load_bundle(str(paths.models / MODEL_FILE)), meta
-

@@ -590,6 +590,21 @@ def test_score_batch_equals_in_process(project: dict[str, Any], tmp_path: Path) 
     assert out.read_bytes() == first  # deterministic
 
 
+def test_score_batch_in_slices_equals_one_call(project: dict[str, Any], tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    import pipelines.serving as serving_module
+
+    paths, params = project["paths"], project["params"]
+    source = tmp_path / "discharges.parquet"
+    project["split"].test.write_parquet(source)
+    whole, sliced = tmp_path / "whole.parquet", tmp_path / "sliced.parquet"
+    score_batch(paths, params, source, whole)
+    monkeypatch.setattr(serving_module, "PREDICT_CHUNK_ROWS", 37)  # many slices, a short last one
+    assert project["split"].test.height % 37
+    score_batch(paths, params, source, sliced)
+    assert sliced.read_bytes() == whole.read_bytes()
+
+
 def test_score_batch_accepts_features_only_and_categorical_dtypes(project: dict[str, Any], tmp_path: Path) -> None:
     frame = project["split"].test.head(50).select([fdata.KEY, *fdata.FEATURES]).with_columns(
         pl.col("department").cast(pl.Categorical))

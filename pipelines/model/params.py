@@ -57,6 +57,19 @@ class TrainParams(_Strict):
     seed: int | None = None  # None: the top-level `seed`
     search: SearchSpace = SearchSpace()
     optuna_plots: bool = True  # one self-contained HTML of the study's plots on the parent run
+    # Scale (README "Training at scale"): the cost of tuning and fitting does not grow with the rows.
+    # Each tree draws min(round(max_samples x rows), max_samples_rows) rows (max_samples: the
+    # searched fraction), in the CV folds, the learning curve and the final refit alike.
+    max_samples_rows: int = Field(100_000, ge=1)
+    # Optuna tunes on at most this many rows of the training window: a seeded sample stratified
+    # on (calendar month, label), in date order, cut into the same time-ordered folds (cv_gap_days).
+    tune_max_rows: int = Field(30_000, ge=100)
+    # Learning curve (best params, validation window) at this many log-spaced training sizes from
+    # learning_curve_min_rows up to learning_curve_max_rows (null: the whole training window); 0: off.
+    learning_curve_points: int = Field(5, ge=0)
+    learning_curve_min_rows: int = Field(2_000, ge=100)
+    learning_curve_max_rows: int | None = Field(None, ge=100)
+    learning_curve_tolerance: float = Field(0.002, ge=0)  # ROC-AUC within this of the best = plateau
 
     @model_validator(mode="after")
     def _windows(self) -> TrainParams:
