@@ -181,7 +181,9 @@ def _link(driving: pl.DataFrame, linked: pl.DataFrame, source: SourceTable, on: 
     """Left-join one linked source (unique per key) onto the driving rows; reject orphans."""
     keys = _key_names(len(on))
     joinable, rejects = _dedupe_linked(linked, on, source.dates)
-    driving_keys = driving.filter(~pl.col(MALFORMED)).select(_key_exprs(on, driving_src.dates)).unique()
+    # A malformed driving line's fields are unreliable: it joins nothing (null keys never match).
+    driving_side = driving.with_columns(pl.when(~pl.col(MALFORMED)).then(k) for k in _key_exprs(on, driving_src.dates))
+    driving_keys = driving_side.lazy().filter(~pl.col(MALFORMED)).select(keys).unique().collect()
     orphans = joinable.join(driving_keys, on=keys, how="anti")
     rejects.append(_reject(orphans, "orphan_row", pl.concat_str(
         [_key_text(on), pl.lit(f": no {driving_src.name} row with this key")])))
@@ -191,8 +193,6 @@ def _link(driving: pl.DataFrame, linked: pl.DataFrame, source: SourceTable, on: 
     right = joinable.select(
         *keys, *own, pl.col(FILE).alias(link_file_col(source.name)), pl.col(LINE).alias(link_line_col(source.name))
     )
-    # A malformed driving line's fields are unreliable: it joins nothing (null keys never match).
-    driving_side = driving.with_columns(pl.when(~pl.col(MALFORMED)).then(k) for k in _key_exprs(on, driving_src.dates))
     joined = (
         driving_side.join(right, on=keys, how="left", maintain_order="left", coalesce=True)
         .drop(keys)

@@ -245,11 +245,16 @@ def split_rows(lines: pl.DataFrame, header: tuple[str, ...], sep: str, quoted: b
 
 def detect_date_format(values: pl.Series, path: Path, column: str) -> str:
     """The known format parsing the most non-empty values; structural error if none fits."""
-    present = values.str.strip_chars().filter(values.str.strip_chars() != "").drop_nulls()
+    stripped = values.str.strip_chars()
+    present = stripped.filter(stripped != "").drop_nulls()
     if present.len() == 0:
         return "dd/mm/yyyy"
-    parsed = {label: int(_to_date(present, fmt).is_not_null().sum()) for label, fmt in DATE_FORMATS.items()}
-    best = max(DATE_FORMATS, key=lambda label: parsed[label])
+    parsed: dict[str, int] = {}
+    for label, fmt in DATE_FORMATS.items():
+        parsed[label] = int(_to_date(present, fmt).is_not_null().sum())
+        if parsed[label] == present.len():
+            break  # no later format can parse more; ties go to the earlier one anyway
+    best = max(parsed, key=lambda label: parsed[label])
     if parsed[best] < MIN_DATE_SHARE * present.len():
         raise ExtractError(
             f"{path}: column {column}: {present.len() - parsed[best]} of {present.len()} dates parse in no known"
@@ -303,7 +308,7 @@ def read_source(file: SourceFile, encoding: str = "auto") -> SourceRows:
     formats: dict[str, str] = {}
     for col in file.source.dates:
         if col.upper() in {h.upper() for h in header}:
-            ok = rows.filter(~pl.col(MALFORMED)).get_column(col)
+            ok = rows.select(pl.col(col).filter(~pl.col(MALFORMED))).to_series()  # one column, not the frame
             formats[col] = detect_date_format(ok, path, col)
     rows = rows.with_columns(
         date_expr(col, DATE_FORMATS[formats.get(col, "dd/mm/yyyy")]).alias(date_column(col))
