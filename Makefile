@@ -27,12 +27,12 @@ repro: setup  ## run the whole pipeline with dvc repro (embedded defaults, no cr
 	$(RUN) dvc repro
 
 test: setup  ## lint, type-check and run the test suite
-	$(RUN) ruff check pipelines tests
+	$(RUN) ruff check pipelines tests benchmarks
 	$(RUN) mypy pipelines
 	$(RUN) python -m pytest
 
 lint: setup  ## ruff + mypy only
-	$(RUN) ruff check pipelines tests
+	$(RUN) ruff check pipelines tests benchmarks
 	$(RUN) mypy pipelines
 
 bench: setup  ## benchmark generate+clean at default and 10x scale (prints figures)
