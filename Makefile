@@ -9,7 +9,7 @@ PORT ?= 5000
 
 SERVE_PORT ?= 5001
 
-.PHONY: setup repro test lint bench bench-serving serve rollback mlflow-ui docs help
+.PHONY: setup repro test lint bench bench-chain bench-serving serve rollback mlflow-ui docs help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -37,6 +37,10 @@ lint: setup  ## ruff + mypy only
 
 bench: setup  ## benchmark generate+clean at default and 10x scale (prints figures)
 	$(RUN) python -m pipelines.bench
+
+SCALES ?= 1 10
+bench-chain: setup  ## whole chain generate..train per scale: wall s, peak RSS, raw rows (SCALES="1 10 100")
+	$(RUN) python -m pipelines.bench_chain --scales $(SCALES)
 
 serve: setup  ## serve the champion on http://$(HOST):$(SERVE_PORT)/invocations (Ctrl-C stops)
 	$(RUN) python -m pipelines serve --host $(HOST) --port $(SERVE_PORT)
