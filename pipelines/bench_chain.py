@@ -165,6 +165,9 @@ def bench_scale(base: Path, params_file: Path, scale: float, stages: tuple[str, 
             elif stage == "clean":
                 result.clean_raw_rows = _int(summary.get("raw_rows"))
             print(f"  x{scale:g} {stage:<9} {run.seconds:8.1f} s {run.peak_mb:9,.0f} MB", flush=True)
+            if stage == "warehouse":
+                slow = ", ".join(f"{name} {sec:.1f} s" for name, sec in slowest_models(root))
+                print(f"           slowest dbt models: {slow or NA}", flush=True)
     finally:
         result.load_after = os.getloadavg()
         if keep:
@@ -172,6 +175,20 @@ def bench_scale(base: Path, params_file: Path, scale: float, stages: tuple[str, 
         else:
             shutil.rmtree(root, ignore_errors=True)
     return result
+
+
+def slowest_models(root: Path, n: int = 4) -> list[tuple[str, float]]:
+    """The `n` slowest dbt models of the last build (dbt/target/run_results.json), slowest first."""
+    try:
+        results = json.loads((root / "dbt" / "target" / "run_results.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return []
+    models = [
+        (str(r["unique_id"]).split(".")[-1], float(r.get("execution_time") or 0.0))
+        for r in results.get("results", [])
+        if str(r.get("unique_id", "")).startswith("model.")
+    ]
+    return sorted(models, key=lambda m: -m[1])[:n]
 
 
 def _int(value: Any) -> int | None:

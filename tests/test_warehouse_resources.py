@@ -101,3 +101,19 @@ def test_table_prints_na_without_a_reference() -> None:
     row = text.splitlines()[1].split()
     assert row[:5] == ["1", "1,000", "3.0/100", "5.0/250", "n/a"]
     assert row[5:9] == ["8.0", "250", "2.50", "n/a"]
+
+
+def test_slowest_models_reads_dbt_run_results(tmp_path: Path) -> None:
+    import json
+
+    target = tmp_path / "dbt" / "target"
+    target.mkdir(parents=True)
+    results = [
+        {"unique_id": "model.p.int_episodes", "execution_time": 2.5},
+        {"unique_id": "test.p.not_null_x", "execution_time": 9.0},  # tests are not models
+        {"unique_id": "model.p.fct_stays", "execution_time": 4.0},
+        {"unique_id": "model.p.dim_hospitals", "execution_time": 0.1},
+    ]
+    (target / "run_results.json").write_text(json.dumps({"results": results}), encoding="utf-8")
+    assert bench_chain.slowest_models(tmp_path, n=2) == [("fct_stays", 4.0), ("int_episodes", 2.5)]
+    assert bench_chain.slowest_models(tmp_path / "missing") == []
