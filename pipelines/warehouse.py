@@ -380,6 +380,7 @@ def warehouse_figures(warehouse: Path, wp: WarehouseParams, root: Path | None = 
                 "ratio": _r(ratio, 3), "ci95": [_r(r_lo, 3), _r(r_hi, 3)],
                 "ratio_vs_rest_of_region": _r(rest[0], 3), "ci95_vs_rest": [_r(rest[1], 3), _r(rest[2], 3)],
             }
+        # One global sort (ntile over every index stay) for both the groups and the threshold.
         top = rows(
             f"""with ranked as (
                     select diagnosis_group, episode_cost,
@@ -387,20 +388,16 @@ def warehouse_figures(warehouse: Path, wp: WarehouseParams, root: Path | None = 
                     from {MARTS_SCHEMA}.fct_readmissions where is_index
                 )
                 select diagnosis_group, count(*), sum(episode_cost),
-                       sum(episode_cost) / sum(sum(episode_cost)) over () as share
+                       sum(episode_cost) / sum(sum(episode_cost)) over () as share,
+                       min(min(episode_cost)) over () as threshold
                 from ranked where decile = 1 group by 1 order by 4 desc, 1"""
         )
+        threshold = top[0][4] if top else None
         figures["top_decile_cost"] = {
             "index_stays": sum(int(r[1]) for r in top),
-            "threshold_euros": _r(
-                one(
-                    f"""select min(episode_cost) from (
-                            select episode_cost, ntile(10) over (order by episode_cost desc, stay_id) as decile
-                            from {MARTS_SCHEMA}.fct_readmissions where is_index) as t where decile = 1"""
-                )[0] or math.nan, 2,
-            ),
+            "threshold_euros": _r(threshold or math.nan, 2),
             # shares are null when the extract has no valuation (costs null)
-            "cost_share_by_group": {str(g): _r(math.nan if s is None else float(s)) for g, _, _, s in top},
+            "cost_share_by_group": {str(g): _r(math.nan if s is None else float(s)) for g, _, _, s, _ in top},
         }
         figures["copd_cost_share_top_decile"] = figures["top_decile_cost"]["cost_share_by_group"].get("COPD", 0.0)
         published, suppressed = one(
