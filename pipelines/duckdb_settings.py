@@ -1,7 +1,7 @@
 """DuckDB resource settings shared by every stage that opens the warehouse (toolkit module).
 
 params.yaml's `warehouse` section holds `memory_limit`, `threads` and `temp_directory`. The
-warehouse stage hands them to dbt-duckdb's profile (`settings:` read from SNDS_DUCKDB_* env
+warehouse stage hands them to dbt-duckdb's profile (`config_options:`, read from SNDS_DUCKDB_* env
 vars), so every dbt model runs under them; read-only connections (warehouse figures, features
 export, dashboard queries) open through `connect_read_only`, which applies the memory limit and
 the spill directory too. Above the memory limit DuckDB spills sorts, joins and aggregates to
