@@ -1,7 +1,7 @@
 """Benchmark the whole chain generate -> clean -> warehouse -> features -> train at several scales.
 
 Usage: python -m pipelines.bench_chain [--scales 1 10 [100]] [--params params.yaml] [--keep]
-       (also `python -m pipelines.bench --chain ...` and `make bench-chain SCALES="1 10"`)
+       (or `make bench-chain SCALES="1 10"`)
 
 Each scale runs in a scratch copy of the project (params.yaml with generate.scale set, dbt/)
 under a temporary folder; each stage runs in its own child process, as `dvc repro` runs it,
@@ -218,9 +218,9 @@ def table(results: list[ScaleResult], stages: tuple[str, ...]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--chain", action="store_true", help="accepted for `pipelines.bench --chain` symmetry")
+    parser.add_argument("--chain", action="store_true", help="no effect (the whole chain is the default)")
     parser.add_argument("--scales", nargs="+", type=float, default=[1.0, 10.0],
-                        help="scales to run (default 1 10; add 100 on request: ~45 min, ~12 GB)")
+                        help="scales to run (default 1 10; add 100 on request: expect the best part of an hour)")
     parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="base params file")
     parser.add_argument("--stages", nargs="+", choices=CHAIN, default=list(CHAIN),
                         help="a prefix of the chain to run (default all five)")
