@@ -9,7 +9,7 @@ PORT ?= 5000
 
 SERVE_PORT ?= 5001
 
-.PHONY: setup repro test lint bench bench-clean bench-serving serve rollback mlflow-ui docs help
+.PHONY: setup repro test lint bench bench-clean bench-chain bench-serving serve rollback mlflow-ui docs help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -40,6 +40,10 @@ bench: setup  ## benchmark generate+clean at default and 10x scale (prints figur
 
 bench-clean: setup  ## clean vs pandas reference vs Polars parse floor at scales 1 and 10 (prints figures)
 	$(RUN) python benchmarks/bench_clean.py --scales 1 10
+
+SCALES ?= 1 10
+bench-chain: setup  ## whole chain generate..train per scale: wall s, peak RSS, raw rows (SCALES="1 10 100")
+	$(RUN) python -m pipelines.bench_chain --scales $(SCALES)
 
 serve: setup  ## serve the champion on http://$(HOST):$(SERVE_PORT)/invocations (Ctrl-C stops)
 	$(RUN) python -m pipelines serve --host $(HOST) --port $(SERVE_PORT)

@@ -15,6 +15,7 @@ import polars as pl
 
 from pipelines import atomic, contracts
 from pipelines.config import Params, Paths
+from pipelines.duckdb_settings import DuckDBSettings, connect_read_only, duckdb_settings
 from pipelines.guards import MIN_FEATURE_ROWS, require_rows
 from pipelines.warehouse import FEATURES_RELATION
 
@@ -25,13 +26,16 @@ class FeaturesError(RuntimeError):
     """The warehouse is missing or its feature mart does not match the contract."""
 
 
-def read_feature_mart(warehouse: Path) -> pl.DataFrame:
-    """The feature mart as a frame with exactly contracts.FEATURE_SCHEMA, sorted by stay_id."""
+def read_feature_mart(
+    warehouse: Path, settings: DuckDBSettings | None = None, root: Path | None = None
+) -> pl.DataFrame:
+    """The feature mart as a frame with exactly contracts.FEATURE_SCHEMA, sorted by stay_id; read
+    under the DuckDB memory limit of `settings` (spill directory under `root`, default the cwd)."""
     import duckdb
 
     if not warehouse.is_file():
         raise FeaturesError(f"{warehouse}: warehouse not found (run the warehouse stage first)")
-    con = duckdb.connect(str(warehouse), read_only=True)
+    con = connect_read_only(warehouse, settings or DuckDBSettings(), root or Path.cwd())
     try:
         try:
             actual = [r[0] for r in con.execute(f"describe {FEATURES_RELATION}").fetchall()]
@@ -75,8 +79,9 @@ def write_features(frame: pl.DataFrame, path: Path) -> None:
 
 def run_features(paths: Paths, params: Params) -> dict[str, Any]:
     """Export the feature mart; returns row count, label rate and date range."""
-    del params  # the feature definitions live in dbt (params reach them through the warehouse)
-    frame = read_feature_mart(paths.warehouse)
+    # The feature definitions live in dbt (params reach them through the warehouse); only the
+    # DuckDB resources (memory limit, spill directory) are read here.
+    frame = read_feature_mart(paths.warehouse, duckdb_settings(params), paths.root)
     require_rows(frame.height, MIN_FEATURE_ROWS, f"{paths.warehouse} {FEATURES_RELATION}",
                  "too few index stays: see reports/metrics/warehouse.json and cleaning.json")
     out = paths.features / FEATURES_FILE

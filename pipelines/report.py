@@ -28,6 +28,7 @@ from pipelines.dashboard.findings import findings, headline
 from pipelines.dashboard.inputs import load_inputs
 from pipelines.dashboard.page import Context, render
 from pipelines.dashboard.queries import connect
+from pipelines.duckdb_settings import DuckDBSettings, duckdb_settings
 
 log = logging.getLogger(__name__)
 
@@ -59,12 +60,15 @@ def plotly_js() -> str:
     return js
 
 
-def build_dashboard(paths: Paths, rp: ReportParams) -> tuple[str, dict[str, Any]]:
-    """(HTML document, headline numbers) from the warehouse and the optional inputs."""
+def build_dashboard(
+    paths: Paths, rp: ReportParams, duckdb: DuckDBSettings | None = None
+) -> tuple[str, dict[str, Any]]:
+    """(HTML document, headline numbers) from the warehouse (read under `duckdb`'s memory limit)
+    and the optional inputs."""
     geojson = geo.load_geojson()
     depts_geo = geo.departments(geojson)
     names = {code: d.name for code, d in depts_geo.items()}
-    con = connect(paths.warehouse)
+    con = connect(paths.warehouse, duckdb, paths.root)
     try:
         w = warehouse_numbers(con, names, rp.min_cell_patients, rp.top_n_diagnoses, rp.cost_ntiles,
                               rp.trend_compare_months)
@@ -92,7 +96,7 @@ def build_dashboard(paths: Paths, rp: ReportParams) -> tuple[str, dict[str, Any]
 def run_report(paths: Paths, params: Params) -> dict[str, Any]:
     """The stage: write reports/dashboard.html; return the headline numbers."""
     rp = report_params(params)
-    doc, numbers = build_dashboard(paths, rp)
+    doc, numbers = build_dashboard(paths, rp, duckdb_settings(params))
     out = paths.reports / DASHBOARD_FILE
     atomic.write_text(out, doc)
     log.info("report: %s (%.1f MB, %d figures)", out, len(doc.encode("utf-8")) / 1e6, numbers["figures"])

@@ -23,10 +23,11 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from pipelines import atomic, config
 from pipelines.config import Params, Paths
+from pipelines.duckdb_settings import DuckDBSettings, connect_read_only
 from pipelines.guards import check_clean_stays
 from pipelines.stats import ratio_independent, ratio_to_total, wilson_interval
 
@@ -38,8 +39,9 @@ FEATURES_RELATION = f"{MARTS_SCHEMA}.ml_readmission_features"
 DBT_TARGET = "local"
 
 
-class WarehouseParams(BaseModel):
-    """params.yaml section `warehouse`: the readmission definition and publication rules."""
+class WarehouseParams(DuckDBSettings):
+    """params.yaml section `warehouse`: the readmission definition and publication rules, and
+    (inherited) the DuckDB resources of the build: memory_limit, threads, temp_directory."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -103,17 +105,23 @@ def dbt_args(command: str, paths: Paths, wp: WarehouseParams, *extra: str) -> li
     ]
 
 
-def invoke_dbt(args: list[str], paths: Paths, database: Path | None = None) -> Any:
-    """Run one dbt command in-process against `database` (default paths.warehouse); returns dbt's
+def invoke_dbt(
+    args: list[str], paths: Paths, database: Path | None = None, settings: DuckDBSettings | None = None
+) -> Any:
+    """Run one dbt command in-process against `database` (default paths.warehouse) under the DuckDB
+    `settings` (memory limit, threads, spill directory; default DuckDBSettings()); returns dbt's
     RunExecutionResult. An interrupt inside dbt is raised again as KeyboardInterrupt."""
     from dbt.cli.main import dbtRunner  # heavy import, only when the stage runs
 
     target = (database or paths.warehouse).resolve()
     target.parent.mkdir(parents=True, exist_ok=True)
+    resources = settings or DuckDBSettings()
+    resources.temp_path(paths.root).mkdir(parents=True, exist_ok=True)
     with _environ(
         DBT_SEND_ANONYMOUS_USAGE_STATS="False",
         SNDS_DUCKDB_PATH=str(target),
         SNDS_DBT_TARGET=DBT_TARGET,
+        **resources.environ(paths.root),
     ):
         res = dbtRunner().invoke(args)
     _release_duckdb()
@@ -258,10 +266,10 @@ def run_warehouse(paths: Paths, params: Params) -> dict[str, Any]:
     try:
         _remove_database(tmp)
         started = time.perf_counter()
-        result = invoke_dbt(dbt_args("build", paths, wp), paths, database=tmp)
+        result = invoke_dbt(dbt_args("build", paths, wp), paths, database=tmp, settings=wp)
         wall = time.perf_counter() - started
-        checkpoint(tmp)
-        figures = warehouse_figures(tmp, wp)
+        checkpoint(tmp, wp)
+        figures = warehouse_figures(tmp, wp, paths.root)
         wal = _wal(final)
         wal.unlink(missing_ok=True)  # a WAL beside the target can only belong to an older file
         os.replace(tmp, final)
@@ -290,11 +298,12 @@ def _remove_database(database: Path) -> None:
     _wal(database).unlink(missing_ok=True)
 
 
-def checkpoint(database: Path) -> None:
+def checkpoint(database: Path, settings: DuckDBSettings | None = None) -> None:
     """Fold the WAL into the database file, so the file alone is the whole warehouse."""
     import duckdb
 
-    con = duckdb.connect(str(database))
+    limits = settings or DuckDBSettings()
+    con = duckdb.connect(str(database), config={"memory_limit": limits.memory_limit, "threads": limits.threads})
     try:
         con.execute("checkpoint")
     finally:
@@ -316,10 +325,9 @@ def write_metrics(path: Path, figures: dict[str, Any]) -> None:
     atomic.write_json(path, figures)
 
 
-def warehouse_figures(warehouse: Path, wp: WarehouseParams) -> dict[str, Any]:
-    import duckdb
-
-    con = duckdb.connect(str(warehouse), read_only=True, config={"threads": 1})  # same sums, same bytes
+def warehouse_figures(warehouse: Path, wp: WarehouseParams, root: Path | None = None) -> dict[str, Any]:
+    """Figures of the marts; `root` (default: the working directory) places the spill directory."""
+    con = connect_read_only(warehouse, wp, root or Path.cwd(), threads=1)  # same sums, same bytes
     try:
         def one(sql: str) -> tuple[Any, ...]:
             row = con.execute(sql).fetchone()
@@ -372,6 +380,7 @@ def warehouse_figures(warehouse: Path, wp: WarehouseParams) -> dict[str, Any]:
                 "ratio": _r(ratio, 3), "ci95": [_r(r_lo, 3), _r(r_hi, 3)],
                 "ratio_vs_rest_of_region": _r(rest[0], 3), "ci95_vs_rest": [_r(rest[1], 3), _r(rest[2], 3)],
             }
+        # One global sort (ntile over every index stay) for both the groups and the threshold.
         top = rows(
             f"""with ranked as (
                     select diagnosis_group, episode_cost,
@@ -379,20 +388,16 @@ def warehouse_figures(warehouse: Path, wp: WarehouseParams) -> dict[str, Any]:
                     from {MARTS_SCHEMA}.fct_readmissions where is_index
                 )
                 select diagnosis_group, count(*), sum(episode_cost),
-                       sum(episode_cost) / sum(sum(episode_cost)) over () as share
+                       sum(episode_cost) / sum(sum(episode_cost)) over () as share,
+                       min(min(episode_cost)) over () as threshold
                 from ranked where decile = 1 group by 1 order by 4 desc, 1"""
         )
+        threshold = top[0][4] if top else None
         figures["top_decile_cost"] = {
             "index_stays": sum(int(r[1]) for r in top),
-            "threshold_euros": _r(
-                one(
-                    f"""select min(episode_cost) from (
-                            select episode_cost, ntile(10) over (order by episode_cost desc, stay_id) as decile
-                            from {MARTS_SCHEMA}.fct_readmissions where is_index) as t where decile = 1"""
-                )[0] or math.nan, 2,
-            ),
+            "threshold_euros": _r(threshold or math.nan, 2),
             # shares are null when the extract has no valuation (costs null)
-            "cost_share_by_group": {str(g): _r(math.nan if s is None else float(s)) for g, _, _, s in top},
+            "cost_share_by_group": {str(g): _r(math.nan if s is None else float(s)) for g, _, _, s, _ in top},
         }
         figures["copd_cost_share_top_decile"] = figures["top_decile_cost"]["cost_share_by_group"].get("COPD", 0.0)
         published, suppressed = one(

@@ -16,6 +16,8 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from pipelines.duckdb_settings import DuckDBSettings, connect_read_only
+
 MARTS = "marts"
 REF = "ref"
 READMITTED_PATIENTS = "count(distinct case when readmitted_30d = 1 then patient_id end)"
@@ -103,12 +105,11 @@ class MonthRow:
     readmissions_masked: bool  # the mart's flag: 1-9 readmitted patients, readmission figures null
 
 
-def connect(warehouse: Path) -> Any:
-    import duckdb
-
+def connect(warehouse: Path, settings: DuckDBSettings | None = None, root: Path | None = None) -> Any:
+    """Read-only, one thread (same sums, same bytes), under the DuckDB memory limit of `settings`."""
     if not warehouse.is_file():
         raise FileNotFoundError(f"{warehouse}: warehouse not found (run the warehouse stage first)")
-    return duckdb.connect(str(warehouse), read_only=True, config={"threads": 1})  # same sums, same bytes
+    return connect_read_only(warehouse, settings or DuckDBSettings(), root or Path.cwd(), threads=1)
 
 
 def _rows(con: Any, sql: str, *args: Any) -> list[tuple[Any, ...]]:
