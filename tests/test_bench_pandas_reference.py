@@ -17,10 +17,10 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from pipelines.clean import TABLE_ORDER, run_clean
-from pipelines.config import Params, Paths
+from pipelines.clean import TABLE_ORDER
+from pipelines.config import Paths
 from pipelines.contracts import CLEAN_SCHEMAS
-from pipelines.generate import run_generate
+from tests.dirty_extract import generate_and_clean
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import pandas_clean
@@ -29,13 +29,7 @@ import pandas_clean
 @pytest.fixture(scope="module")
 def both(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
     root = tmp_path_factory.mktemp("pandas-ref")
-    data = Params().model_dump()
-    data["generate"]["patients"] = 3000
-    data["generate"]["chunk_patients"] = 1500
-    data["generate"]["dirt"] = {k: v * 4 for k, v in data["generate"]["dirt"].items()}
-    params = Params.model_validate(data)
-    run_generate(Paths(root), params, progress=False)
-    run_clean(Paths(root), params.clean.model_copy(update={"max_quarantine_share": 1.0}))
+    params = generate_and_clean(root, patients=3000, chunk_patients=1500)
     period = params.clean.extract
     ref = pandas_clean.run(Paths(root).raw, pandas_clean.Params(start=period.start_date, end=period.end_date))
     return root, ref

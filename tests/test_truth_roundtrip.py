@@ -12,8 +12,6 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from pipelines.clean import run_clean
-from pipelines.config import Params, Paths
 from pipelines.contracts import (
     CORRUPTION_KINDS,
     PMSI_YEAR_COLUMN,
@@ -22,7 +20,7 @@ from pipelines.contracts import (
     SOURCES,
     TRUTH_CORRUPTIONS_FILE,
 )
-from pipelines.generate import run_generate
+from tests.dirty_extract import generate_and_clean
 
 # Raw key -> clean key expression, per table (RSA_NUM is written as 10 digits).
 _RSA = pl.col("rsa_num").cast(pl.String).str.zfill(10)
@@ -50,14 +48,7 @@ REPAIRED_COLUMN: dict[str, str] = {
 @pytest.fixture(scope="module")
 def cleaned(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("roundtrip")
-    data = Params().model_dump()
-    data["generate"]["patients"] = 5000
-    data["generate"]["chunk_patients"] = 2000
-    # Dirtier than the default so that every kind occurs many times.
-    data["generate"]["dirt"] = {k: v * 4 for k, v in data["generate"]["dirt"].items()}
-    params = Params.model_validate(data)
-    run_generate(Paths(root), params, progress=False)
-    run_clean(Paths(root), params.clean.model_copy(update={"max_quarantine_share": 1.0}))
+    generate_and_clean(root, patients=5000, chunk_patients=2000)  # every corruption kind occurs many times
     return root
 
 
