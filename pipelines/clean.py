@@ -377,12 +377,12 @@ def flag_enclosing_stays(frame: pl.LazyFrame) -> pl.LazyFrame:
     """
     ok = pl.col(_REASON).is_null()
     discharge = pl.when(ok).then(pl.col("discharge_date")).otherwise(_LAST_DAY)
-    later_min = discharge.reverse().cum_min().reverse().shift(-1).over("patient_id")
+    # Ordered within each patient only: the wide frame is never sorted (its row order does not matter).
+    later_min = discharge.reverse().cum_min().reverse().shift(-1).over(
+        "patient_id", order_by=["admission_date", "discharge_date", "stay_id", FILE, _LINE], nulls_last=True)
     encloses = ok & (pl.col("discharge_date") > later_min).fill_null(False)
-    return (
-        frame.sort("patient_id", "admission_date", "discharge_date", "stay_id", FILE, _LINE, nulls_last=True)
-        .with_columns(pl.when(encloses).then(pl.lit("encloses_stay")).otherwise(pl.col(_REASON)).alias(_REASON))
-    )
+    return frame.with_columns(
+        pl.when(encloses).then(pl.lit("encloses_stay")).otherwise(pl.col(_REASON)).alias(_REASON))
 
 
 def describe(quarantined: pl.DataFrame, checks: Sequence[Check], raw_key: Sequence[str]) -> pl.DataFrame:
@@ -774,23 +774,29 @@ def file_accounting(ingested: Ingested, rows: pl.DataFrame, quarantine: pl.DataF
 
     A linked row (T_MCOaaC, VALO, ER_PRS_F ...) joined to a driving row shares its fate; one
     rejected before the join is quarantined in its own right. A referential row (IR_PHA_R,
-    FINESS/SAE) not rejected counts as clean.
+    FINESS/SAE) not rejected counts as clean. Counted with one group-by per source, not per file.
     """
     q_by_file = dict(quarantine.group_by("source_file").len().iter_rows())
     ok = pl.col(_REASON).is_null()
+    clean_by_file = dict(rows.filter(ok).group_by(FILE).len().iter_rows())
+    linked_by_file: dict[str, tuple[int, int]] = {}
+    for source in sorted({a.source for a in ingested.files if a.role == "link"}):
+        line = pl.col(f"_line__{source}")
+        counts = rows.group_by(link_file_col(source)).agg(line.n_unique().alias("linked"),
+                                                          line.filter(ok).n_unique().alias("clean"))
+        for name, linked, clean in counts.iter_rows():
+            if name is not None:
+                linked_by_file[name] = (linked, clean)
     out: dict[str, Any] = {}
     for account in ingested.files:
         name = account.file
         if account.role == "driving":
-            clean = rows.filter(ok & (pl.col(FILE) == name)).height
+            clean = int(clean_by_file.get(name, 0))
             quarantined = int(q_by_file.get(name, 0))
         else:
             rejected = int(q_by_file.get(name, 0))
             if account.role == "link":
-                col = link_file_col(account.source)
-                lines = rows.filter(pl.col(col) == name).select(ok.alias("ok"), pl.col(f"_line__{account.source}"))
-                linked = lines.get_column(f"_line__{account.source}").n_unique() if lines.height else 0
-                clean = lines.filter(pl.col("ok")).get_column(f"_line__{account.source}").n_unique()
+                linked, clean = linked_by_file.get(name, (0, 0))
                 quarantined = rejected + linked - clean
             else:
                 quarantined = rejected

@@ -140,8 +140,29 @@ def _key_exprs(cols: Sequence[str], dates: Sequence[str] = ()) -> list[pl.Expr]:
     return out
 
 
-def _key_names(n: int) -> list[str]:
-    return [f"_k{i}" for i in range(n)]
+# A key of any width is joined on two 64-bit hashes of its normalised values (different seeds):
+# two UInt64 columns instead of up to nine text columns, and a false match needs both 64-bit
+# hashes of two different keys to collide at once.
+HASHED_KEY: tuple[str, ...] = ("_h0", "_h1")
+
+
+def _hashed_key(cols: Sequence[str], dates: Sequence[str] = (), *, joinable: pl.Expr | None = None) -> list[pl.Expr]:
+    """HASHED_KEY of the normalised key (``_key_exprs``); null where a value is null (it joins nothing)
+    or where ``joinable`` is false. ``_dedupe_linked`` uses the hash of the values themselves.
+    """
+    values = _key_exprs(cols, dates)
+    complete = pl.all_horizontal([v.is_not_null() for v in values])
+    if joinable is not None:
+        complete = complete & joinable
+    key = pl.struct(values)
+    return [pl.when(complete).then(key.hash(seed=seed)).alias(name) for seed, name in zip((11, 23), HASHED_KEY,
+                                                                                       strict=True)]
+
+
+def _key_hashes(cols: Sequence[str], dates: Sequence[str] = ()) -> list[pl.Expr]:
+    """HASHED_KEY of the normalised key, nulls included (rows with the same values, nulls alike, are one key)."""
+    key = pl.struct(_key_exprs(cols, dates))
+    return [key.hash(seed=seed).alias(name) for seed, name in zip((11, 23), HASHED_KEY, strict=True)]
 
 
 def _key_text(cols: Sequence[str]) -> pl.Expr:
@@ -154,10 +175,13 @@ def _reject(frame: pl.DataFrame, reason: str, detail: pl.Expr) -> pl.DataFrame:
 
 def _dedupe_linked(rows: pl.DataFrame, key: Sequence[str], dates: Sequence[str] = ()
                    ) -> tuple[pl.DataFrame, list[pl.DataFrame]]:
-    """Split linked rows into joinable ones (one per key) and rejects (malformed, duplicate key)."""
+    """Split linked rows into joinable ones (one per key) and rejects (malformed, duplicate key).
+
+    Joinable rows carry HASHED_KEY (null when a key value is null: such a row joins nothing).
+    """
     malformed = rows.filter(pl.col(MALFORMED))
-    ok = rows.filter(~pl.col(MALFORMED)).with_columns(_key_exprs(key, dates))
-    keys = _key_names(len(key))
+    ok = rows.filter(~pl.col(MALFORMED)).with_columns(_key_hashes(key, dates))
+    keys = list(HASHED_KEY)
     first = pl.struct(keys).is_first_distinct()  # rows come in file, then line order
     ok = ok.with_columns(first.alias("_is_first"))
     kept = ok.filter(pl.col("_is_first")).drop("_is_first")
@@ -167,6 +191,7 @@ def _dedupe_linked(rows: pl.DataFrame, key: Sequence[str], dates: Sequence[str] 
         dups = dups.join(holders, on=keys, how="left", maintain_order="left")
     else:
         dups = dups.with_columns(pl.lit(None, pl.Int64).alias("_first"), pl.lit(None, pl.String).alias("_ff"))
+    kept = kept.drop(keys).with_columns(_hashed_key(key, dates))
     rejects = [
         _reject(malformed, "malformed_line", pl.lit("wrong number of fields or broken quoting")),
         _reject(dups, "duplicate_key", pl.concat_str(
@@ -179,10 +204,10 @@ def _dedupe_linked(rows: pl.DataFrame, key: Sequence[str], dates: Sequence[str] 
 def _link(driving: pl.DataFrame, linked: pl.DataFrame, source: SourceTable, on: Sequence[str],
           driving_src: SourceTable) -> tuple[pl.DataFrame, list[pl.DataFrame]]:
     """Left-join one linked source (unique per key) onto the driving rows; reject orphans."""
-    keys = _key_names(len(on))
+    keys = list(HASHED_KEY)
     joinable, rejects = _dedupe_linked(linked, on, source.dates)
     # A malformed driving line's fields are unreliable: it joins nothing (null keys never match).
-    driving_side = driving.with_columns(pl.when(~pl.col(MALFORMED)).then(k) for k in _key_exprs(on, driving_src.dates))
+    driving_side = driving.with_columns(_hashed_key(on, driving_src.dates, joinable=~pl.col(MALFORMED)))
     driving_keys = driving_side.lazy().filter(~pl.col(MALFORMED)).select(keys).unique().collect()
     orphans = joinable.join(driving_keys, on=keys, how="anti")
     rejects.append(_reject(orphans, "orphan_row", pl.concat_str(
@@ -204,11 +229,11 @@ def _lookup(driving: pl.DataFrame, ref: pl.DataFrame, source: SourceTable, left:
             right: Sequence[str]) -> tuple[pl.DataFrame, list[pl.DataFrame]]:
     """Many-to-one join of a referential (unique per key); its unused rows are fine."""
     joinable, rejects = _dedupe_linked(ref, right)
-    keys = _key_names(len(right))
+    keys = list(HASHED_KEY)
     own = [c for c in source.columns if c not in right]
     table = joinable.select(*keys, *own)
     joined = (
-        driving.with_columns(_key_exprs(left))
+        driving.with_columns(_hashed_key(left))
         .join(table, on=keys, how="left", maintain_order="left", coalesce=True)
         .drop(keys)
     )

@@ -2,13 +2,18 @@
 
 Every value stays text (quarantine keeps what was written); each row keeps its provenance
 (file name, 1-based line number, header = line 1) and, when its field count is wrong, its
-raw text. Lines are cut by Polars' native reader (one String column); fields are split by
-vectorised string expressions, so the same steps can later run lazily on a scanned file.
+raw text. No step holds the file's bytes: a chunked sniff (blank, quotes, line endings), a
+chunked UTF-8 check or transcoding only when Polars meets non-UTF-8 bytes, then Polars'
+native reader cuts the lines (streaming engine, one text column) and vectorised expressions
+split them. Unquoted files keep only a 64-bit hash per line for the exact-duplicate rule and
+the raw text of malformed lines; files with quotes go through the RFC 4180 splitter.
 """
 
 from __future__ import annotations
 
-import io
+import codecs
+import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,7 +51,13 @@ FILE = "_file"  # file name
 MALFORMED = "_malformed"  # wrong field count or broken quoting
 N_FIELDS = "_n_fields"
 DATE_SUFFIX = "__date"  # parsed date beside each raw date column
-_UNUSED = "\x1f"  # a byte absent from text files: read each line as one field
+# Bytes absent from text files, tried in turn as the separator that reads each line as one field.
+_UNUSED_CANDIDATES: tuple[str, ...] = ("\x1f", "\x1e", "\x1d", "\x1c")
+CHUNK_BYTES = 1 << 24  # 16 MiB: the sniff, validation and transcoding buffer
+_HASH = "_hash"  # 64-bit hash of a raw line (exact duplicate lines)
+_HASH_SEED = 0
+_BLANK = "_blank"
+_DATE_SAMPLE = 10_000  # values a date format is first tried on
 
 
 def date_column(col: str) -> str:
@@ -82,47 +93,11 @@ class SourceRows:
     header: tuple[str, ...]
 
 
-def decode(data: bytes, path: Path, encoding: str) -> tuple[str, str]:
-    """The file's text and the encoding used ("auto": UTF-8, else CP1252, else Latin-1)."""
-    candidates = ENCODINGS if encoding == "auto" else (encoding,)
-    for candidate in candidates:
-        try:
-            return data.decode(candidate), candidate
-        except UnicodeDecodeError as exc:
-            if encoding != "auto":
-                line = data.count(b"\n", 0, exc.start) + 1
-                bad = data[exc.start : exc.start + 1].hex()
-                raise ExtractError(
-                    f"{path}: not valid {encoding}: byte 0x{bad} at offset {exc.start} (line {line});"
-                    " set clean.encoding to auto, cp1252 or latin-1 for SAS exports"
-                ) from exc
-    raise AssertionError("latin-1 decodes any bytes")  # pragma: no cover
-
-
 def line_endings(text: str) -> str:
     """LF, CRLF or CR: how the file ends its lines (a bare CR in an LF file is data)."""
     if "\r\n" in text:
         return "CRLF"
     return "CR" if "\r" in text and "\n" not in text else "LF"
-
-
-def _lines(text: str) -> pl.Series:
-    """Every line (header included); CRLF and CR-only endings accepted, a final newline ignored.
-
-    A bare CR inside a file that has LF line ends is data, not a line break.
-    """
-    if "\r" in text:
-        text = text.replace("\r\n", "\n") if "\n" in text else text.replace("\r", "\n")
-    data = text.encode("utf-8")
-    expected = data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
-    if _UNUSED.encode() not in data:
-        frame = pl.read_csv(io.BytesIO(data), has_header=False, separator=_UNUSED, quote_char=None,
-                            schema={RAW: pl.String()}, raise_if_empty=False)
-        lines = frame.get_column(RAW).fill_null("")
-        if len(lines) == expected:
-            return lines
-    body = text[:-1] if text.endswith("\n") else text
-    return pl.Series(RAW, body.split("\n"), dtype=pl.String)
 
 
 def _unquoted(header: str) -> str:
@@ -279,47 +254,265 @@ def date_expr(col: str, fmt: str) -> pl.Expr:
     return _parse(pl.col(col).str.strip_chars(), fmt)
 
 
-def read_source(file: SourceFile, encoding: str = "auto") -> SourceRows:
-    """Read one file: formats detected, header checked, rows split, exact duplicate lines dropped."""
-    path = file.path
-    data = path.read_bytes()
-    if not data.strip():
-        raise ExtractError(f"{path}: file is empty (no header line)")
-    text, used = decode(data, path, encoding)
-    del data
-    endings = line_endings(text)
-    lines = _lines(text)
-    quoted = '"' in text
-    del text
-    header_line = lines[0]
-    sep = detect_separator(header_line, path)
-    header = parse_header(header_line, sep, quoted, file.source, path)
-    body = lines.slice(1)
-    nonblank = (body.str.strip_chars() != "").arg_true()
-    body = body.slice(0, int(nonblank[-1]) + 1 if len(nonblank) else 0)
-    frame = pl.DataFrame({
-        LINE: pl.int_range(2, len(body) + 2, dtype=pl.Int64, eager=True),
-        RAW: body,
-    }).select(pl.lit(path.name, pl.String).alias(FILE), LINE, RAW)
-    if quoted:
-        frame = merge_quoted_records(frame, sep, path)
-    unique = frame.filter(pl.col(RAW).is_first_distinct())
-    rows = split_rows(unique, header, sep, quoted, file.source).collect()
-    formats: dict[str, str] = {}
-    for col in file.source.dates:
-        if col.upper() in {h.upper() for h in header}:
-            ok = rows.select(pl.col(col).filter(~pl.col(MALFORMED))).to_series()  # one column, not the frame
-            formats[col] = detect_date_format(ok, path, col)
-    rows = rows.with_columns(
-        date_expr(col, DATE_FORMATS[formats.get(col, "dd/mm/yyyy")]).alias(date_column(col))
-        for col in file.source.dates
+# --------------------------------------------------------------------------- streaming reads
+
+
+@dataclass(frozen=True)
+class Sniff:
+    """What one chunked pass over a file's bytes tells, without holding the file."""
+
+    blank: bool  # only whitespace (or nothing): no header line
+    quoted: bool  # a '"' somewhere: the RFC 4180 splitter is needed
+    line_endings: str  # LF, CRLF or CR (as ``line_endings``)
+
+
+def sniff(path: Path) -> Sniff:
+    """Scan the bytes in chunks (memchr-speed ``in`` tests): blank, quoted, line endings."""
+    blank, quoted, crlf, cr, lf = True, False, False, False, False
+    last = b""
+    with path.open("rb") as handle:
+        while chunk := handle.read(CHUNK_BYTES):
+            blank = blank and not chunk.strip()
+            quoted = quoted or b'"' in chunk
+            crlf = crlf or b"\r\n" in chunk or (last == b"\r" and chunk.startswith(b"\n"))
+            cr = cr or b"\r" in chunk
+            lf = lf or b"\n" in chunk
+            last = chunk[-1:]
+    endings = "CRLF" if crlf else "CR" if cr and not lf else "LF"
+    return Sniff(blank=blank, quoted=quoted, line_endings=endings)
+
+
+def _invalid(path: Path, encoding: str) -> ExtractError | None:
+    """The error naming the first byte that is not ``encoding`` (chunked), None when the file is valid."""
+    decoder = codecs.getincrementaldecoder(encoding)()
+    offset, lines = 0, 0
+    with path.open("rb") as handle:
+        while True:
+            chunk = handle.read(CHUNK_BYTES)
+            pending = decoder.getstate()[0]  # bytes of a character cut by the previous chunk
+            try:
+                decoder.decode(chunk, final=not chunk)
+            except UnicodeDecodeError as exc:
+                window = pending + chunk
+                at = offset - len(pending) + exc.start
+                line = lines - pending.count(b"\n") + window.count(b"\n", 0, exc.start) + 1
+                bad = window[exc.start : exc.start + 1].hex()
+                return ExtractError(
+                    f"{path}: not valid {encoding}: byte 0x{bad} at offset {at} (line {line});"
+                    " set clean.encoding to auto, cp1252 or latin-1 for SAS exports"
+                )
+            if not chunk:
+                return None
+            offset += len(chunk)
+            lines += chunk.count(b"\n")
+
+
+def transcode(path: Path, target: Path, encoding: str) -> None:
+    """Rewrite a file as UTF-8, chunk by chunk (an incremental decoder keeps cut characters)."""
+    decoder = codecs.getincrementaldecoder(encoding)()
+    with path.open("rb") as src, target.open("wb") as out:
+        while chunk := src.read(CHUNK_BYTES):
+            out.write(decoder.decode(chunk).encode("utf-8"))
+        out.write(decoder.decode(b"", final=True).encode("utf-8"))
+
+
+class _NotUtf8(Exception):
+    """Polars met bytes that are not UTF-8: the file is transcoded and read again."""
+
+
+def _first_line(path: Path, eol: bytes) -> str:
+    """The header line (BOM and a CR before LF removed), read without the rest of the file."""
+    data = b""
+    with path.open("rb") as handle:
+        while eol not in data:
+            chunk = handle.read(1 << 20)
+            if not chunk:
+                break
+            data += chunk
+    line = data.split(eol, 1)[0].removesuffix(b"\r")
+    try:
+        return line.decode("utf-8").removeprefix("\ufeff")
+    except UnicodeDecodeError as exc:
+        raise _NotUtf8 from exc
+
+
+def _scan_lines(src: Path, eol: str, build: Callable[[pl.LazyFrame], pl.LazyFrame], path: Path) -> pl.DataFrame:
+    """Polars' native reader cuts the lines (one text column, no quoting); ``build`` adds the rest.
+
+    The line column is read with a separator absent from text files; a file holding that byte
+    too is read with the next candidate (Polars refuses a line with more fields than the schema).
+    """
+    for unused in _UNUSED_CANDIDATES:
+        lines = pl.scan_csv(src, has_header=False, separator=unused, quote_char=None, schema={RAW: pl.String()},
+                            eol_char=eol, raise_if_empty=False)
+        numbered = lines.with_row_index(LINE, offset=1).select(
+            pl.col(LINE).cast(pl.Int64), pl.col(RAW).fill_null("")).filter(pl.col(LINE) >= 2)
+        try:
+            return build(numbered).collect(engine="streaming")
+        except pl.exceptions.ComputeError as exc:
+            if "utf-8" in str(exc).lower():
+                raise _NotUtf8 from exc
+            if "more fields" not in str(exc):
+                raise
+    raise ExtractError(f"{path}: every control byte usable to cut lines ({_UNUSED_CANDIDATES!r}) occurs in the file")
+
+
+def _without_trailing_blanks(frame: pl.DataFrame) -> pl.DataFrame:
+    """Blank lines at the end of a file are not rows (an editor's or SAS's final newlines)."""
+    nonblank = frame.filter(~pl.col(_BLANK)).get_column(LINE)
+    last = int(nonblank[-1]) if len(nonblank) else 1
+    return frame.filter(pl.col(LINE) <= last).drop(_BLANK)
+
+
+def _plain_rows(lines: pl.LazyFrame, path: Path, header: tuple[str, ...], sep: str,
+                source: SourceTable) -> pl.LazyFrame:
+    """An unquoted file: field count and fields from one split of each line; the text kept only when malformed.
+
+    A 64-bit hash of every line is kept (narrow) so that exact duplicate lines can be found
+    without keeping the text of the table.
+    """
+    n = len(header)
+    position = {name.upper(): i for i, name in enumerate(header)}
+    n_fields = pl.col(RAW).str.count_matches(sep, literal=True) + 1
+    malformed = n_fields != n
+    parts = pl.col(RAW).str.split_exact(sep, n - 1)
+    columns = [parts.struct.field(f"field_{position[c.upper()]}").alias(c) if c.upper() in position
+               else pl.lit(None, pl.String).alias(c) for c in source.columns]
+    return lines.select(
+        pl.lit(path.name, pl.String).alias(FILE), pl.col(LINE), malformed.alias(MALFORMED),
+        pl.when(malformed).then(pl.col(RAW)).alias(RAW), *columns,
+        pl.col(RAW).hash(seed=_HASH_SEED).alias(_HASH), (pl.col(RAW).str.strip_chars() == "").alias(_BLANK),
+        *(parts.struct.field(f"field_{i}").alias(f"_extra{i}") for i in range(n) if header[i].upper() not in
+          {c.upper() for c in source.columns}),
     )
+
+
+def _plain_text(header: tuple[str, ...], source: SourceTable, sep: str) -> pl.Expr:
+    """A well-formed unquoted line rebuilt from its fields (a split on the separator is invertible)."""
+    by_upper = {c.upper(): c for c in source.columns}
+    fields = [pl.col(by_upper[h.upper()]) if h.upper() in by_upper else pl.col(f"_extra{i}")
+              for i, h in enumerate(header)]
+    return pl.when(pl.col(MALFORMED)).then(pl.col(RAW)).otherwise(pl.concat_str(fields, separator=sep))
+
+
+def _drop_exact_duplicates(frame: pl.DataFrame, line_text: pl.Expr) -> pl.DataFrame:
+    """Exact duplicate lines dropped (first kept), found on the hashes and confirmed on the text.
+
+    Only lines whose hash occurs twice or more are compared as text, so a hash collision can
+    never drop a line that differs from every earlier one.
+    """
+    candidates = frame.filter(pl.col(_HASH).is_duplicated())
+    if candidates.height:
+        repeated = candidates.select(pl.col(LINE), line_text.alias("_text")).filter(
+            ~pl.col("_text").is_first_distinct()).get_column(LINE)
+        frame = frame.filter(~pl.col(LINE).is_in(repeated.implode()))
+    return frame
+
+
+def _quoted_rows(lines: pl.DataFrame, path: Path, header: tuple[str, ...], sep: str,
+                 source: SourceTable) -> tuple[pl.DataFrame, int]:
+    """A file with quotes: records spanning lines merged, duplicates dropped, RFC 4180 split (expressions)."""
+    frame = merge_quoted_records(lines.select(pl.lit(path.name, pl.String).alias(FILE), LINE, RAW), sep, path)
+    unique = frame.filter(pl.col(RAW).is_first_distinct())
+    return split_rows(unique, header, sep, True, source).collect(), frame.height
+
+
+def _with_dates(rows: pl.DataFrame, path: Path, header: tuple[str, ...],
+                source: SourceTable) -> tuple[pl.DataFrame, dict[str, str]]:
+    """Each date column's format (detected on the well-formed rows) and its parsed Date beside it."""
+    present = {h.upper() for h in header}
+    formats: dict[str, str] = {}
+    parsed: list[pl.Series] = []
+    for col in source.dates:
+        if col.upper() in present:
+            label, dates = detect_and_parse(rows, path, col)
+            formats[col] = label
+            parsed.append(dates.alias(date_column(col)))
+        else:
+            parsed.append(pl.Series(date_column(col), [None] * rows.height, dtype=pl.Date))
+    return rows.with_columns(parsed), formats
+
+
+def detect_and_parse(rows: pl.DataFrame, path: Path, col: str) -> tuple[str, pl.Series]:
+    """The column's format and its dates: the format a sample suggests is confirmed on every value.
+
+    The known formats' shapes exclude each other, so a format parsing every present value is
+    the one ``detect_date_format`` picks; otherwise it decides on the whole column.
+    """
+    ok = rows.select(pl.col(col).filter(~pl.col(MALFORMED))).to_series()
+    stripped = ok.str.strip_chars()
+    present = stripped.filter(stripped != "").drop_nulls()
+    sample = present.head(_DATE_SAMPLE)
+    guess = None
+    for label, fmt in DATE_FORMATS.items():
+        if sample.len() and bool(_to_date(sample, fmt).is_not_null().all()):
+            guess = label
+            break
+    if guess is not None:
+        dates = rows.select(date_expr(col, DATE_FORMATS[guess])).to_series()
+        counted = dates.filter(~rows.get_column(MALFORMED) & (rows.get_column(col).str.strip_chars() != ""))
+        if counted.null_count() == 0 and counted.len() == present.len():
+            return guess, dates
+    label = detect_date_format(ok, path, col)
+    return label, rows.select(date_expr(col, DATE_FORMATS[label])).to_series()
+
+
+def _read_utf8(file: SourceFile, src: Path, used: str, found: Sniff) -> SourceRows:
+    """Read a UTF-8 file (the original or its transcoded copy) whose provenance is ``file``."""
+    path = file.path
+    eol = "\r" if found.line_endings == "CR" else "\n"
+    header_line = _first_line(src, eol.encode())
+    sep = detect_separator(header_line, path)
+    header = parse_header(header_line, sep, found.quoted, file.source, path)
+    if found.quoted:
+        lines = _without_trailing_blanks(_scan_lines(
+            src, eol, lambda f: f.with_columns((pl.col(RAW).str.strip_chars() == "").alias(_BLANK)), path))
+        rows, raw_rows = _quoted_rows(lines, path, header, sep, file.source)
+    else:
+        split = _without_trailing_blanks(_scan_lines(
+            src, eol, lambda f: _plain_rows(f, path, header, sep, file.source), path))
+        raw_rows = split.height
+        rows = _drop_exact_duplicates(split, _plain_text(header, file.source, sep))
+        rows = rows.drop(_HASH, *(c for c in rows.columns if c.startswith("_extra")))
+    rows, formats = _with_dates(rows, path, header, file.source)
     return SourceRows(
         file=file,
-        format=FileFormat(encoding=used, separator=sep, quoted=quoted, date_formats=formats,
-                          line_endings=endings),
+        format=FileFormat(encoding=used, separator=sep, quoted=found.quoted, date_formats=formats,
+                          line_endings=found.line_endings),
         rows=rows,
-        raw_rows=frame.height,
-        duplicates_dropped=frame.height - unique.height,
+        raw_rows=raw_rows,
+        duplicates_dropped=raw_rows - rows.height,
         header=header,
     )
+
+
+def read_source(file: SourceFile, encoding: str = "auto") -> SourceRows:
+    """Read one file: formats detected, header checked, rows split, exact duplicate lines dropped.
+
+    Nothing holds the file's bytes or text: a chunked sniff, then Polars' reader over the file.
+    A file that is not UTF-8 ("auto": CP1252, else Latin-1) is transcoded chunk by chunk to a
+    temporary UTF-8 copy, which is read the same way.
+    """
+    path = file.path
+    found = sniff(path)
+    if found.blank:
+        raise ExtractError(f"{path}: file is empty (no header line)")
+    if encoding in ("auto", "utf-8"):
+        try:
+            return _read_utf8(file, path, "utf-8", found)
+        except _NotUtf8:
+            if encoding == "utf-8":
+                error = _invalid(path, "utf-8")
+                if error is not None:
+                    raise error from None
+                raise
+    for candidate in ("cp1252", "latin-1") if encoding == "auto" else (encoding,):
+        error = _invalid(path, candidate)
+        if error is None:
+            with tempfile.TemporaryDirectory(prefix="snds-utf8-") as tmp:
+                utf8 = Path(tmp) / path.name
+                transcode(path, utf8, candidate)
+                return _read_utf8(file, utf8, candidate, found)
+        if encoding != "auto":
+            raise error
+    raise AssertionError("latin-1 decodes any bytes")  # pragma: no cover
