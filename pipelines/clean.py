@@ -38,6 +38,9 @@ from __future__ import annotations
 
 import json
 import os
+import resource
+import sys
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date
@@ -941,13 +944,24 @@ class Staging:
         self.staged.clear()
 
 
-def clean_and_stage(paths: Paths, params: CleanParams, staging: Staging) -> dict[str, Any]:
+def report_progress(name: str, metrics: Mapping[str, Any], started: float) -> None:
+    """One line per table on stderr: rows in, out, quarantined, seconds and peak memory so far."""
+    peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # KB on Linux
+    print(f"clean: {name:<11} {metrics['raw_rows']:>11,} raw  {metrics['clean_rows']:>11,} clean"
+          f"  {metrics['quarantined_rows']:>9,} quarantined  {time.perf_counter() - started:6.1f} s"
+          f"  peak {peak_gb:.2f} GB", file=sys.stderr, flush=True)
+
+
+def clean_and_stage(paths: Paths, params: CleanParams, staging: Staging, progress: bool = False) -> dict[str, Any]:
     """Clean the tables one at a time (bounded memory), staging their outputs."""
     extract = read_extract(paths.raw, params.encoding)
     ctx = Context(params)
     tables: dict[str, Any] = {}
     for name in TABLE_ORDER:
+        started = time.perf_counter()
         result = clean_table(ingest(extract, name), ctx)
+        if progress:
+            report_progress(name, result.metrics, started)
         staging.parquet(result.clean, paths.clean / f"{name}.parquet")
         staging.parquet(result.quarantine, paths.quarantine / f"{name}.parquet")
         check_mass_loss(name, result, params.max_quarantine_share)
@@ -960,7 +974,7 @@ def clean_and_stage(paths: Paths, params: CleanParams, staging: Staging) -> dict
     return metrics
 
 
-def run_clean(paths: Paths, params: CleanParams) -> dict[str, Any]:
+def run_clean(paths: Paths, params: CleanParams, progress: bool = False) -> dict[str, Any]:
     """The stage: read data/raw, write data/clean, data/quarantine and cleaning.json.
 
     Outputs are staged under temporary names and renamed into place only once every
@@ -969,7 +983,7 @@ def run_clean(paths: Paths, params: CleanParams) -> dict[str, Any]:
     """
     staging = Staging()
     try:
-        metrics = clean_and_stage(paths, params, staging)
+        metrics = clean_and_stage(paths, params, staging, progress)
     except MassLossError:
         staging.discard()  # previous outputs stay: this run's inputs are the problem
         raise

@@ -89,7 +89,7 @@ def _run_stage(name: str, paths: Paths, params: Params, quiet: bool, args: argpa
     if name == "clean":
         for output in importlib.import_module(module_name).output_files(paths):
             atomic.sweep_stale(output)  # clean stages its files inside data/clean: a killed run's would stay
-        return _clean_summary(func(paths, params.clean))
+        return _clean_summary(func(paths, params.clean, progress=not quiet))
     return func(paths, params)
 
 

@@ -144,25 +144,26 @@ def _key_exprs(cols: Sequence[str], dates: Sequence[str] = ()) -> list[pl.Expr]:
 # two UInt64 columns instead of up to nine text columns, and a false match needs both 64-bit
 # hashes of two different keys to collide at once.
 HASHED_KEY: tuple[str, ...] = ("_h0", "_h1")
+_SEEDS: tuple[int, ...] = (11, 23)
 
 
-def _hashed_key(cols: Sequence[str], dates: Sequence[str] = (), *, joinable: pl.Expr | None = None) -> list[pl.Expr]:
-    """HASHED_KEY of the normalised key (``_key_exprs``); null where a value is null (it joins nothing)
-    or where ``joinable`` is false. ``_dedupe_linked`` uses the hash of the values themselves.
+def with_key_hashes(frame: pl.DataFrame, cols: Sequence[str], dates: Sequence[str] = (), *,
+                    joinable: pl.Expr | None = None) -> pl.DataFrame:
+    """``frame`` with HASHED_KEY of its normalised key (``_key_exprs``), each value computed once.
+
+    With ``joinable`` (the join side), the hashes are null where a key value is null (null keys
+    never match, as in a join on the values) or where ``joinable`` is false; without it (the
+    duplicate-key side), rows with the same values, nulls alike, get the same hashes.
     """
-    values = _key_exprs(cols, dates)
-    complete = pl.all_horizontal([v.is_not_null() for v in values])
+    names = [f"_k{i}" for i in range(len(cols))]
+    key = pl.struct(names)
+    hashes = [key.hash(seed=seed) for seed in _SEEDS]
     if joinable is not None:
-        complete = complete & joinable
-    key = pl.struct(values)
-    return [pl.when(complete).then(key.hash(seed=seed)).alias(name) for seed, name in zip((11, 23), HASHED_KEY,
-                                                                                       strict=True)]
-
-
-def _key_hashes(cols: Sequence[str], dates: Sequence[str] = ()) -> list[pl.Expr]:
-    """HASHED_KEY of the normalised key, nulls included (rows with the same values, nulls alike, are one key)."""
-    key = pl.struct(_key_exprs(cols, dates))
-    return [key.hash(seed=seed).alias(name) for seed, name in zip((11, 23), HASHED_KEY, strict=True)]
+        complete = pl.all_horizontal([pl.col(n).is_not_null() for n in names]) & joinable
+        hashes = [pl.when(complete).then(h) for h in hashes]
+    return (frame.lazy().with_columns(_key_exprs(cols, dates))
+            .with_columns(h.alias(n) for h, n in zip(hashes, HASHED_KEY, strict=True))
+            .drop(names).collect())
 
 
 def _key_text(cols: Sequence[str]) -> pl.Expr:
@@ -180,7 +181,7 @@ def _dedupe_linked(rows: pl.DataFrame, key: Sequence[str], dates: Sequence[str] 
     Joinable rows carry HASHED_KEY (null when a key value is null: such a row joins nothing).
     """
     malformed = rows.filter(pl.col(MALFORMED))
-    ok = rows.filter(~pl.col(MALFORMED)).with_columns(_key_hashes(key, dates))
+    ok = with_key_hashes(rows.filter(~pl.col(MALFORMED)), key, dates)
     keys = list(HASHED_KEY)
     first = pl.struct(keys).is_first_distinct()  # rows come in file, then line order
     ok = ok.with_columns(first.alias("_is_first"))
@@ -191,7 +192,7 @@ def _dedupe_linked(rows: pl.DataFrame, key: Sequence[str], dates: Sequence[str] 
         dups = dups.join(holders, on=keys, how="left", maintain_order="left")
     else:
         dups = dups.with_columns(pl.lit(None, pl.Int64).alias("_first"), pl.lit(None, pl.String).alias("_ff"))
-    kept = kept.drop(keys).with_columns(_hashed_key(key, dates))
+    kept = with_key_hashes(kept.drop(keys), key, dates, joinable=pl.lit(True))
     rejects = [
         _reject(malformed, "malformed_line", pl.lit("wrong number of fields or broken quoting")),
         _reject(dups, "duplicate_key", pl.concat_str(
@@ -207,7 +208,7 @@ def _link(driving: pl.DataFrame, linked: pl.DataFrame, source: SourceTable, on: 
     keys = list(HASHED_KEY)
     joinable, rejects = _dedupe_linked(linked, on, source.dates)
     # A malformed driving line's fields are unreliable: it joins nothing (null keys never match).
-    driving_side = driving.with_columns(_hashed_key(on, driving_src.dates, joinable=~pl.col(MALFORMED)))
+    driving_side = with_key_hashes(driving, on, driving_src.dates, joinable=~pl.col(MALFORMED))
     driving_keys = driving_side.lazy().filter(~pl.col(MALFORMED)).select(keys).unique().collect()
     orphans = joinable.join(driving_keys, on=keys, how="anti")
     rejects.append(_reject(orphans, "orphan_row", pl.concat_str(
@@ -233,7 +234,7 @@ def _lookup(driving: pl.DataFrame, ref: pl.DataFrame, source: SourceTable, left:
     own = [c for c in source.columns if c not in right]
     table = joinable.select(*keys, *own)
     joined = (
-        driving.with_columns(_hashed_key(left))
+        with_key_hashes(driving, left, joinable=pl.lit(True))
         .join(table, on=keys, how="left", maintain_order="left", coalesce=True)
         .drop(keys)
     )
