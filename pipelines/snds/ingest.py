@@ -145,6 +145,7 @@ def _key_exprs(cols: Sequence[str], dates: Sequence[str] = ()) -> list[pl.Expr]:
 # hashes of two different keys to collide at once.
 HASHED_KEY: tuple[str, ...] = ("_h0", "_h1")
 _SEEDS: tuple[int, ...] = (11, 23)
+_COMPLETE = "_key_complete"
 
 
 def with_key_hashes(frame: pl.DataFrame, cols: Sequence[str], dates: Sequence[str] = (), *,
@@ -153,17 +154,27 @@ def with_key_hashes(frame: pl.DataFrame, cols: Sequence[str], dates: Sequence[st
 
     With ``joinable`` (the join side), the hashes are null where a key value is null (null keys
     never match, as in a join on the values) or where ``joinable`` is false; without it (the
-    duplicate-key side), rows with the same values, nulls alike, get the same hashes.
+    duplicate-key side), rows with the same values, nulls alike, get the same hashes, and
+    ``_COMPLETE`` tells whether every value is present (``joinable_hashes`` nulls the others).
     """
     names = [f"_k{i}" for i in range(len(cols))]
     key = pl.struct(names)
     hashes = [key.hash(seed=seed) for seed in _SEEDS]
+    complete = pl.all_horizontal([pl.col(n).is_not_null() for n in names])
+    extra = []
     if joinable is not None:
-        complete = pl.all_horizontal([pl.col(n).is_not_null() for n in names]) & joinable
-        hashes = [pl.when(complete).then(h) for h in hashes]
+        hashes = [pl.when(complete & joinable).then(h) for h in hashes]
+    else:
+        extra = [complete.alias(_COMPLETE)]
     return (frame.lazy().with_columns(_key_exprs(cols, dates))
-            .with_columns(h.alias(n) for h, n in zip(hashes, HASHED_KEY, strict=True))
+            .with_columns(*(h.alias(n) for h, n in zip(hashes, HASHED_KEY, strict=True)), *extra)
             .drop(names).collect())
+
+
+def joinable_hashes(frame: pl.DataFrame) -> pl.DataFrame:
+    """Duplicate-key hashes (``with_key_hashes`` without ``joinable``) made join hashes."""
+    complete = pl.col(_COMPLETE)
+    return frame.with_columns(pl.when(complete).then(pl.col(n)).alias(n) for n in HASHED_KEY).drop(_COMPLETE)
 
 
 def _key_text(cols: Sequence[str]) -> pl.Expr:
@@ -189,10 +200,11 @@ def _dedupe_linked(rows: pl.DataFrame, key: Sequence[str], dates: Sequence[str] 
     dups = ok.filter(~pl.col("_is_first")).drop("_is_first")
     if dups.height:  # rare: name the line that holds the key
         holders = kept.select(*keys, pl.col(LINE).alias("_first"), pl.col(FILE).alias("_ff"))
-        dups = dups.join(holders, on=keys, how="left", maintain_order="left")
+        dups = dups.join(holders, on=keys, how="left", maintain_order="left").drop(_COMPLETE)
     else:
-        dups = dups.with_columns(pl.lit(None, pl.Int64).alias("_first"), pl.lit(None, pl.String).alias("_ff"))
-    kept = with_key_hashes(kept.drop(keys), key, dates, joinable=pl.lit(True))
+        dups = dups.drop(_COMPLETE).with_columns(pl.lit(None, pl.Int64).alias("_first"),
+                                                 pl.lit(None, pl.String).alias("_ff"))
+    kept = joinable_hashes(kept)
     rejects = [
         _reject(malformed, "malformed_line", pl.lit("wrong number of fields or broken quoting")),
         _reject(dups, "duplicate_key", pl.concat_str(
