@@ -119,3 +119,14 @@ def test_hashed_keys_join_as_the_values_would() -> None:
     dedupe_side = with_key_hashes(frame, ["A", "B"])
     d = list(zip(*(dedupe_side[c].to_list() for c in HASHED_KEY), strict=True))
     assert d[3] == d[4] and d[3][0] is not None  # same values, nulls alike: one key for duplicates
+
+
+def test_date_keys_compare_as_dates_then_as_text() -> None:
+    # as before hashing: a parsed date equals the same day written ISO in a file where it did not parse
+    frame = pl.DataFrame({"D": ["01/02/2023", "2023-02-01", "bad", " bad", "02/02/2023", None],
+                          "D__date": [date(2023, 2, 1), None, None, None, date(2023, 2, 2), None]})
+    hashed = with_key_hashes(frame, ["D"], ["D"], joinable=pl.lit(True))
+    h = list(zip(*(hashed[c].to_list() for c in HASHED_KEY), strict=True))
+    assert h[0] == h[1] and h[2] == h[3]
+    assert len({h[0], h[2], h[4]}) == 3
+    assert h[5] == (None, None)  # no date and no text: joins nothing

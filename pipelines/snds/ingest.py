@@ -24,7 +24,18 @@ import polars as pl
 from pipelines.contracts import PMSI_YEAR_COLUMN, RAW_TABLES, SOURCES, RawTable, SourceTable
 from pipelines.snds.discover import SourceFile, discover
 from pipelines.snds.errors import ExtractError
-from pipelines.snds.read import DATE_SUFFIX, FILE, LINE, MALFORMED, RAW, SourceRows, date_column, read_source
+from pipelines.snds.read import (
+    DATE_FORMATS,
+    DATE_SUFFIX,
+    FILE,
+    LINE,
+    MALFORMED,
+    RAW,
+    SourceRows,
+    date_column,
+    date_expr_of,
+    read_source,
+)
 
 REASON = "reason"
 DETAIL = "detail"
@@ -135,9 +146,18 @@ def _key_exprs(cols: Sequence[str], dates: Sequence[str] = ()) -> list[pl.Expr]:
         unpadded = trimmed.str.strip_chars_start("0")
         value = pl.when((unpadded == "") & (trimmed != "")).then(pl.lit("0")).otherwise(unpadded)
         if c in dates:
-            value = pl.coalesce(pl.col(date_column(c)).cast(pl.String), value)
+            value = _date_key(pl.col(date_column(c)), value)
         out.append(value.alias(f"_k{i}"))
     return out
+
+
+def _date_key(parsed: pl.Expr, text: pl.Expr) -> pl.Expr:
+    """A date key compared as a date, else as its text (as ``coalesce(date as ISO text, text)`` would
+    compare, without formatting every date): a text that is an ISO date counts as that date.
+    """
+    day = pl.coalesce(parsed, date_expr_of(text, DATE_FORMATS["iso"]))
+    return pl.when(day.is_not_null() | text.is_not_null()).then(
+        pl.struct(day.alias("day"), pl.when(day.is_null()).then(text).alias("text")))
 
 
 # A key of any width is joined on two 64-bit hashes of its normalised values (different seeds):

@@ -254,6 +254,11 @@ def date_expr(col: str, fmt: str) -> pl.Expr:
     return _parse(pl.col(col).str.strip_chars(), fmt)
 
 
+def date_expr_of(value: pl.Expr, fmt: str) -> pl.Expr:
+    """The Date of a text expression in the given strptime format, its shape checked (null if not a date)."""
+    return _parse(value, fmt)
+
+
 # --------------------------------------------------------------------------- streaming reads
 
 
