@@ -321,7 +321,7 @@ def transcode(path: Path, target: Path, encoding: str) -> None:
         out.write(decoder.decode(b"", final=True).encode("utf-8"))
 
 
-class _NotUtf8(Exception):
+class _NotUtf8Error(Exception):
     """Polars met bytes that are not UTF-8: the file is transcoded and read again."""
 
 
@@ -338,7 +338,7 @@ def _first_line(path: Path, eol: bytes) -> str:
     try:
         return line.decode("utf-8").removeprefix("\ufeff")
     except UnicodeDecodeError as exc:
-        raise _NotUtf8 from exc
+        raise _NotUtf8Error from exc
 
 
 def _scan_lines(src: Path, eol: str, build: Callable[[pl.LazyFrame], pl.LazyFrame], path: Path) -> pl.DataFrame:
@@ -356,7 +356,7 @@ def _scan_lines(src: Path, eol: str, build: Callable[[pl.LazyFrame], pl.LazyFram
             return build(numbered).collect(engine="streaming")
         except pl.exceptions.ComputeError as exc:
             if "utf-8" in str(exc).lower():
-                raise _NotUtf8 from exc
+                raise _NotUtf8Error from exc
             if "more fields" not in str(exc):
                 raise
     raise ExtractError(f"{path}: every control byte usable to cut lines ({_UNUSED_CANDIDATES!r}) occurs in the file")
@@ -505,7 +505,7 @@ def read_source(file: SourceFile, encoding: str = "auto") -> SourceRows:
     if encoding in ("auto", "utf-8"):
         try:
             return _read_utf8(file, path, "utf-8", found)
-        except _NotUtf8:
+        except _NotUtf8Error:
             if encoding == "utf-8":
                 error = _invalid(path, "utf-8")
                 if error is not None:
