@@ -134,3 +134,19 @@ def test_date_keys_compare_as_dates_then_as_text() -> None:
     assert h[2] == h[3]
     assert len({h[0], h[2], h[4]}) == 3
     assert h[5] == (None, None)  # no date and no text: joins nothing
+
+
+def test_a_quote_first_met_after_the_first_chunk_still_gets_rfc4180(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(read, "CHUNK_BYTES", 8)
+    lines = [HEADER, "P1;1;1950;75;", '"P;2";2;1960;93;', 'P3;1;1970;"9\n4";']
+    source = _read(_write(tmp_path, ("\n".join(lines) + "\n").encode()))
+    assert source.format.quoted
+    assert source.rows["BEN_NIR_PSA"].to_list() == ["P1", "P;2", "P3"]
+    assert source.rows["BEN_RES_DPT"].to_list() == ["75", "93", "9\n4"]
+    assert source.rows[LINE].to_list() == [2, 3, 4]
+
+
+def test_a_cr_only_file_cut_after_a_cr_is_not_crlf(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(read, "CHUNK_BYTES", 4)  # first chunk 'A;B\r', next byte '1'
+    assert sniff(_write(tmp_path, b"A;B\r1;2\r", "x.csv")).line_endings == "CR"

@@ -57,6 +57,7 @@ CHUNK_BYTES = 1 << 24  # 16 MiB: the sniff, validation and transcoding buffer
 _HASH = "_hash"  # 64-bit hash of a raw line (exact duplicate lines)
 _HASH_SEED = 0
 _BLANK = "_blank"
+_QUOTE = "_quote"
 _DATE_SAMPLE = 10_000  # values a date format is first tried on
 
 
@@ -264,27 +265,30 @@ def date_expr_of(value: pl.Expr, fmt: str) -> pl.Expr:
 
 @dataclass(frozen=True)
 class Sniff:
-    """What one chunked pass over a file's bytes tells, without holding the file."""
+    """What the first chunk of a file's bytes tells (more chunks only while they are all blank)."""
 
     blank: bool  # only whitespace (or nothing): no header line
-    quoted: bool  # a '"' somewhere: the RFC 4180 splitter is needed
-    line_endings: str  # LF, CRLF or CR (as ``line_endings``)
+    quoted: bool  # a '"' in the first chunk (the data lines are checked by the reader)
+    line_endings: str  # LF, CRLF or CR (as ``line_endings``), judged on the first chunk
 
 
 def sniff(path: Path) -> Sniff:
-    """Scan the bytes in chunks (memchr-speed ``in`` tests): blank, quoted, line endings."""
-    blank, quoted, crlf, cr, lf = True, False, False, False, False
-    last = b""
+    """Blank or not, quotes and line endings from the first chunk: the reader does not re-read the file.
+
+    A CRLF in the first chunk makes the file CRLF (Polars drops the CR before each LF in any
+    case, so the label is all that depends on it); CR with no LF makes it CR-only.
+    """
     with path.open("rb") as handle:
-        while chunk := handle.read(CHUNK_BYTES):
-            blank = blank and not chunk.strip()
-            quoted = quoted or b'"' in chunk
-            crlf = crlf or b"\r\n" in chunk or (last == b"\r" and chunk.startswith(b"\n"))
-            cr = cr or b"\r" in chunk
-            lf = lf or b"\n" in chunk
-            last = chunk[-1:]
-    endings = "CRLF" if crlf else "CR" if cr and not lf else "LF"
-    return Sniff(blank=blank, quoted=quoted, line_endings=endings)
+        first = chunk = handle.read(CHUNK_BYTES)
+        blank = not chunk.strip()
+        while blank and chunk:  # a blank start: look on until a byte that is not whitespace
+            chunk = handle.read(CHUNK_BYTES)
+            blank = not chunk.strip()
+            first = chunk or first
+        if first.endswith(b"\r"):  # a CRLF cut by the chunk's end
+            first += handle.read(1)
+    endings = "CRLF" if b"\r\n" in first else "CR" if b"\r" in first and b"\n" not in first else "LF"
+    return Sniff(blank=blank, quoted=b'"' in first, line_endings=endings)
 
 
 def _invalid(path: Path, encoding: str) -> ExtractError | None:
@@ -387,6 +391,7 @@ def _plain_rows(lines: pl.LazyFrame, path: Path, header: tuple[str, ...], sep: s
         pl.lit(path.name, pl.String).alias(FILE), pl.col(LINE), malformed.alias(MALFORMED),
         pl.when(malformed).then(pl.col(RAW)).alias(RAW), *columns,
         pl.col(RAW).hash(seed=_HASH_SEED).alias(_HASH), (pl.col(RAW).str.strip_chars() == "").alias(_BLANK),
+        pl.col(RAW).str.contains('"', literal=True).alias(_QUOTE),
         *(parts.struct.field(f"field_{i}").alias(f"_extra{i}") for i in range(n) if header[i].upper() not in
           {c.upper() for c in source.columns}),
     )
@@ -469,20 +474,23 @@ def _read_utf8(file: SourceFile, src: Path, used: str, found: Sniff) -> SourceRo
     header_line = _first_line(src, eol.encode())
     sep = detect_separator(header_line, path)
     header = parse_header(header_line, sep, found.quoted, file.source, path)
-    if found.quoted:
+    quoted = found.quoted or '"' in header_line
+    if not quoted:  # split as plain text; a quote met in the data sends the file to the RFC 4180 path
+        split = _scan_lines(src, eol, lambda f: _plain_rows(f, path, header, sep, file.source), path)
+        quoted = bool(split.get_column(_QUOTE).any())
+    if quoted:
         lines = _without_trailing_blanks(_scan_lines(
             src, eol, lambda f: f.with_columns((pl.col(RAW).str.strip_chars() == "").alias(_BLANK)), path))
         rows, raw_rows = _quoted_rows(lines, path, header, sep, file.source)
     else:
-        split = _without_trailing_blanks(_scan_lines(
-            src, eol, lambda f: _plain_rows(f, path, header, sep, file.source), path))
+        split = _without_trailing_blanks(split.drop(_QUOTE))
         raw_rows = split.height
         rows = _drop_exact_duplicates(split, _plain_text(header, file.source, sep))
         rows = rows.drop(_HASH, *(c for c in rows.columns if c.startswith("_extra")))
     rows, formats = _with_dates(rows, path, header, file.source)
     return SourceRows(
         file=file,
-        format=FileFormat(encoding=used, separator=sep, quoted=found.quoted, date_formats=formats,
+        format=FileFormat(encoding=used, separator=sep, quoted=quoted, date_formats=formats,
                           line_endings=found.line_endings),
         rows=rows,
         raw_rows=raw_rows,
