@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import yaml
@@ -59,7 +60,7 @@ def period(root: Path) -> list[str]:
     return ["--start", str(w.get("data_start_date", "2021-01-01")), "--end", str(w.get("data_end_date", "2024-12-31"))]
 
 
-def bench_root(root: Path, repeat: int) -> dict[str, float]:
+def bench_root(root: Path, repeat: int, only: Sequence[str] = ("floor", "clean", "pandas")) -> dict[str, float]:
     raw = root / "data" / "raw"
     out = Path(tempfile.mkdtemp(prefix="bench-pandas-"))
     programs = {
@@ -70,6 +71,9 @@ def bench_root(root: Path, repeat: int) -> dict[str, float]:
     figures: dict[str, float] = {"load_1min": os.getloadavg()[0]}
     try:
         for name, cmd in programs.items():
+            if name not in only:
+                figures[f"{name}_s"] = figures[f"{name}_mb"] = float("nan")
+                continue
             runs = [measure(cmd) for _ in range(repeat)]
             figures[f"{name}_s"] = min(s for s, _ in runs)
             figures[f"{name}_mb"] = max(mb for _, mb in runs)
@@ -98,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     parser.add_argument("--repeat", type=int, default=1, help="runs of each program (best time kept)")
     parser.add_argument("--keep", action="store_true", help="keep generated roots")
+    parser.add_argument("--programs", nargs="+", choices=("floor", "clean", "pandas"),
+                        default=["floor", "clean", "pandas"], help="run only these (the others print nan)")
     args = parser.parse_args(argv)
     print(f"{'input':>12} {'raw MB':>7} {'load':>5} {'floor s':>8} {'clean s':>8} {'pandas s':>9} "
           f"{'clean/floor':>11} {'pandas/clean':>12} {'floor MB':>9} {'clean MB':>9} {'pandas MB':>9}")
@@ -105,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         (f"scale {s:g}", generated_root(args.params, s), not args.keep) for s in args.scales]
     for label, root, remove in inputs:
         try:
-            f = bench_root(root, args.repeat)
+            f = bench_root(root, args.repeat, args.programs)
         finally:
             if remove:
                 shutil.rmtree(root, ignore_errors=True)

@@ -449,20 +449,21 @@ def detect_and_parse(rows: pl.DataFrame, path: Path, col: str) -> tuple[str, pl.
     The known formats' shapes exclude each other, so a format parsing every present value is
     the one ``detect_date_format`` picks; otherwise it decides on the whole column.
     """
-    ok = rows.select(pl.col(col).filter(~pl.col(MALFORMED))).to_series()
-    stripped = ok.str.strip_chars()
-    present = stripped.filter(stripped != "").drop_nulls()
-    sample = present.head(_DATE_SAMPLE)
-    guess = None
-    for label, fmt in DATE_FORMATS.items():
-        if sample.len() and bool(_to_date(sample, fmt).is_not_null().all()):
-            guess = label
+    value = pl.col(col).str.strip_chars()
+    present = ~pl.col(MALFORMED) & (value != "")
+    sample = pl.Series(col, [], dtype=pl.String)
+    for head in (rows.head(10 * _DATE_SAMPLE), rows):  # the first rows, else the whole column
+        sample = head.select(value.filter(present).head(_DATE_SAMPLE)).to_series()
+        if sample.len():
             break
+    guess = next((label for label, fmt in DATE_FORMATS.items()
+                  if sample.len() and bool(_to_date(sample, fmt).is_not_null().all())), None)
     if guess is not None:
-        dates = rows.select(date_expr(col, DATE_FORMATS[guess])).to_series()
-        counted = dates.filter(~rows.get_column(MALFORMED) & (rows.get_column(col).str.strip_chars() != ""))
-        if counted.null_count() == 0 and counted.len() == present.len():
-            return guess, dates
+        parsed = _parse(value, DATE_FORMATS[guess])
+        out = rows.lazy().select(parsed.alias("_date"), (present & parsed.is_null()).sum().alias("_unparsed")).collect()
+        if int(out["_unparsed"][0]) == 0:
+            return guess, out.get_column("_date")
+    ok = rows.select(pl.col(col).filter(~pl.col(MALFORMED))).to_series()
     label = detect_date_format(ok, path, col)
     return label, rows.select(date_expr(col, DATE_FORMATS[label])).to_series()
 
