@@ -211,13 +211,16 @@ def _dedupe_linked(rows: pl.DataFrame, key: Sequence[str], dates: Sequence[str] 
 
     Joinable rows carry HASHED_KEY (null when a key value is null: such a row joins nothing).
     """
-    malformed = rows.filter(pl.col(MALFORMED))
-    ok = with_key_hashes(rows.filter(~pl.col(MALFORMED)), key, dates)
     keys = list(HASHED_KEY)
-    first = pl.struct(keys).is_first_distinct()  # rows come in file, then line order
-    ok = ok.with_columns(first.alias("_is_first"))
-    kept = ok.filter(pl.col("_is_first")).drop("_is_first")
-    dups = ok.filter(~pl.col("_is_first")).drop("_is_first")
+    well_formed = ~pl.col(MALFORMED)
+    # rows come in file, then line order; malformed rows (null here) take no key from the others
+    first = pl.when(well_formed).then(pl.struct(keys)).is_first_distinct()
+    hashed = with_key_hashes(rows, key, dates).with_columns(first.alias("_is_first"))
+    malformed = rows.filter(pl.col(MALFORMED))
+    del rows  # one filtered copy at a time: the caller's frame and the kept rows
+    kept = hashed.filter(well_formed & pl.col("_is_first")).drop("_is_first")
+    dups = hashed.filter(well_formed & ~pl.col("_is_first")).drop("_is_first")
+    del hashed
     if dups.height:  # rare: name the line that holds the key
         holders = kept.select(*keys, pl.col(LINE).alias("_first"), pl.col(FILE).alias("_ff"))
         dups = dups.join(holders, on=keys, how="left", maintain_order="left").drop(_COMPLETE)
