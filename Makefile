@@ -9,7 +9,7 @@ PORT ?= 5000
 
 SERVE_PORT ?= 5001
 
-.PHONY: setup repro test lint bench bench-clean bench-chain bench-serving serve rollback mlflow-ui docs help
+.PHONY: setup repro test lint bench bench-clean bench-chain bench-region bench-serving serve rollback mlflow-ui docs help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -44,6 +44,9 @@ bench-clean: setup  ## clean vs pandas reference vs Polars parse floor at scales
 SCALES ?= 1 10
 bench-chain: setup  ## whole chain generate..train per scale: wall s, peak RSS, raw rows (SCALES="1 10 100")
 	$(RUN) python -m pipelines.bench_chain --scales $(SCALES)
+
+bench-region: setup  ## scale 100 (the region), generate -> promote, per stage wall s / peak RSS (~45 min)
+	$(RUN) python -m pipelines.bench_chain --scales 100 --stages generate clean warehouse features train evaluate monitor promote
 
 serve: setup  ## serve the champion on http://$(HOST):$(SERVE_PORT)/invocations (Ctrl-C stops)
 	$(RUN) python -m pipelines serve --host $(HOST) --port $(SERVE_PORT)
