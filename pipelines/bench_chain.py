@@ -62,6 +62,7 @@ class Run:
     seconds: float
     peak_mb: float
     stdout: str
+    cpu_s: float = 0.0  # user + system CPU seconds of the child and its reaped children
 
 
 @dataclass
@@ -106,7 +107,7 @@ def run_child(cmd: list[str], cwd: Path, label: str) -> Run:
     if code != 0:
         tail = " | ".join(stderr.strip().splitlines()[-3:])
         raise BenchError(f"bench: {label} failed (exit {code}) in {cwd}: {tail}")
-    return Run(seconds=seconds, peak_mb=usage.ru_maxrss / 1024, stdout=stdout)
+    return Run(seconds=seconds, peak_mb=usage.ru_maxrss / 1024, stdout=stdout, cpu_s=usage.ru_utime + usage.ru_stime)
 
 
 def _child_env() -> dict[str, str]:
@@ -172,7 +173,8 @@ def bench_scale(base: Path, params_file: Path, scale: float, stages: tuple[str, 
                 result.pandas_s = pandas_reference(base, root) if scale <= pandas_max_scale else None
             elif stage == "clean":
                 result.clean_raw_rows = _int(summary.get("raw_rows"))
-            print(f"  x{scale:g} {stage:<9} {run.seconds:8.1f} s {run.peak_mb:9,.0f} MB", flush=True)
+            print(f"  x{scale:g} {stage:<9} {run.seconds:8.1f} s {run.peak_mb:9,.0f} MB {run.cpu_s:8.1f} CPU s"
+                  f"  load {_load(os.getloadavg())}", flush=True)
             if stage == "warehouse":
                 slow = ", ".join(f"{name} {sec:.1f} s" for name, sec in slowest_models(root))
                 print(f"           slowest dbt models: {slow or NA}", flush=True)

@@ -52,7 +52,7 @@ from pipelines.model.metrics import DIGITS, probability_metrics
 from pipelines.model.params import EvaluateParams
 from pipelines.model.preprocessing import logreg_pipeline, set_forest_jobs
 from pipelines.model.pyfunc_model import model_frame
-from pipelines.model.scaling import predict_frame_chunked, predict_positive
+from pipelines.model.scaling import predict_frame_chunked, predict_positive, time_stratified_sample
 from pipelines.model.thresholds import choose_threshold
 
 log = logging.getLogger(__name__)
@@ -195,12 +195,15 @@ def run_evaluate(paths: Paths, params: Params) -> dict[str, Any]:
     result["test_window_start"] = str(valid_end)
     result["model_version"] = str(meta["version"])
 
-    # Permutation importance of the original columns, through the whole pipeline.
-    x_model = model_frame(bundle, x_test)
+    # Permutation importance of the original columns, through the whole pipeline; its cost grows
+    # with the rows, so a large test window is sampled (all rows up to permutation_max_rows).
+    rows = time_stratified_sample(split.test["discharge_date"].to_numpy(), y_test, ep.permutation_max_rows, seed)
+    x_model = model_frame(bundle, x_test.iloc[rows])
     importance = permutation_importance(
-        bundle["pipeline"], x_model, y_test, scoring=ep.permutation_scoring, n_repeats=ep.permutation_repeats,
+        bundle["pipeline"], x_model, y_test[rows], scoring=ep.permutation_scoring, n_repeats=ep.permutation_repeats,
         random_state=seed, n_jobs=1,
     )
+    result["permutation_rows"] = int(rows.size)
     names = list(x_model.columns)
     result["permutation_importance"] = {
         n: _r(m) for n, m in sorted(zip(names, importance.importances_mean, strict=True), key=lambda t: -t[1])

@@ -84,6 +84,9 @@ class EvaluateParams(_Strict):
     calibration_strategy: Literal["uniform", "quantile"] = "quantile"
     permutation_repeats: int = Field(5, ge=1)
     permutation_scoring: Literal["roc_auc", "average_precision"] = "average_precision"
+    # Permutation importance costs (features x repeats) predictions of the rows it uses: above this
+    # many test rows it runs on a seeded (month x label)-stratified sample of them (region scale).
+    permutation_max_rows: int = Field(50_000, ge=1_000)
     max_curve_points: int = Field(200, ge=10)  # per model, in reports/plots/*.csv
     logreg_c: float = Field(1.0, gt=0)
     logreg_max_iter: int = Field(2000, ge=100)
