@@ -12,8 +12,8 @@ peak resident memory (``os.wait4`` rusage of that child alone) are its own:
 * pandas: ``benchmarks/pandas_clean.py`` (the same rules in idiomatic pandas; a test checks it
   gives the same tables and accounting).
 
-Prints seconds and peak MB for each, clean/floor and pandas/clean, and the 1-minute load average
-before the runs (the machine is shared: read the figures with it).
+Prints wall seconds, peak MB and CPU seconds for each, clean/floor and pandas/clean (wall and CPU),
+and the 1-minute load average before the runs (the machine is shared: read the figures with it).
 """
 
 from __future__ import annotations
@@ -42,8 +42,12 @@ print(rows)
 """
 
 
-def measure(cmd: list[str]) -> tuple[float, float]:
-    """Run a command; (wall seconds, peak RSS MB of that process and its children)."""
+def measure(cmd: list[str]) -> tuple[float, float, float]:
+    """Run a command; (wall seconds, peak RSS MB, CPU seconds user + system) of that process alone.
+
+    CPU seconds are the steadier figure on a shared machine: other jobs stretch wall time, not CPU
+    time (Polars uses both cores: its CPU seconds can exceed its wall seconds on an idle machine).
+    """
     started = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(proc.pid, 0)
@@ -51,7 +55,7 @@ def measure(cmd: list[str]) -> tuple[float, float]:
     err = proc.stderr.read().decode() if proc.stderr else ""
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"bench-clean: {' '.join(cmd)} failed:\n{err}")
-    return seconds, usage.ru_maxrss / 1024  # KB on Linux
+    return seconds, usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime  # maxrss in KB on Linux
 
 
 def period(root: Path) -> list[str]:
@@ -72,16 +76,19 @@ def bench_root(root: Path, repeat: int, only: Sequence[str] = ("floor", "clean",
     try:
         for name, cmd in programs.items():
             if name not in only:
-                figures[f"{name}_s"] = figures[f"{name}_mb"] = float("nan")
+                figures[f"{name}_s"] = figures[f"{name}_mb"] = figures[f"{name}_cpu"] = float("nan")
                 continue
             runs = [measure(cmd) for _ in range(repeat)]
-            figures[f"{name}_s"] = min(s for s, _ in runs)
-            figures[f"{name}_mb"] = max(mb for _, mb in runs)
+            figures[f"{name}_s"] = min(s for s, _, _ in runs)
+            figures[f"{name}_mb"] = max(mb for _, mb, _ in runs)
+            figures[f"{name}_cpu"] = min(cpu for _, _, cpu in runs)
     finally:
         shutil.rmtree(out, ignore_errors=True)
     figures["raw_mb"] = sum(p.stat().st_size for p in raw.iterdir()) / 1e6
     figures["clean_over_floor"] = figures["clean_s"] / figures["floor_s"]
     figures["pandas_over_clean"] = figures["pandas_s"] / figures["clean_s"]
+    figures["cpu_clean_over_floor"] = figures["clean_cpu"] / figures["floor_cpu"]
+    figures["cpu_pandas_over_clean"] = figures["pandas_cpu"] / figures["clean_cpu"]
     return figures
 
 
@@ -106,7 +113,8 @@ def main(argv: list[str] | None = None) -> int:
                         default=["floor", "clean", "pandas"], help="run only these (the others print nan)")
     args = parser.parse_args(argv)
     print(f"{'input':>12} {'raw MB':>7} {'load':>5} {'floor s':>8} {'clean s':>8} {'pandas s':>9} "
-          f"{'clean/floor':>11} {'pandas/clean':>12} {'floor MB':>9} {'clean MB':>9} {'pandas MB':>9}")
+          f"{'clean/floor':>11} {'pandas/clean':>12} {'floor MB':>9} {'clean MB':>9} {'pandas MB':>9} "
+          f"{'floor cpu':>9} {'clean cpu':>9} {'pandas cpu':>10} {'cpu c/f':>7} {'cpu p/c':>7}")
     inputs = [(str(args.root), args.root, False)] if args.root else [
         (f"scale {s:g}", generated_root(args.params, s), not args.keep) for s in args.scales]
     for label, root, remove in inputs:
@@ -117,7 +125,9 @@ def main(argv: list[str] | None = None) -> int:
                 shutil.rmtree(root, ignore_errors=True)
         print(f"{label[-12:]:>12} {f['raw_mb']:>7.1f} {f['load_1min']:>5.1f} {f['floor_s']:>8.2f} "
               f"{f['clean_s']:>8.2f} {f['pandas_s']:>9.2f} {f['clean_over_floor']:>11.2f} "
-              f"{f['pandas_over_clean']:>12.2f} {f['floor_mb']:>9.0f} {f['clean_mb']:>9.0f} {f['pandas_mb']:>9.0f}",
+              f"{f['pandas_over_clean']:>12.2f} {f['floor_mb']:>9.0f} {f['clean_mb']:>9.0f} {f['pandas_mb']:>9.0f} "
+              f"{f['floor_cpu']:>9.1f} {f['clean_cpu']:>9.1f} {f['pandas_cpu']:>10.1f} "
+              f"{f['cpu_clean_over_floor']:>7.2f} {f['cpu_pandas_over_clean']:>7.2f}",
               flush=True)
     return 0
 

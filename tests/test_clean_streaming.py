@@ -9,11 +9,13 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from pipelines.clean import TABLE_ORDER, run_clean
 from pipelines.snds import read
 from pipelines.snds.discover import classify
 from pipelines.snds.errors import ExtractError
 from pipelines.snds.ingest import HASHED_KEY, with_key_hashes
 from pipelines.snds.read import LINE, MALFORMED, RAW, read_source, sniff
+from tests.raw_fixtures import NO_CEILING, write_raw
 
 HEADER = "BEN_NIR_PSA;BEN_SEX_COD;BEN_NAI_ANN;BEN_RES_DPT;BEN_DCD_DTE"
 
@@ -150,3 +152,14 @@ def test_a_quote_first_met_after_the_first_chunk_still_gets_rfc4180(tmp_path: Pa
 def test_a_cr_only_file_cut_after_a_cr_is_not_crlf(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(read, "CHUNK_BYTES", 4)  # first chunk 'A;B\r', next byte '1'
     assert sniff(_write(tmp_path, b"A;B\r1;2\r", "x.csv")).line_endings == "CR"
+
+
+def test_progress_is_one_line_per_table_on_stderr(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    paths = write_raw(tmp_path, stays=[{}, {"RSA_NUM": "2"}])
+    metrics = run_clean(paths, NO_CEILING, progress=True)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert [line.split()[1] for line in err] == list(TABLE_ORDER)
+    stays = next(line for line in err if line.split()[1] == "stays")
+    assert f"{metrics['tables']['stays']['raw_rows']:,} raw" in stays
+    run_clean(paths, NO_CEILING)
+    assert capsys.readouterr().err == ""

@@ -35,6 +35,7 @@ from pipelines.snds.read import (
     date_column,
     date_expr_of,
     read_source,
+    repeated_values,
 )
 
 REASON = "reason"
@@ -205,6 +206,17 @@ def _reject(frame: pl.DataFrame, reason: str, detail: pl.Expr) -> pl.DataFrame:
     return frame.with_columns(pl.lit(reason).alias(REASON), detail.alias(DETAIL))
 
 
+def _first_of_key(hashed: pl.DataFrame, keys: list[str]) -> pl.Series:
+    """True for a well-formed row whose key no earlier well-formed row has (rows in file, then line
+    order; a malformed row's key takes nothing from the others). Only rows whose first hash repeats
+    are compared (found by a sort; see ``repeated_values``)."""
+    repeated = repeated_values(hashed.get_column(keys[0])).implode()
+    candidates = hashed.select(pl.int_range(pl.len()).alias("_i"), *keys, MALFORMED).filter(
+        pl.col(keys[0]).is_in(repeated))
+    later = candidates.filter(~pl.when(~pl.col(MALFORMED)).then(pl.struct(keys)).is_first_distinct()).get_column("_i")
+    return hashed.select(~pl.int_range(pl.len()).is_in(later.implode())).to_series()
+
+
 def _dedupe_linked(rows: pl.DataFrame, key: Sequence[str], dates: Sequence[str] = ()
                    ) -> tuple[pl.DataFrame, list[pl.DataFrame]]:
     """Split linked rows into joinable ones (one per key) and rejects (malformed, duplicate key).
@@ -213,9 +225,8 @@ def _dedupe_linked(rows: pl.DataFrame, key: Sequence[str], dates: Sequence[str] 
     """
     keys = list(HASHED_KEY)
     well_formed = ~pl.col(MALFORMED)
-    # rows come in file, then line order; malformed rows (null here) take no key from the others
-    first = pl.when(well_formed).then(pl.struct(keys)).is_first_distinct()
-    hashed = with_key_hashes(rows, key, dates).with_columns(first.alias("_is_first"))
+    hashed = with_key_hashes(rows, key, dates)
+    hashed = hashed.with_columns(_first_of_key(hashed, keys).alias("_is_first"))
     malformed = rows.filter(pl.col(MALFORMED))
     del rows  # one filtered copy at a time: the caller's frame and the kept rows
     kept = hashed.filter(well_formed & pl.col("_is_first")).drop("_is_first")

@@ -397,6 +397,40 @@ def _plain_rows(lines: pl.LazyFrame, path: Path, header: tuple[str, ...], sep: s
     )
 
 
+def _line_facts(lines: pl.LazyFrame, path: Path, n: int, sep: str) -> pl.LazyFrame:
+    """Per line of an unquoted file: field count check, raw text when malformed, hash, blank, quote."""
+    malformed = pl.col(RAW).str.count_matches(sep, literal=True) + 1 != n
+    return lines.select(
+        pl.lit(path.name, pl.String).alias(FILE), pl.col(LINE), malformed.alias(MALFORMED),
+        pl.when(malformed).then(pl.col(RAW)).alias(RAW), pl.col(RAW).hash(seed=_HASH_SEED).alias(_HASH),
+        (pl.col(RAW).str.strip_chars() == "").alias(_BLANK), pl.col(RAW).str.contains('"', literal=True).alias(_QUOTE),
+    )
+
+
+def _field_names(header: tuple[str, ...], source: SourceTable) -> list[str]:
+    """The name each header position is read under: its source column, else ``_extra<i>``."""
+    by_upper = {c.upper(): c for c in source.columns}
+    return [by_upper.get(h.upper(), f"_extra{i}") for i, h in enumerate(header)]
+
+
+def _native_fields(src: Path, eol: str, header: tuple[str, ...], source: SourceTable, sep: str) -> pl.DataFrame:
+    """Every data line's fields by Polars' CSV parser, all text, no quoting (one row per line, blank
+    lines included; a short line is padded and a long one cut: such lines are malformed anyway)."""
+    names = _field_names(header, source)
+    frame = pl.scan_csv(src, has_header=False, separator=sep, quote_char=None, schema=dict.fromkeys(names, pl.String()),
+                        truncate_ragged_lines=True, empty_string_is_null=False, eol_char=eol, raise_if_empty=False)
+    return frame.slice(1).collect(engine="streaming")
+
+
+def _plain_split(facts: pl.DataFrame, fields: pl.DataFrame, header: tuple[str, ...],
+                 source: SourceTable) -> pl.DataFrame:
+    """The line facts and the parsed fields side by side, in ``_plain_rows``' column order."""
+    present = set(fields.columns)
+    columns = [pl.col(c) if c in present else pl.lit(None, pl.String).alias(c) for c in source.columns]
+    extras = [c for c in _field_names(header, source) if c.startswith("_extra")]
+    return facts.hstack(fields).select(FILE, LINE, MALFORMED, RAW, *columns, _HASH, _BLANK, _QUOTE, *extras)
+
+
 def _plain_text(header: tuple[str, ...], source: SourceTable, sep: str) -> pl.Expr:
     """A well-formed unquoted line rebuilt from its fields (a split on the separator is invertible)."""
     by_upper = {c.upper(): c for c in source.columns}
@@ -405,13 +439,20 @@ def _plain_text(header: tuple[str, ...], source: SourceTable, sep: str) -> pl.Ex
     return pl.when(pl.col(MALFORMED)).then(pl.col(RAW)).otherwise(pl.concat_str(fields, separator=sep))
 
 
+def repeated_values(values: pl.Series) -> pl.Series:
+    """The values occurring twice or more (nulls aside), found by a sort: far faster than a hash
+    table over millions of 64-bit hashes, and the repeats are few."""
+    ordered = values.drop_nulls().sort()
+    return ordered.filter(ordered == ordered.shift(1)).unique()
+
+
 def _drop_exact_duplicates(frame: pl.DataFrame, line_text: pl.Expr) -> pl.DataFrame:
     """Exact duplicate lines dropped (first kept), found on the hashes and confirmed on the text.
 
     Only lines whose hash occurs twice or more are compared as text, so a hash collision can
     never drop a line that differs from every earlier one.
     """
-    candidates = frame.filter(pl.col(_HASH).is_duplicated())
+    candidates = frame.filter(pl.col(_HASH).is_in(repeated_values(frame.get_column(_HASH)).implode()))
     if candidates.height:
         repeated = candidates.select(pl.col(LINE), line_text.alias("_text")).filter(
             ~pl.col("_text").is_first_distinct()).get_column(LINE)
@@ -459,13 +500,22 @@ def detect_and_parse(rows: pl.DataFrame, path: Path, col: str) -> tuple[str, pl.
     guess = next((label for label, fmt in DATE_FORMATS.items()
                   if sample.len() and bool(_to_date(sample, fmt).is_not_null().all())), None)
     if guess is not None:
-        parsed = _parse(value, DATE_FORMATS[guess])
-        out = rows.lazy().select(parsed.alias("_date"), (present & parsed.is_null()).sum().alias("_unparsed")).collect()
-        if int(out["_unparsed"][0]) == 0:
-            return guess, out.get_column("_date")
+        dates = parse_dates(rows.get_column(col), DATE_FORMATS[guess])
+        unparsed = rows.select(present).to_series() & dates.is_null()
+        if not unparsed.any():
+            return guess, dates
     ok = rows.select(pl.col(col).filter(~pl.col(MALFORMED))).to_series()
     label = detect_date_format(ok, path, col)
-    return label, rows.select(date_expr(col, DATE_FORMATS[label])).to_series()
+    return label, parse_dates(rows.get_column(col), DATE_FORMATS[label])
+
+
+def parse_dates(values: pl.Series, fmt: str) -> pl.Series:
+    """``date_expr`` over a column, computed once per distinct text (a date column repeats its days)."""
+    distinct = values.unique().drop_nulls()
+    table = pl.DataFrame({"_text": distinct}).with_columns(
+        _parse(pl.col("_text").str.strip_chars(), fmt).alias("_date"))
+    looked_up = pl.DataFrame({"_text": values}).join(table, on="_text", how="left", maintain_order="left")
+    return looked_up.get_column("_date")
 
 
 def _read_utf8(file: SourceFile, src: Path, used: str, found: Sniff) -> SourceRows:
@@ -476,9 +526,16 @@ def _read_utf8(file: SourceFile, src: Path, used: str, found: Sniff) -> SourceRo
     sep = detect_separator(header_line, path)
     header = parse_header(header_line, sep, found.quoted, file.source, path)
     quoted = found.quoted or '"' in header_line
-    if not quoted:  # split as plain text; a quote met in the data sends the file to the RFC 4180 path
-        split = _scan_lines(src, eol, lambda f: _plain_rows(f, path, header, sep, file.source), path)
-        quoted = bool(split.get_column(_QUOTE).any())
+    if not quoted:  # facts of every line first; a quote met in the data sends the file to the RFC 4180 path
+        facts = _scan_lines(src, eol, lambda f: _line_facts(f, path, len(header), sep), path)
+        quoted = bool(facts.get_column(_QUOTE).any())
+    if not quoted:  # fields by the native parser, side by side with the facts when it saw the same lines
+        fields = _native_fields(src, eol, header, file.source, sep)
+        if fields.height == facts.height:
+            split = _plain_split(facts, fields, header, file.source)
+        else:  # pragma: no cover - a line the two readers cut differently: split the lines instead
+            split = _scan_lines(src, eol, lambda f: _plain_rows(f, path, header, sep, file.source), path)
+        del facts, fields
     if quoted:
         lines = _without_trailing_blanks(_scan_lines(
             src, eol, lambda f: f.with_columns((pl.col(RAW).str.strip_chars() == "").alias(_BLANK)), path))
