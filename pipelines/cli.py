@@ -21,6 +21,7 @@ from typing import Any
 
 from pipelines import atomic
 from pipelines.config import Params, Paths, load_params
+from pipelines.errors import PipelineInputError
 
 # stage name -> (module, function, one-line help)
 STAGES: dict[str, tuple[str, str, str]] = {
@@ -52,30 +53,6 @@ STAGES: dict[str, tuple[str, str, str]] = {
     "publish": ("pipelines.cloud.publish", "run_publish",
                 "load data/clean into BigQuery (Parquet via GCS; PUBLISH_VIA=csv for emulators); see docs/cloud.md"),
 }
-
-# Errors that are the user's to fix: print them plainly, without a traceback.
-_USER_ERRORS: tuple[str, ...] = (
-    "pipelines.config.ParamsError",
-    "pipelines.clean.RawFileError",
-    "pipelines.snds.errors.ExtractError",
-    "pipelines.guards.EmptyInputError",
-    "pipelines.warehouse.WarehouseError",
-    "pipelines.cloud.publish.PublishError",
-    "pipelines.model.data.LeakageError",
-    "pipelines.model.data.FeatureContractError",
-    "pipelines.model.data.SplitError",
-    "pipelines.model.thresholds.ThresholdError",
-    "pipelines.cloud.settings.CloudConfigError",
-    "pipelines.promote.PromoteError",
-    "pipelines.serving.ServingError",
-    "pipelines.serving.ScoringInputError",
-)
-
-
-def _is_user_error(exc: BaseException) -> bool:
-    names = {f"{c.__module__}.{c.__qualname__}" for c in type(exc).__mro__}
-    return bool(names & set(_USER_ERRORS))
-
 
 def _run_stage(name: str, paths: Paths, params: Params, quiet: bool, args: argparse.Namespace) -> dict[str, Any]:
     module_name, func_name, _ = STAGES[name]
@@ -116,6 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="stage", required=True, metavar="STAGE")
     for name, (_, _, help_text) in STAGES.items():
         stage = sub.add_parser(name, help=help_text, description=help_text)
+        # -q is accepted after the stage too (`generate -q`); SUPPRESS keeps a global -q from being reset.
+        stage.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress bars")
         if name == "serve":
             stage.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
             stage.add_argument("--port", type=int, default=5001, help="port (default 5001)")
@@ -151,7 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"interrupted ({name}): {args.stage} stopped, previous outputs kept", file=sys.stderr)
         return 128 + (signal.SIGTERM if isinstance(exc, Terminated) else signal.SIGINT)
     except Exception as exc:  # user errors get one clear line; bugs keep their traceback
-        if _is_user_error(exc):
+        if isinstance(exc, PipelineInputError):  # the user's to fix: one line, no traceback
             print(f"error: {args.stage}: {exc}", file=sys.stderr)
             return 2
         raise

@@ -10,6 +10,8 @@ from typing import Any, Literal, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from pipelines.errors import PipelineInputError
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -148,7 +150,7 @@ def section(params: Params, name: str, model: type[T]) -> T:
         raise ParamsError(f"params.yaml section '{name}': {exc}") from exc
 
 
-class ParamsError(ValueError):
+class ParamsError(PipelineInputError, ValueError):
     """params.yaml is missing, unreadable or holds a value of the wrong type."""
 
 

@@ -340,6 +340,8 @@ TRUTH_STAY_COLUMNS: dict[str, pl.DataType] = {
 # data/features/ml_readmission_features.parquet): one row per index stay, only what is
 # known at discharge of the index stay. Key, split date and label are not features.
 FEATURE_KEY = "stay_id"
+# The dbt mart that features exports (warehouse counts it too): schema.table in the DuckDB file.
+FEATURES_RELATION = "marts.ml_readmission_features"
 FEATURE_SPLIT_DATE = "discharge_date"
 FEATURE_LABEL = "readmitted_30d"
 NUMERIC_FEATURES: dict[str, pl.DataType] = {

@@ -16,13 +16,13 @@ import polars as pl
 from pipelines import atomic, contracts
 from pipelines.config import Params, Paths
 from pipelines.duckdb_settings import DuckDBSettings, connect_read_only, duckdb_settings
+from pipelines.errors import PipelineInputError
 from pipelines.guards import MIN_FEATURE_ROWS, require_rows
-from pipelines.warehouse import FEATURES_RELATION
 
 FEATURES_FILE = "ml_readmission_features.parquet"
 
 
-class FeaturesError(RuntimeError):
+class FeaturesError(PipelineInputError, RuntimeError):
     """The warehouse is missing or its feature mart does not match the contract."""
 
 
@@ -38,20 +38,20 @@ def read_feature_mart(
     con = connect_read_only(warehouse, settings or DuckDBSettings(), root or Path.cwd())
     try:
         try:
-            actual = [r[0] for r in con.execute(f"describe {FEATURES_RELATION}").fetchall()]
+            actual = [r[0] for r in con.execute(f"describe {contracts.FEATURES_RELATION}").fetchall()]
         except duckdb.Error as exc:
-            raise FeaturesError(f"{warehouse}: no {FEATURES_RELATION} ({exc})") from exc
+            raise FeaturesError(f"{warehouse}: no {contracts.FEATURES_RELATION} ({exc})") from exc
         expected = list(contracts.FEATURE_SCHEMA)
         if sorted(actual) != sorted(expected):
             missing = sorted(set(expected) - set(actual))
             extra = sorted(set(actual) - set(expected))
             raise FeaturesError(
-                f"{FEATURES_RELATION} does not match contracts.FEATURE_SCHEMA: "
+                f"{contracts.FEATURES_RELATION} does not match contracts.FEATURE_SCHEMA: "
                 f"missing {missing}, unexpected {extra}"
             )
         columns = ", ".join(f'"{c}"' for c in expected)
         frame = con.sql(
-            f"select {columns} from {FEATURES_RELATION} order by {contracts.FEATURE_KEY}"
+            f"select {columns} from {contracts.FEATURES_RELATION} order by {contracts.FEATURE_KEY}"
         ).pl()
     finally:
         con.close()
@@ -82,7 +82,7 @@ def run_features(paths: Paths, params: Params) -> dict[str, Any]:
     # The feature definitions live in dbt (params reach them through the warehouse); only the
     # DuckDB resources (memory limit, spill directory) are read here.
     frame = read_feature_mart(paths.warehouse, duckdb_settings(params), paths.root)
-    require_rows(frame.height, MIN_FEATURE_ROWS, f"{paths.warehouse} {FEATURES_RELATION}",
+    require_rows(frame.height, MIN_FEATURE_ROWS, f"{paths.warehouse} {contracts.FEATURES_RELATION}",
                  "too few index stays: see reports/metrics/warehouse.json and cleaning.json")
     out = paths.features / FEATURES_FILE
     write_features(frame, out)

@@ -10,13 +10,15 @@ from pathlib import Path
 
 import polars as pl
 
+from pipelines.errors import PipelineInputError
+
 # Below these counts a stage stops. Near-empty outputs of a dirty extract are stopped earlier,
 # by clean's ceiling on the quarantined share (clean.max_quarantine_share).
 MIN_CLEAN_STAYS = 1
 MIN_FEATURE_ROWS = 1
 
 
-class EmptyInputError(ValueError):
+class EmptyInputError(PipelineInputError, ValueError):
     """A stage's input holds no (or almost no) rows."""
 
 

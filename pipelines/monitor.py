@@ -39,6 +39,7 @@ import polars as pl
 
 from pipelines import atomic, contracts
 from pipelines.config import Params, Paths, section
+from pipelines.errors import MissingInputError, PipelineInputError
 from pipelines.monitoring import fairness as fair
 from pipelines.monitoring.params import FEATURES, MonitorParams
 
@@ -54,7 +55,7 @@ KEY = contracts.FEATURE_KEY
 __all__ = ["MonitorParams", "Windows", "monitor_params", "run_monitor"]
 
 
-class MonitorInputError(ValueError):
+class MonitorInputError(PipelineInputError, ValueError):
     """The feature mart or a window is not usable for monitoring."""
 
 
@@ -126,7 +127,7 @@ def resolve_windows(mp: MonitorParams, meta: dict[str, Any], params: Params) -> 
 def load_mart(path: Path) -> pl.DataFrame:
     """The feature mart with the contract's columns and types (+ patient_id when present)."""
     if not path.exists():
-        raise FileNotFoundError(f"{path}: feature mart not found (run the features stage first)")
+        raise MissingInputError(f"{path}: feature mart not found (run the features stage first)")
     frame = pl.read_parquet(path)
     missing = [c for c in contracts.FEATURE_SCHEMA if c not in frame.columns]
     if missing:

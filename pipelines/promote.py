@@ -44,21 +44,21 @@ import logging
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import polars as pl
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from pipelines import atomic
 from pipelines.config import Params, Paths, section
+from pipelines.errors import PipelineInputError
 from pipelines.model import data as fdata
 from pipelines.model import tracking
-from pipelines.model.params import EvaluateParams, TrainParams
+from pipelines.model.params import EvaluateParams, PromoteParams, TrainParams, promote_params
 from pipelines.model.thresholds import RULE_F2
 from pipelines.stats import wilson_interval
 
@@ -69,41 +69,8 @@ DIGITS = 6
 ROLLED_BACK_TAG = "rolled_back"
 
 
-class PromoteParams(BaseModel):
-    """params.yaml section `promote`."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    # The challenger may be this much (absolute recall, at its own threshold) below the champion.
-    objective_tolerance: float = Field(0.01, ge=0, le=1)
-    # Fairness gate: min / max recall across departments (monitoring.json) must reach this.
-    min_department_recall_ratio: float = Field(0.8, ge=0, le=1)
-    # department_recall_ratio null (fewer than 2 departments above the suppression threshold):
-    # false refuses the challenger, true lets the fairness gate pass with a recorded reason.
-    allow_missing_fairness: bool = False
-    require_beats_lace: bool = True  # the very first model must beat LACE at the precision floor
-    refuse_f2_fallback: bool = True  # refuse a version whose threshold missed the floor on validation
-    # How the test precision is held to train.min_precision. The threshold is chosen on the validation
-    # window, so the test precision of a model exactly at the floor falls below it about half the time:
-    # "wilson_upper" refuses only a precision significantly below the floor (the 95% Wilson upper
-    # bound < floor); "point" compares the point estimate.
-    precision_floor_rule: Literal["wilson_upper", "point"] = "wilson_upper"
-    champion_alias: str = Field("champion", min_length=1)
-    previous_alias: str = Field("previous", min_length=1)
-
-    @model_validator(mode="after")
-    def _distinct(self) -> PromoteParams:
-        if self.champion_alias == self.previous_alias:
-            raise ValueError("champion_alias and previous_alias must differ")
-        return self
-
-
-class PromoteError(ValueError):
+class PromoteError(PipelineInputError, ValueError):
     """The promotion inputs are missing, stale or inconsistent (the message says which)."""
-
-
-def promote_params(params: Params) -> PromoteParams:
-    return section(params, "promote", PromoteParams)
 
 
 def _r(value: float) -> float:
@@ -111,15 +78,6 @@ def _r(value: float) -> float:
 
 
 # ---- registry helpers -------------------------------------------------------------------------
-
-def version_by_alias(client: MlflowClient, name: str, alias: str) -> ModelVersion | None:
-    try:
-        return client.get_model_version_by_alias(name, alias)
-    except MlflowException as exc:
-        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
-            return None
-        raise
-
 
 def _version(mv: ModelVersion | None) -> str | None:
     return None if mv is None else str(mv.version)
@@ -369,8 +327,8 @@ def run_promote(paths: Paths, params: Params) -> dict[str, Any]:
         challenger_mv = client.get_model_version(name, version)
     except MlflowException as exc:
         raise PromoteError(f"registered model '{name}' has no version {version} in {paths.mlruns}") from exc
-    champion_mv = version_by_alias(client, name, pp.champion_alias)
-    previous_mv = version_by_alias(client, name, pp.previous_alias)
+    champion_mv = tracking.version_by_alias(client, name, pp.champion_alias)
+    previous_mv = tracking.version_by_alias(client, name, pp.previous_alias)
 
     report: dict[str, Any] = {
         "model_name": name,
@@ -459,8 +417,8 @@ def rollback(paths: Paths, params: Params) -> dict[str, Any]:
     if not (paths.mlruns / "mlflow.db").exists():
         raise PromoteError(f"no MLflow store at {paths.mlruns}: nothing to roll back")
     client = tracking.connect(paths)
-    champion_mv = version_by_alias(client, name, pp.champion_alias)
-    previous_mv = version_by_alias(client, name, pp.previous_alias)
+    champion_mv = tracking.version_by_alias(client, name, pp.champion_alias)
+    previous_mv = tracking.version_by_alias(client, name, pp.previous_alias)
     if champion_mv is None:
         raise PromoteError(f"model '{name}' has no '{pp.champion_alias}' alias: nothing to roll back")
     if previous_mv is None:

@@ -46,11 +46,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from pipelines import atomic, contracts
 from pipelines.config import Params, Paths, section
+from pipelines.errors import PipelineInputError
 from pipelines.model import data as fdata
 from pipelines.model import scoring_contract as sc
-from pipelines.model.params import TrainParams
+from pipelines.model.params import PromoteParams, TrainParams, promote_params
 from pipelines.model.scaling import PREDICT_CHUNK_ROWS
-from pipelines.promote import PromoteParams, promote_params, version_by_alias
 
 log = logging.getLogger(__name__)
 
@@ -74,11 +74,11 @@ def serving_params(params: Params) -> ServingParams:
     return section(params, "serving", ServingParams)
 
 
-class ServingError(RuntimeError):
+class ServingError(PipelineInputError, RuntimeError):
     """No champion to serve, or the server did not come up (the message says why)."""
 
 
-class ScoringInputError(ValueError):
+class ScoringInputError(PipelineInputError, ValueError):
     """The batch input does not match the feature contract (the message names the column)."""
 
 
@@ -133,7 +133,7 @@ def champion_version(paths: Paths, params: Params) -> str:
     if not (paths.mlruns / "mlflow.db").exists():
         raise ServingError(f"no MLflow store at {paths.mlruns}: run the pipeline (train, promote) first")
     client = tracking.connect(paths)
-    mv = version_by_alias(client, name, alias)
+    mv = tracking.version_by_alias(client, name, alias)
     if mv is None:
         raise ServingError(f"model '{name}' has no '{alias}' alias: run `python -m pipelines promote` first")
     return str(mv.version)

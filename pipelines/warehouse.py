@@ -25,9 +25,10 @@ from typing import Any
 
 from pydantic import ConfigDict, Field
 
-from pipelines import atomic, config
+from pipelines import atomic, config, contracts
 from pipelines.config import Params, Paths
 from pipelines.duckdb_settings import DuckDBSettings, connect_read_only
+from pipelines.errors import PipelineInputError
 from pipelines.guards import check_clean_stays
 from pipelines.stats import ratio_independent, ratio_to_total, wilson_interval
 
@@ -35,7 +36,7 @@ os.environ["DBT_SEND_ANONYMOUS_USAGE_STATS"] = "False"
 
 CLEAN_TABLES: tuple[str, ...] = ("patients", "hospitals", "stays", "diagnoses", "dispensings")
 MARTS_SCHEMA = "marts"
-FEATURES_RELATION = f"{MARTS_SCHEMA}.ml_readmission_features"
+FEATURES_RELATION = contracts.FEATURES_RELATION
 DBT_TARGET = "local"
 
 
@@ -65,7 +66,7 @@ class WarehouseParams(DuckDBSettings):
         }
 
 
-class WarehouseError(RuntimeError):
+class WarehouseError(PipelineInputError, RuntimeError):
     """dbt build failed: a model errored or an error-severity test (data or unit) failed."""
 
     def __init__(self, message: str, failures: list[dict[str, str]] | None = None) -> None:

@@ -23,17 +23,12 @@ from feature_fixtures import write_fixture
 from pipelines.config import Params, Paths
 from pipelines.model import data as fdata
 from pipelines.model import tracking
+from pipelines.model.params import PromoteParams
 from pipelines.model.preprocessing import forest_pipeline, set_forest_jobs
 from pipelines.model.pyfunc_model import predict_frame
 from pipelines.model.thresholds import RULE_F2, RULE_FLOOR, recall_at_precision
-from pipelines.promote import (
-    PromoteError,
-    PromoteParams,
-    evaluate_gates,
-    rollback,
-    run_promote,
-    version_by_alias,
-)
+from pipelines.model.tracking import version_by_alias
+from pipelines.promote import PromoteError, evaluate_gates, rollback, run_promote
 from pipelines.train import PYFUNC_CODE, model_signature
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*An input example was not provided:UserWarning")

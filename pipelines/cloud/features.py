@@ -22,13 +22,14 @@ from pipelines import atomic
 from pipelines.cloud.settings import CloudConfigError, CloudSettings, bigquery_client
 from pipelines.config import Paths
 from pipelines.contracts import FEATURE_KEY, FEATURE_SCHEMA
+from pipelines.errors import PipelineInputError
 
 FEATURE_MART = "ml_readmission_features"
 FEATURES_FILE = f"{FEATURE_MART}.parquet"
 DEFAULT_MARTS_DATASET = "marts"  # dbt's custom schema of models/marts, used as is as a dataset
 
 
-class FeatureExportError(RuntimeError):
+class FeatureExportError(PipelineInputError, RuntimeError):
     """The mart on BigQuery does not have the feature contract's columns."""
 
 

@@ -29,13 +29,14 @@ import polars as pl
 from pipelines.cloud.settings import CloudConfigError, CloudSettings, bigquery_client, storage_client
 from pipelines.config import Params, Paths
 from pipelines.contracts import CLEAN_SCHEMAS
+from pipelines.errors import PipelineInputError
 
 VIAS = ("parquet", "csv")
 DEFAULT_VIA = "parquet"
 JOB_TIMEOUT_SECONDS = 900.0
 
 
-class PublishError(RuntimeError):
+class PublishError(PipelineInputError, RuntimeError):
     """A clean table cannot be published as it is (missing file, schema drift, rows lost)."""
 
 

@@ -19,13 +19,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from pipelines.errors import PipelineInputError
+
 DEFAULT_DATASET = "clean"  # the dataset dbt's `clean` source reads on BigQuery (SNDS_BQ_CLEAN_DATASET)
 DEFAULT_LOCATION = "EU"
 DEFAULT_GCS_PREFIX = "clean"
 EMULATOR_PROJECT = "local-project"
 
 
-class CloudConfigError(ValueError):
+class CloudConfigError(PipelineInputError, ValueError):
     """A cloud setting is missing or malformed (the message names the variable to set)."""
 
 

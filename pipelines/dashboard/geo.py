@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from pipelines.errors import MissingInputError
+
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 GEOJSON_FILE = ASSETS / "idf-departements.geojson"
 GEO_ATTRIBUTION = (
@@ -36,7 +38,7 @@ class Department:
 
 def load_geojson(path: Path = GEOJSON_FILE) -> dict[str, Any]:
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: department boundaries not found (pipelines/assets)")
+        raise MissingInputError(f"{path}: department boundaries not found (pipelines/assets)")
     data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
     if data.get("type") != "FeatureCollection":
         raise ValueError(f"{path}: expected a GeoJSON FeatureCollection")

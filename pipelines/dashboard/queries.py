@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.duckdb_settings import DuckDBSettings, connect_read_only
+from pipelines.errors import MissingInputError
 
 MARTS = "marts"
 REF = "ref"
@@ -108,7 +109,7 @@ class MonthRow:
 def connect(warehouse: Path, settings: DuckDBSettings | None = None, root: Path | None = None) -> Any:
     """Read-only, one thread (same sums, same bytes), under the DuckDB memory limit of `settings`."""
     if not warehouse.is_file():
-        raise FileNotFoundError(f"{warehouse}: warehouse not found (run the warehouse stage first)")
+        raise MissingInputError(f"{warehouse}: warehouse not found (run the warehouse stage first)")
     return connect_read_only(warehouse, settings or DuckDBSettings(), root or Path.cwd(), threads=1)
 
 

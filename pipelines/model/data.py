@@ -19,6 +19,7 @@ import polars as pl
 
 from pipelines import contracts
 from pipelines.config import Paths
+from pipelines.errors import MissingInputError, PipelineInputError
 
 FEATURES_FILE = "ml_readmission_features.parquet"
 NUMERIC = list(contracts.NUMERIC_FEATURES)
@@ -30,15 +31,15 @@ DATE = contracts.FEATURE_SPLIT_DATE
 LABEL = contracts.FEATURE_LABEL
 
 
-class LeakageError(ValueError):
+class LeakageError(PipelineInputError, ValueError):
     """A column that is not in the feature contract (possibly known only after discharge)."""
 
 
-class FeatureContractError(ValueError):
+class FeatureContractError(PipelineInputError, ValueError):
     """The feature mart does not match contracts.FEATURE_SCHEMA (missing column, bad type, bad value)."""
 
 
-class SplitError(ValueError):
+class SplitError(PipelineInputError, ValueError):
     """The temporal split is empty, overlapping or lacks one of the classes."""
 
 
@@ -122,7 +123,7 @@ def validate_features(frame: pl.DataFrame) -> pl.DataFrame:
 def load_features(paths: Paths) -> pl.DataFrame:
     path = features_path(paths)
     if not path.exists():
-        raise FileNotFoundError(f"{path}: feature mart not found (run the features stage first)")
+        raise MissingInputError(f"{path}: feature mart not found (run the features stage first)")
     return validate_features(pl.read_parquet(path))
 
 

@@ -7,6 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from pipelines.config import Params, section
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -93,3 +95,37 @@ class EvaluateParams(_Strict):
     n_jobs: int = Field(2, ge=1)
     png: bool = True  # static PNGs of the main figures through kaleido
     log_to_mlflow: bool = True  # figures + test metrics on the model's MLflow run and version
+
+
+class PromoteParams(BaseModel):
+    """params.yaml section `promote`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # The challenger may be this much (absolute recall, at its own threshold) below the champion.
+    objective_tolerance: float = Field(0.01, ge=0, le=1)
+    # Fairness gate: min / max recall across departments (monitoring.json) must reach this.
+    min_department_recall_ratio: float = Field(0.8, ge=0, le=1)
+    # department_recall_ratio null (fewer than 2 departments above the suppression threshold):
+    # false refuses the challenger, true lets the fairness gate pass with a recorded reason.
+    allow_missing_fairness: bool = False
+    require_beats_lace: bool = True  # the very first model must beat LACE at the precision floor
+    refuse_f2_fallback: bool = True  # refuse a version whose threshold missed the floor on validation
+    # How the test precision is held to train.min_precision. The threshold is chosen on the validation
+    # window, so the test precision of a model exactly at the floor falls below it about half the time:
+    # "wilson_upper" refuses only a precision significantly below the floor (the 95% Wilson upper
+    # bound < floor); "point" compares the point estimate.
+    precision_floor_rule: Literal["wilson_upper", "point"] = "wilson_upper"
+    champion_alias: str = Field("champion", min_length=1)
+    previous_alias: str = Field("previous", min_length=1)
+
+    @model_validator(mode="after")
+    def _distinct(self) -> PromoteParams:
+        if self.champion_alias == self.previous_alias:
+            raise ValueError("champion_alias and previous_alias must differ")
+        return self
+
+
+def promote_params(params: Params) -> PromoteParams:
+    """The `promote` section: read by promote (gates, aliases) and serving (which alias it serves)."""
+    return section(params, "promote", PromoteParams)

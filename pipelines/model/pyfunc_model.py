@@ -35,6 +35,8 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import set_model
 from mlflow.pyfunc.model import PythonModel
 
+from pipelines.errors import PipelineInputError
+
 BUNDLE_ARTIFACT = "bundle"
 
 # Copies of pipelines.contracts facts (this file may not import the package; a test checks them).
@@ -44,7 +46,7 @@ FLOAT_FEATURES = ("deprivation_rate", "stay_cost")  # every other numeric featur
 NULLABLE_FEATURES = ("days_since_last_discharge",)  # null when the patient has no earlier stay
 
 
-class InputError(ValueError):
+class InputError(PipelineInputError, ValueError):
     """A request the model cannot score; the message names the column and what is wrong."""
 
     def __init__(self, message: str, column: str | None = None) -> None:

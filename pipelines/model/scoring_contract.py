@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict
 
 from pipelines import contracts
 from pipelines.config import Params
+from pipelines.errors import PipelineInputError
 
 INT32_MAX = 2**31 - 1
 FLOAT32_MAX = float(np.finfo(np.float32).max)  # the forest compares float32 inputs: larger is inf
@@ -50,7 +51,7 @@ NULLABLE = ("days_since_last_discharge",)  # null when the patient has no earlie
 PASSTHROUGH = (contracts.FEATURE_KEY, contracts.FEATURE_SPLIT_DATE)  # may come along, not model inputs
 
 
-class ScoringContractError(ValueError):
+class ScoringContractError(PipelineInputError, ValueError):
     """A value the model must not score. `column` and `row` say where; the text never shows the value."""
 
     def __init__(self, column: str | None, row: int | None, problem: str, allowed: str = "",

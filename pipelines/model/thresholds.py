@@ -20,11 +20,13 @@ from typing import Literal
 import numpy as np
 from sklearn.metrics import precision_recall_curve
 
+from pipelines.errors import PipelineInputError
+
 RULE_FLOOR = "min_precision"
 RULE_F2 = "f2_fallback"
 
 
-class ThresholdError(ValueError):
+class ThresholdError(PipelineInputError, ValueError):
     """No threshold reaches the precision floor (and the fallback is 'error')."""
 
 

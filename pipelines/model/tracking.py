@@ -19,6 +19,8 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 import mlflow
 from mlflow.entities import Run
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
 from mlflow.telemetry import set_telemetry_client
 from mlflow.tracking import MlflowClient
 
@@ -139,3 +141,14 @@ def mark_stale_runs(client: MlflowClient, experiment_id: str) -> list[str]:
         client.set_tag(run_id, STALE_TAG, f"process {owner_pid} gone; marked FAILED at the next train start")
         client.set_terminated(run_id, status="FAILED")
     return stale
+
+
+# ---- registry helpers (promote and serving) -----------------------------------------------
+
+def version_by_alias(client: MlflowClient, name: str, alias: str) -> ModelVersion | None:
+    try:
+        return client.get_model_version_by_alias(name, alias)
+    except MlflowException as exc:
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
+            return None
+        raise
