@@ -36,7 +36,6 @@ os.environ["DBT_SEND_ANONYMOUS_USAGE_STATS"] = "False"
 
 CLEAN_TABLES: tuple[str, ...] = ("patients", "hospitals", "stays", "diagnoses", "dispensings")
 MARTS_SCHEMA = "marts"
-FEATURES_RELATION = contracts.FEATURES_RELATION
 DBT_TARGET = "local"
 
 
@@ -409,7 +408,7 @@ def warehouse_figures(warehouse: Path, wp: WarehouseParams, root: Path | None = 
             "published": int(published), "suppressed": int(suppressed),
             "min_cell_patients": wp.min_cell_patients,
         }
-        figures["feature_rows"] = int(one(f"select count(*) from {FEATURES_RELATION}")[0])
+        figures["feature_rows"] = int(one(f"select count(*) from {contracts.FEATURES_RELATION}")[0])
         # Clean stays dropped by the standard PMSI filters in staging (error GHM, control codes, geographic FINESS).
         figures["pmsi_filtered_stays"] = dict(
             rows("select pmsi_filter, count(*) from staging.stg_pmsi_exclusions group by 1 order by 1")

@@ -97,10 +97,8 @@ class EvaluateParams(_Strict):
     log_to_mlflow: bool = True  # figures + test metrics on the model's MLflow run and version
 
 
-class PromoteParams(BaseModel):
+class PromoteParams(_Strict):
     """params.yaml section `promote`."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     # The challenger may be this much (absolute recall, at its own threshold) below the champion.
     objective_tolerance: float = Field(0.01, ge=0, le=1)
