@@ -33,15 +33,14 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from pipelines.config import Params, Paths, load_params, section
+from pipelines.config import Params, Paths, load_params
 from pipelines.model import data as fdata
-from pipelines.model.params import TrainParams
-from pipelines.serving import ScoringClient, champion_version, served_champion, serving_params, split_payload
+from pipelines.serving import ScoringClient, champion_version, served_champion, split_payload
 
 
 def request_bodies(paths: Paths, params: Params, rows_per_request: int, n_requests: int) -> list[str]:
     """JSON bodies of consecutive test-window rows (wrapping around when the window is short)."""
-    tp = section(params, "train", TrainParams)
+    tp = params.train
     mart = fdata.load_features(paths)
     rows = mart.filter(pl.col(fdata.DATE) >= tp.valid_end).sort([fdata.DATE, fdata.KEY])
     if rows.height == 0:
@@ -150,8 +149,8 @@ def run_bench(paths: Paths, params: Params, single: int = 500, batches: int = 10
         raise RuntimeError(f"benchmark: {len(errors)} concurrent request(s) failed, first: {errors[0]}")
     concurrent_stats = {"clients": clients, **_stats(conc_ms, conc_s, 1)}
     return {
-        "model": f"{section(params, 'train', TrainParams).model_name} version {version} (champion)",
-        "server": f"python -m pipelines serve ({serving_params(params).workers} uvicorn worker(s)), 127.0.0.1",
+        "model": f"{params.train.model_name} version {version} (champion)",
+        "server": f"python -m pipelines serve ({params.serving.workers} uvicorn worker(s)), 127.0.0.1",
         "server_startup_s": round(startup_s, 1),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
                     "load_average_1m": round(os.getloadavg()[0], 2)},

@@ -44,12 +44,11 @@ from sklearn.metrics import (
 )
 
 from pipelines import atomic, contracts
-from pipelines.config import Params, Paths, section
+from pipelines.config import Params, Paths
 from pipelines.model import data as fdata
 from pipelines.model import plots
 from pipelines.model.artifacts import load_model
 from pipelines.model.metrics import DIGITS, probability_metrics
-from pipelines.model.params import EvaluateParams
 from pipelines.model.preprocessing import logreg_pipeline, set_forest_jobs
 from pipelines.model.pyfunc_model import model_frame
 from pipelines.model.scaling import predict_frame_chunked, predict_positive, time_stratified_sample
@@ -63,9 +62,6 @@ FIGURES_PNG = ("pr_curve", "roc_curve", "calibration", "confusion_matrix")
 def _r(value: float) -> float:
     return round(float(value), DIGITS)
 
-
-def evaluate_params(params: Params) -> EvaluateParams:
-    return section(params, "evaluate", EvaluateParams)
 
 
 def oracle_probabilities(truth_file: Path, stay_ids: pl.Series) -> np.ndarray:
@@ -125,7 +121,7 @@ def _flag_metrics(y: np.ndarray, flag: np.ndarray) -> dict[str, float]:
 
 
 def run_evaluate(paths: Paths, params: Params) -> dict[str, Any]:
-    ep = evaluate_params(params)
+    ep = params.evaluate
     bundle, meta = load_model(paths)
     seed = int(meta["seed"])
     threshold = float(bundle["threshold"])

@@ -14,8 +14,8 @@ from typing import Any
 import polars as pl
 
 from pipelines import atomic, contracts
-from pipelines.config import Params, Paths
-from pipelines.duckdb_settings import DuckDBSettings, connect_read_only, duckdb_settings
+from pipelines.config import DuckDBSettings, Params, Paths
+from pipelines.duckdb_settings import connect_read_only
 from pipelines.errors import PipelineInputError
 from pipelines.guards import MIN_FEATURE_ROWS, require_rows
 
@@ -81,7 +81,7 @@ def run_features(paths: Paths, params: Params) -> dict[str, Any]:
     """Export the feature mart; returns row count, label rate and date range."""
     # The feature definitions live in dbt (params reach them through the warehouse); only the
     # DuckDB resources (memory limit, spill directory) are read here.
-    frame = read_feature_mart(paths.warehouse, duckdb_settings(params), paths.root)
+    frame = read_feature_mart(paths.warehouse, params.warehouse, paths.root)
     require_rows(frame.height, MIN_FEATURE_ROWS, f"{paths.warehouse} {contracts.FEATURES_RELATION}",
                  "too few index stays: see reports/metrics/warehouse.json and cleaning.json")
     out = paths.features / FEATURES_FILE

@@ -38,10 +38,10 @@ import pandas as pd
 import polars as pl
 
 from pipelines import atomic, contracts
-from pipelines.config import Params, Paths, section
+from pipelines.config import Params, Paths
+from pipelines.config.monitor import FEATURES, MonitorParams
 from pipelines.errors import MissingInputError, PipelineInputError
 from pipelines.monitoring import fairness as fair
-from pipelines.monitoring.params import FEATURES, MonitorParams
 
 log = logging.getLogger(__name__)
 
@@ -52,15 +52,12 @@ LABEL = contracts.FEATURE_LABEL
 DATE = contracts.FEATURE_SPLIT_DATE
 KEY = contracts.FEATURE_KEY
 
-__all__ = ["MonitorParams", "Windows", "monitor_params", "run_monitor"]
+__all__ = ["MonitorParams", "Windows", "run_monitor"]
 
 
 class MonitorInputError(PipelineInputError, ValueError):
     """The feature mart or a window is not usable for monitoring."""
 
-
-def monitor_params(params: Params) -> MonitorParams:
-    return section(params, "monitor", MonitorParams)
 
 
 @dataclass(frozen=True)
@@ -107,9 +104,8 @@ def resolve_windows(mp: MonitorParams, meta: dict[str, Any], params: Params) -> 
         train_end, valid_end = date.fromisoformat(str(meta["train_end"])), date.fromisoformat(str(meta["valid_end"]))
         source = "model_meta.json"
     else:
-        from pipelines.model.params import TrainParams
 
-        tp = section(params, "train", TrainParams)
+        tp = params.train
         train_end, valid_end, source = tp.train_end, tp.valid_end, "params.train"
     explicit = any(d is not None for d in (mp.reference_start, mp.reference_end, mp.current_start, mp.current_end))
     windows = Windows(
@@ -227,7 +223,7 @@ def run_monitor(paths: Paths, params: Params) -> dict[str, Any]:
     from pipelines.monitoring import drift as ev
     from pipelines.monitoring.html import fairness_html
 
-    mp = monitor_params(params)
+    mp = params.monitor
     bundle, meta = load_model(paths)
     threshold = float(bundle["threshold"])
     windows = resolve_windows(mp, meta, params)

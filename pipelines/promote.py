@@ -54,11 +54,10 @@ from mlflow.tracking import MlflowClient
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from pipelines import atomic
-from pipelines.config import Params, Paths, section
+from pipelines.config import Params, Paths, PromoteParams
 from pipelines.errors import PipelineInputError
 from pipelines.model import data as fdata
 from pipelines.model import tracking
-from pipelines.model.params import EvaluateParams, PromoteParams, TrainParams, promote_params
 from pipelines.model.thresholds import RULE_F2
 from pipelines.stats import wilson_interval
 
@@ -302,9 +301,9 @@ def _write_report(paths: Paths, report: dict[str, Any]) -> None:
 # ---- the stage --------------------------------------------------------------------------------
 
 def run_promote(paths: Paths, params: Params) -> dict[str, Any]:
-    pp = promote_params(params)
-    tp = section(params, "train", TrainParams)
-    ep = section(params, "evaluate", EvaluateParams)
+    pp = params.promote
+    tp = params.train
+    ep = params.evaluate
     name = tp.model_name
     meta = _read_json(paths.models / "model_meta.json", "model metadata (run the train stage)")
     if meta.get("model_name") != name:
@@ -411,8 +410,8 @@ def _summary(report: dict[str, Any]) -> dict[str, Any]:
 
 def rollback(paths: Paths, params: Params) -> dict[str, Any]:
     """champion <- previous, previous <- the rolled-back version (so a second rollback undoes it)."""
-    pp = promote_params(params)
-    tp = section(params, "train", TrainParams)
+    pp = params.promote
+    tp = params.train
     name = tp.model_name
     if not (paths.mlruns / "mlflow.db").exists():
         raise PromoteError(f"no MLflow store at {paths.mlruns}: nothing to roll back")

@@ -18,39 +18,18 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
-
 from pipelines import atomic
-from pipelines.config import Params, Paths, section
+from pipelines.config import DuckDBSettings, Params, Paths, ReportParams
 from pipelines.dashboard import geo
 from pipelines.dashboard.data import warehouse_numbers
 from pipelines.dashboard.findings import findings, headline
 from pipelines.dashboard.inputs import load_inputs
 from pipelines.dashboard.page import Context, render
 from pipelines.dashboard.queries import connect
-from pipelines.duckdb_settings import DuckDBSettings, duckdb_settings
 
 log = logging.getLogger(__name__)
 
 DASHBOARD_FILE = "dashboard.html"
-
-
-class ReportParams(BaseModel):
-    """params.yaml section `report`."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    title: str = "Regional Patient Flow Command Center"
-    subtitle: str = "30-day hospital readmissions in Île-de-France · simulated SNDS data"
-    min_cell_patients: int = Field(10, ge=1)  # cells with fewer patients are suppressed everywhere
-    top_n_diagnoses: int = Field(10, ge=1)  # ICD-10 categories in the "top diagnoses" charts
-    top_features: int = Field(15, ge=1)  # features in the importance chart
-    cost_ntiles: int = Field(10, ge=2)  # "costliest stays" = the top 1/cost_ntiles of index stays by cost
-    trend_compare_months: int = Field(12, ge=1)  # the trend finding: last N published months vs the N before
-
-
-def report_params(params: Params) -> ReportParams:
-    return section(params, "report", ReportParams)
 
 
 def plotly_js() -> str:
@@ -95,8 +74,8 @@ def build_dashboard(
 
 def run_report(paths: Paths, params: Params) -> dict[str, Any]:
     """The stage: write reports/dashboard.html; return the headline numbers."""
-    rp = report_params(params)
-    doc, numbers = build_dashboard(paths, rp, duckdb_settings(params))
+    rp = params.report
+    doc, numbers = build_dashboard(paths, rp, params.warehouse)
     out = paths.reports / DASHBOARD_FILE
     atomic.write_text(out, doc)
     log.info("report: %s (%.1f MB, %d figures)", out, len(doc.encode("utf-8")) / 1e6, numbers["figures"])

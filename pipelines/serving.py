@@ -42,14 +42,12 @@ import pandas as pd
 import polars as pl
 import requests
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
 
 from pipelines import atomic, contracts
-from pipelines.config import Params, Paths, section
+from pipelines.config import Params, Paths, PromoteParams
 from pipelines.errors import PipelineInputError
 from pipelines.model import data as fdata
 from pipelines.model import scoring_contract as sc
-from pipelines.model.params import PromoteParams, TrainParams, promote_params
 from pipelines.model.scaling import PREDICT_CHUNK_ROWS
 
 log = logging.getLogger(__name__)
@@ -57,21 +55,6 @@ log = logging.getLogger(__name__)
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 5001
 OUTPUT_COLUMNS = (fdata.KEY, "probability", "high_risk")
-
-
-class ServingParams(BaseModel):
-    """params.yaml section `serving`."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    workers: int = Field(2, ge=1, le=32)  # uvicorn worker processes (one per core here)
-    max_request_bytes: int = Field(4 * 1024 * 1024, ge=1024)  # larger bodies get 413 unread
-    max_json_depth: int = Field(8, ge=4, le=64)  # dataframe_split is 4 deep
-    request_timeout_s: float = Field(10.0, gt=0, le=300)  # headers, then body, must arrive within this
-
-
-def serving_params(params: Params) -> ServingParams:
-    return section(params, "serving", ServingParams)
 
 
 class ServingError(PipelineInputError, RuntimeError):
@@ -85,11 +68,11 @@ class ScoringInputError(PipelineInputError, ValueError):
 # ---- the command ------------------------------------------------------------------------------
 
 def model_name(params: Params) -> str:
-    return section(params, "train", TrainParams).model_name
+    return params.train.model_name
 
 
 def champion_uri(params: Params) -> str:
-    pp: PromoteParams = promote_params(params)
+    pp: PromoteParams = params.promote
     return f"models:/{model_name(params)}@{pp.champion_alias}"
 
 
@@ -129,7 +112,7 @@ def champion_version(paths: Paths, params: Params) -> str:
     """The version the champion alias points to; ServingError when there is none."""
     from pipelines.model import tracking
 
-    name, alias = model_name(params), promote_params(params).champion_alias
+    name, alias = model_name(params), params.promote.champion_alias
     if not (paths.mlruns / "mlflow.db").exists():
         raise ServingError(f"no MLflow store at {paths.mlruns}: run the pipeline (train, promote) first")
     client = tracking.connect(paths)
@@ -160,7 +143,7 @@ def run_serve(paths: Paths, params: Params, host: str = DEFAULT_HOST, port: int 
     from pipelines import scoring_app
 
     version = champion_version(paths, params)  # resolve the alias once: every worker loads this version
-    sp = serving_params(params)
+    sp = params.serving
     model_uri = f"models:/{model_name(params)}/{version}"
     os.chdir(paths.root)
     os.environ.update(serve_env(paths))

@@ -52,12 +52,11 @@ from mlflow.types import ColSpec, Schema, TensorSpec
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from pipelines import atomic, contracts
-from pipelines.config import Params, Paths, section
+from pipelines.config import Params, Paths, SearchSpace, TrainParams
 from pipelines.model import data as fdata
 from pipelines.model import scaling, tracking
 from pipelines.model.artifacts import META_FILE, MODEL_FILE, load_model
 from pipelines.model.metrics import DIGITS, probability_metrics
-from pipelines.model.params import SearchSpace, TrainParams
 from pipelines.model.plots import combined_html
 from pipelines.model.preprocessing import forest_pipeline, set_forest_jobs
 from pipelines.model.thresholds import OperatingPoint, ThresholdError, choose_threshold, recall_at_precision
@@ -71,9 +70,6 @@ __all__ = ["DIGITS", "META_FILE", "MODEL_FILE", "load_model", "probability_metri
 def _r(value: float) -> float:
     return round(float(value), DIGITS)
 
-
-def train_params(params: Params) -> TrainParams:
-    return section(params, "train", TrainParams)
 
 
 def train_seed(params: Params, tp: TrainParams) -> int:
@@ -262,7 +258,7 @@ def _write_json(path: Path, payload: dict[str, Any]) -> None:
 
 def run_train(paths: Paths, params: Params) -> dict[str, Any]:
     started = time.perf_counter()
-    tp = train_params(params)
+    tp = params.train
     seed = train_seed(params, tp)
 
     features_file = fdata.features_path(paths)

@@ -19,15 +19,12 @@ import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import date
 from pathlib import Path
 from typing import Any
 
-from pydantic import ConfigDict, Field
-
-from pipelines import atomic, config, contracts
-from pipelines.config import Params, Paths
-from pipelines.duckdb_settings import DuckDBSettings, connect_read_only
+from pipelines import atomic, contracts
+from pipelines.config import DuckDBSettings, Params, Paths, WarehouseParams
+from pipelines.duckdb_settings import connect_read_only
 from pipelines.errors import PipelineInputError
 from pipelines.guards import check_clean_stays
 from pipelines.stats import ratio_independent, ratio_to_total, wilson_interval
@@ -39,32 +36,6 @@ MARTS_SCHEMA = "marts"
 DBT_TARGET = "local"
 
 
-class WarehouseParams(DuckDBSettings):
-    """params.yaml section `warehouse`: the readmission definition and publication rules, and
-    (inherited) the DuckDB resources of the build: memory_limit, threads, temp_directory."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    data_start_date: date = date(2021, 1, 1)  # first day covered by the extract
-    data_end_date: date = date(2024, 12, 31)  # last day covered by the extract (censoring)
-    lookback_days: int = Field(365, ge=0)  # history an index stay needs before its admission
-    readmission_window_days: int = Field(30, gt=0)  # readmission within 1..N days of discharge
-    min_cell_patients: int = Field(10, ge=1)  # smaller published cells are suppressed
-    transfer_gap_days: int = Field(1, ge=0)  # transfer + readmission within N days = one episode
-    minor_age: int = Field(18, ge=0)  # younger at admission: not an index stay
-
-    def dbt_vars(self) -> dict[str, Any]:
-        return {
-            "data_start_date": self.data_start_date.isoformat(),
-            "data_end_date": self.data_end_date.isoformat(),
-            "lookback_days": self.lookback_days,
-            "readmission_window_days": self.readmission_window_days,
-            "min_cell_patients": self.min_cell_patients,
-            "transfer_gap_days": self.transfer_gap_days,
-            "minor_age": self.minor_age,
-        }
-
-
 class WarehouseError(PipelineInputError, RuntimeError):
     """dbt build failed: a model errored or an error-severity test (data or unit) failed."""
 
@@ -72,9 +43,6 @@ class WarehouseError(PipelineInputError, RuntimeError):
         super().__init__(message)
         self.failures = failures or []
 
-
-def warehouse_params(params: Params) -> WarehouseParams:
-    return config.section(params, "warehouse", WarehouseParams)
 
 
 @contextmanager
@@ -257,7 +225,7 @@ def run_warehouse(paths: Paths, params: Params) -> dict[str, Any]:
     whose every model and test passed is checkpointed and renamed over the target. On a failure or
     an interrupt the temporary database is removed and the previous warehouse stays as it was.
     """
-    wp = warehouse_params(params)
+    wp = params.warehouse
     check_clean_inputs(paths)
     check_clean_stays(paths.clean)
     final = paths.warehouse

@@ -169,9 +169,8 @@ def test_extract_period_is_the_warehouse_one(tmp_path: Path) -> None:
     from pipelines.config import Params, ParamsError, load_params
 
     project = load_params(PROJECT / "params.yaml")
-    warehouse = (project.model_extra or {})["warehouse"]
-    assert project.clean.extract.start_date.isoformat() == warehouse["data_start_date"]
-    assert project.clean.extract.end_date.isoformat() == warehouse["data_end_date"]
+    assert project.clean.extract.start_date == project.warehouse.data_start_date
+    assert project.clean.extract.end_date == project.warehouse.data_end_date
     assert Params.model_validate(project.model_dump()) == project  # a dump round-trips
 
     raw = yaml.safe_load((PROJECT / "params.yaml").read_text(encoding="utf-8"))

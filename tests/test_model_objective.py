@@ -10,10 +10,9 @@ import optuna
 import pytest
 from feature_fixtures import make_features
 
-from pipelines.config import Paths
+from pipelines.config import Paths, TrainParams
 from pipelines.model import data as fdata
 from pipelines.model import tracking
-from pipelines.model.params import TrainParams
 from pipelines.train import _Objective
 
 SMALL = {"n_estimators": (10, 15), "max_depth": (3, 6), "min_samples_leaf": (5, 20)}

@@ -10,9 +10,9 @@ import pytest
 from sklearn.metrics import precision_score, recall_score, roc_auc_score
 
 from pipelines import contracts
+from pipelines.config.monitor import FEATURES, MonitorParams
 from pipelines.monitor import to_pandas
 from pipelines.monitoring import drift as ev
-from pipelines.monitoring.params import FEATURES, MonitorParams
 from tests.monitor_fixtures import DRIFTED, make_frame, plant_drift
 
 LABEL = contracts.FEATURE_LABEL

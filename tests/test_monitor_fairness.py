@@ -10,8 +10,8 @@ import polars as pl
 import pytest
 from sklearn.metrics import brier_score_loss, precision_score, recall_score
 
+from pipelines.config.monitor import MonitorParams
 from pipelines.monitoring import fairness as fair
-from pipelines.monitoring.params import MonitorParams
 
 LABEL = "readmitted_30d"
 

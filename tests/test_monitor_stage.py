@@ -14,9 +14,9 @@ from sklearn.metrics import precision_score, recall_score
 
 from pipelines import contracts
 from pipelines.config import Params, Paths
+from pipelines.config.monitor import FEATURES
 from pipelines.model.pyfunc_model import predict_frame
 from pipelines.monitor import MonitorInputError, run_monitor, to_pandas
-from pipelines.monitoring.params import FEATURES
 from pipelines.train import load_model
 from tests.monitor_fixtures import DRIFTED, make_frame, plant_drift, write_mart, write_model
 

@@ -20,10 +20,9 @@ import numpy as np
 import pytest
 from feature_fixtures import write_fixture
 
-from pipelines.config import Params, Paths
+from pipelines.config import Params, Paths, PromoteParams
 from pipelines.model import data as fdata
 from pipelines.model import tracking
-from pipelines.model.params import PromoteParams
 from pipelines.model.preprocessing import forest_pipeline, set_forest_jobs
 from pipelines.model.pyfunc_model import predict_frame
 from pipelines.model.thresholds import RULE_F2, RULE_FLOOR, recall_at_precision

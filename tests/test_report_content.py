@@ -24,7 +24,7 @@ import report_page as rp
 from pipelines.config import Params, Paths
 from pipelines.dashboard import geo
 from pipelines.dashboard.page import classification_report, section_ids
-from pipelines.report import DASHBOARD_FILE, ReportParams, report_params, run_report
+from pipelines.report import DASHBOARD_FILE, run_report
 
 PROJECT = Path(__file__).resolve().parents[1]
 
@@ -223,14 +223,10 @@ def test_hospitals_placed_inside_their_department(project: Paths) -> None:
         assert geo.contains(dept, np.array([geo.label_point(dept)])).all()
 
 
-def test_params_section(tmp_path: Path) -> None:
-    assert report_params(Params()) == ReportParams()
+def test_report_section_reaches_the_model() -> None:
     custom = Params.model_validate({"report": {"min_cell_patients": 20, "top_n_diagnoses": 5}})
-    assert report_params(custom).min_cell_patients == 20
-    from pipelines.config import ParamsError
-
-    with pytest.raises(ParamsError):
-        report_params(Params.model_validate({"report": {"unknown": 1}}))
+    assert (custom.report.min_cell_patients, custom.report.top_n_diagnoses) == (20, 5)
+    assert custom.report.top_features == 15  # untouched keys keep their defaults
 
 
 # ---- a hand-made warehouse: standouts, suppression, missing inputs --------------------------

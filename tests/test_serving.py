@@ -45,7 +45,6 @@ from pipelines.serving import (
     score_batch,
     serve_command,
     serve_env,
-    serving_params,
     shell_command,
     split_payload,
     venv_bin,
@@ -104,8 +103,8 @@ def test_serve_command_and_environment(project: dict[str, Any]) -> None:
     assert env["MLFLOW_DISABLE_TELEMETRY"] == "true"
     assert champion_uri(Params.model_validate({"promote": {"champion_alias": "prod"}})).endswith("@prod")
     assert shell_command(port=5002) == ".venv/bin/python -m pipelines serve --host 127.0.0.1 --port 5002"
-    assert serving_params(params).max_request_bytes == 256 * 1024
-    assert serving_params(Params.model_validate({})).max_request_bytes == 4 * 1024 * 1024
+    assert params.serving.max_request_bytes == 256 * 1024
+    assert Params.model_validate({}).serving.max_request_bytes == 4 * 1024 * 1024
 
 
 def test_no_champion_is_a_clear_error(tmp_path: Path) -> None:

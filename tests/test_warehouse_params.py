@@ -8,22 +8,22 @@ from datetime import date
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
-from pipelines.config import Params, ParamsError, Paths
+from pipelines.config import Params, Paths
 from pipelines.warehouse import (
     WarehouseParams,
     dbt_args,
     ratio_independent,
     ratio_to_total,
-    warehouse_params,
     wilson_interval,
 )
 
 
 def test_defaults_and_yaml_section() -> None:
-    assert warehouse_params(Params()) == WarehouseParams()
+    assert Params().warehouse == WarehouseParams()
     params = Params.model_validate({"warehouse": {"data_end_date": "2023-12-31", "readmission_window_days": 28}})
-    wp = warehouse_params(params)
+    wp = params.warehouse
     assert wp.data_end_date == date(2023, 12, 31)
     assert wp.readmission_window_days == 28
     assert wp.dbt_vars() == {
@@ -34,8 +34,8 @@ def test_defaults_and_yaml_section() -> None:
 
 @pytest.mark.parametrize("bad", [{"readmission_window_days": 0}, {"unknown": 1}, {"data_end_date": "soon"}])
 def test_bad_section_is_refused(bad: dict[str, object]) -> None:
-    with pytest.raises(ParamsError, match="warehouse"):
-        warehouse_params(Params.model_validate({"warehouse": bad}))
+    with pytest.raises(ValidationError, match="warehouse"):
+        Params.model_validate({"warehouse": bad})
 
 
 def test_dbt_args_pass_absolute_locations(tmp_path: Path) -> None:

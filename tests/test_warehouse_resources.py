@@ -8,11 +8,12 @@ from pathlib import Path
 
 import duckdb
 import pytest
+from pydantic import ValidationError
 
 from pipelines import bench_chain
-from pipelines.config import Params, ParamsError, Paths, load_params
-from pipelines.duckdb_settings import DuckDBSettings, connect_read_only, duckdb_settings
-from pipelines.warehouse import WarehouseParams, dbt_args, invoke_dbt, warehouse_params
+from pipelines.config import DuckDBSettings, Params, Paths, load_params
+from pipelines.duckdb_settings import connect_read_only
+from pipelines.warehouse import WarehouseParams, dbt_args, invoke_dbt
 
 PROJECT = Path(__file__).resolve().parents[1]
 SETTINGS_SQL = (
@@ -22,16 +23,16 @@ SETTINGS_SQL = (
 
 
 def test_params_yaml_sets_the_resources() -> None:
-    wp = warehouse_params(load_params(PROJECT / "params.yaml"))
+    wp = load_params(PROJECT / "params.yaml").warehouse
     assert (wp.memory_limit, wp.threads, wp.temp_directory) == ("6GB", 2, "data/tmp/duckdb")
-    # the warehouse section, read by the toolkit (features, report), gives the same settings
-    assert duckdb_settings(load_params(PROJECT / "params.yaml")) == DuckDBSettings()
+    # the toolkit's connections (features, report) take the same settings
+    assert wp.connect_config(PROJECT)["memory_limit"] == "6GB"
 
 
 @pytest.mark.parametrize("bad", [{"memory_limit": "lots"}, {"memory_limit": "6"}, {"threads": 0}])
 def test_bad_resources_are_refused(bad: dict[str, object]) -> None:
-    with pytest.raises(ParamsError, match="warehouse"):
-        warehouse_params(Params.model_validate({"warehouse": bad}))
+    with pytest.raises(ValidationError, match="warehouse"):
+        Params.model_validate({"warehouse": bad})
 
 
 def test_temp_directory_is_under_the_project_root(tmp_path: Path) -> None:

@@ -16,7 +16,8 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from pipelines.duckdb_settings import DuckDBSettings, connect_read_only
+from pipelines.config import DuckDBSettings
+from pipelines.duckdb_settings import connect_read_only
 from pipelines.errors import MissingInputError
 
 MARTS = "marts"

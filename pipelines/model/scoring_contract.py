@@ -22,7 +22,6 @@ from typing import Any
 
 import numpy as np
 import polars as pl
-from pydantic import BaseModel, ConfigDict
 
 from pipelines import contracts
 from pipelines.config import Params
@@ -113,20 +112,6 @@ class ScoringContract:
         raise KeyError(name)
 
 
-class _Bounds(BaseModel):
-    """The params this contract reads from sections owned by other stages (defaults as theirs)."""
-
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
-    minor_age: int = 18
-    data_start_date: date = date(2021, 1, 1)
-    data_end_date: date = date(2024, 12, 31)
-
-
-def _warehouse_bounds(params: Params) -> _Bounds:
-    return _Bounds.model_validate((params.model_extra or {}).get("warehouse") or {})
-
-
 def trained_categories(bundle: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
     """The categories the fitted one-hot encoder knows, per categorical column ({} if not found)."""
     try:
@@ -142,7 +127,7 @@ def trained_categories(bundle: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
 
 def scoring_contract(params: Params, trained: Mapping[str, Sequence[str]] | None = None) -> ScoringContract:
     """The contract for the served model: params bounds, and its trained categories when given."""
-    wb = _warehouse_bounds(params)
+    wb = params.warehouse
     span_days = (wb.data_end_date - wb.data_start_date).days
     low_age = max(params.clean.min_age, wb.minor_age)  # minors are never index stays
     numeric = (

@@ -26,7 +26,7 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-from pipelines.monitoring.params import MonitorParams
+from pipelines.config.monitor import MonitorParams
 
 QUALITY_TOLERANCE = 1e-6
 

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from pipelines.monitoring.params import AGE_BAND
+from pipelines.config.monitor import AGE_BAND
 
 UNKNOWN = "unknown"
 SEX_LABELS = {1: "male", 2: "female"}  # contracts: 1 male, 2 female

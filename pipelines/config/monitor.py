@@ -1,8 +1,4 @@
-"""Typed params of the `monitor` stage (params.yaml section `monitor`).
-
-Kept apart from pipelines/monitor.py so that config.py can import it without a cycle and
-without loading Evidently.
-"""
+"""params.yaml section `monitor`: the drift windows and tests, and the fairness groups."""
 
 from __future__ import annotations
 
@@ -10,17 +6,16 @@ from datetime import date
 from itertools import pairwise
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from pipelines import contracts
+from pipelines.config.base import Strict
 
 FEATURES: tuple[str, ...] = (*contracts.NUMERIC_FEATURES, *contracts.CATEGORICAL_FEATURES)
 AGE_BAND = "age_band"  # a derived grouping: `age` cut at `age_band_edges`
 
 
-class MonitorParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class MonitorParams(Strict):
     # Windows on discharge_date; starts inclusive, ends exclusive. None: from the trained model's
     # split (models/model_meta.json, else the `train` section): reference = the training window
     # (discharge_date < train_end), current = the test/production window (>= valid_end, open end).

@@ -1,20 +1,16 @@
-"""Typed params of the `train` and `evaluate` stages (params.yaml sections `train`, `evaluate`)."""
+"""params.yaml sections `train`, `evaluate` and `promote`: the model toolkit's settings."""
 
 from __future__ import annotations
 
 from datetime import date
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-from pipelines.config import Params, section
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+from pipelines.config.base import Strict
 
 
-class SearchSpace(_Strict):
+class SearchSpace(Strict):
     """Bounds of the Optuna search over RandomForestClassifier hyper-parameters."""
 
     n_estimators: tuple[int, int] = (50, 300)
@@ -36,7 +32,7 @@ class SearchSpace(_Strict):
         return self
 
 
-class TrainParams(_Strict):
+class TrainParams(Strict):
     experiment: str = "idf-readmission"
     model_name: str = "idf-readmission-rf"
     # Temporal split on discharge_date: train < train_end <= valid < valid_end <= test.
@@ -80,7 +76,7 @@ class TrainParams(_Strict):
         return self
 
 
-class EvaluateParams(_Strict):
+class EvaluateParams(Strict):
     lace_cutoff: int = Field(10, ge=0)  # LACE >= cutoff flags high risk (van Walraven 2010)
     calibration_bins: int = Field(10, ge=2)
     calibration_strategy: Literal["uniform", "quantile"] = "quantile"
@@ -97,7 +93,7 @@ class EvaluateParams(_Strict):
     log_to_mlflow: bool = True  # figures + test metrics on the model's MLflow run and version
 
 
-class PromoteParams(_Strict):
+class PromoteParams(Strict):
     """params.yaml section `promote`."""
 
     # The challenger may be this much (absolute recall, at its own threshold) below the champion.
@@ -123,7 +119,3 @@ class PromoteParams(_Strict):
             raise ValueError("champion_alias and previous_alias must differ")
         return self
 
-
-def promote_params(params: Params) -> PromoteParams:
-    """The `promote` section: read by promote (gates, aliases) and serving (which alias it serves)."""
-    return section(params, "promote", PromoteParams)
