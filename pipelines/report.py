@@ -25,7 +25,7 @@ from pipelines.dashboard.data import warehouse_numbers
 from pipelines.dashboard.findings import findings, headline
 from pipelines.dashboard.inputs import load_inputs
 from pipelines.dashboard.page import Context, render
-from pipelines.dashboard.queries import connect
+from pipelines.marts import connect
 
 log = logging.getLogger(__name__)
 

@@ -22,14 +22,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from pipelines import atomic, contracts
+from pipelines import atomic, contracts, marts
 from pipelines.config import DuckDBSettings, Params, Paths, WarehouseParams
 from pipelines.duckdb_settings import connect_read_only
 from pipelines.errors import PipelineInputError
 from pipelines.guards import check_clean_stays
 from pipelines.stats import ratio_independent, ratio_to_total, wilson_interval
-
-os.environ["DBT_SEND_ANONYMOUS_USAGE_STATS"] = "False"
 
 CLEAN_TABLES: tuple[str, ...] = ("patients", "hospitals", "stays", "diagnoses", "dispensings")
 MARTS_SCHEMA = "marts"
@@ -316,17 +314,14 @@ def warehouse_figures(warehouse: Path, wp: WarehouseParams, root: Path | None = 
                     from {MARTS_SCHEMA}.fct_readmissions group by 1 order by 1"""
             )
         )
-        by_dept = rows(
-            f"""select department, count(*), sum(readmitted_30d)
-                from {MARTS_SCHEMA}.fct_readmissions where is_index group by 1 order by 1"""
-        )
         departments: dict[str, Any] = {}
-        for dept, n, x in by_dept:
-            lo, hi = wilson_interval(int(x), int(n))
-            departments[str(dept)] = {
-                "index_stays": int(n), "readmissions": int(x), "rate": _r(x / n),
-                "ci95": [_r(lo), _r(hi)],
-            }
+        for d in marts.departments(con):  # the dashboard's query (seed departments with index stays)
+            if d.index_stays:
+                lo, hi = wilson_interval(d.readmissions, d.index_stays)
+                departments[d.department] = {
+                    "index_stays": d.index_stays, "readmissions": d.readmissions,
+                    "rate": _r(d.readmissions / d.index_stays), "ci95": [_r(lo), _r(hi)],
+                }
         lo, hi = wilson_interval(int(n_readmitted), int(n_index))
         figures: dict[str, Any] = {
             "stays": int(n_stays),
@@ -348,24 +343,12 @@ def warehouse_figures(warehouse: Path, wp: WarehouseParams, root: Path | None = 
                 "ratio": _r(ratio, 3), "ci95": [_r(r_lo, 3), _r(r_hi, 3)],
                 "ratio_vs_rest_of_region": _r(rest[0], 3), "ci95_vs_rest": [_r(rest[1], 3), _r(rest[2], 3)],
             }
-        # One global sort (ntile over every index stay) for both the groups and the threshold.
-        top = rows(
-            f"""with ranked as (
-                    select diagnosis_group, episode_cost,
-                           ntile(10) over (order by episode_cost desc, stay_id) as decile
-                    from {MARTS_SCHEMA}.fct_readmissions where is_index
-                )
-                select diagnosis_group, count(*), sum(episode_cost),
-                       sum(episode_cost) / sum(sum(episode_cost)) over () as share,
-                       min(min(episode_cost)) over () as threshold
-                from ranked where decile = 1 group by 1 order by 4 desc, 1"""
-        )
-        threshold = top[0][4] if top else None
+        top = marts.cost_tile(con, 10)  # the dashboard's ranking: one global ntile over index stays
         figures["top_decile_cost"] = {
-            "index_stays": sum(int(r[1]) for r in top),
-            "threshold_euros": _r(threshold or math.nan, 2),
+            "index_stays": top.index_stays,
+            "threshold_euros": _r(math.nan if top.threshold_euros is None else top.threshold_euros, 2),
             # shares are null when the extract has no valuation (costs null)
-            "cost_share_by_group": {str(g): _r(math.nan if s is None else float(s)) for g, _, _, s, _ in top},
+            "cost_share_by_group": {g.group: _r(math.nan if g.share is None else g.share) for g in top.rows},
         }
         figures["copd_cost_share_top_decile"] = figures["top_decile_cost"]["cost_share_by_group"].get("COPD", 0.0)
         published, suppressed = one(

@@ -7,6 +7,11 @@ so a new import that DVC would not see fails here instead of leaving a stale out
 from __future__ import annotations
 
 import ast
+import json
+import os
+import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -177,3 +182,39 @@ def test_quiet_is_accepted_after_the_stage_name() -> None:
     assert parser.parse_args(["generate", "-q"]).quiet is True
     assert parser.parse_args(["-q", "generate"]).quiet is True  # a global -q is not reset by the stage's default
     assert parser.parse_args(["generate"]).quiet is False
+
+
+# ---- no environment changes at import ------------------------------------------------------------
+
+_IMPORT_ALL = """
+import importlib, json, os, pkgutil
+before = dict(os.environ)
+import pipelines
+for m in pkgutil.walk_packages(pipelines.__path__, "pipelines."):
+    if m.name != "pipelines.__main__":
+        importlib.import_module(m.name)
+print(json.dumps(sorted(k for k in set(before) | set(os.environ) if before.get(k) != os.environ.get(k))))
+"""
+
+
+def _env_names_in_source() -> set[str]:
+    """Every string constant of the package that looks like an environment variable name."""
+    names: set[str] = set()
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and re.fullmatch(r"[A-Z][A-Z0-9_]{3,}",
+                                                                                                node.value):
+                names.add(node.value)
+    return names
+
+
+def test_importing_the_package_sets_no_environment_variable_of_its_own() -> None:
+    env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp"), "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-c", _IMPORT_ALL], env=env, capture_output=True, text=True,
+                          timeout=300, check=True)
+    changed = set(json.loads(done.stdout.strip().splitlines()[-1]))
+    ours = _env_names_in_source()
+    assert {"MLFLOW_DISABLE_TELEMETRY", "DBT_SEND_ANONYMOUS_USAGE_STATS", "GIT_PYTHON_REFRESH"} <= ours
+    # third-party libraries may set their own (OpenMP, jemalloc) at import; the project's are set
+    # where they apply (cli.main, tracking.connect, the dbt call), never as an import side effect
+    assert not changed & ours, f"set at import: {sorted(changed & ours)}"

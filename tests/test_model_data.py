@@ -57,7 +57,12 @@ def test_missing_or_mistyped_column_is_refused(features: pl.DataFrame) -> None:
 
 
 def test_contract_columns_pass_the_guard(features: pl.DataFrame) -> None:
-    fdata.check_no_leakage(features)  # no error
+    assert set(features.columns) == set(contracts.FEATURE_SCHEMA)  # the fixture is the whole contract
+    fdata.check_no_leakage(features)
+    # the same frame with any one contract column cast to a date is refused: the guard did look
+    name = next(c for c in features.columns if c != fdata.DATE)
+    with pytest.raises(fdata.LeakageError, match=f"'{name}'"):
+        fdata.check_no_leakage(features.with_columns(pl.lit(None, dtype=pl.Date).alias(name)))
 
 
 def test_temporal_split_windows(features: pl.DataFrame) -> None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from datetime import date
 from typing import Any
 
-from pipelines.dashboard import queries as q
+from pipelines import marts as q
 from pipelines.stats import pearson, ratio_to_total, safe_div
 from pipelines.stats import wilson_interval as wilson
 

@@ -2,8 +2,8 @@
 
 tracking URI  sqlite:///<root>/mlruns/mlflow.db  (registry on the same database)
 artifacts     <root>/mlruns/artifacts/<experiment id>/...
-MLflow telemetry is switched off (MLFLOW_DISABLE_TELEMETRY=true, applied again in `connect` in
-case mlflow was imported before this module set it).
+`connect` is the one place that sets this process's MLflow environment (never at import): telemetry
+off, no artifact progress bars, GitPython quiet when git is missing.
 """
 
 from __future__ import annotations
@@ -12,10 +12,6 @@ import os
 import socket
 import subprocess
 from pathlib import Path
-
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
-os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 import mlflow
 from mlflow.entities import Run
@@ -38,6 +34,8 @@ def artifact_root(paths: Paths) -> Path:
 def connect(paths: Paths) -> MlflowClient:
     """Point this process's MLflow at the project's store (created on first use)."""
     os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
+    os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     set_telemetry_client()  # type: ignore[no-untyped-call]  # re-reads the variable: no telemetry client from here on
     paths.mlruns.mkdir(parents=True, exist_ok=True)
     uri = tracking_uri(paths)

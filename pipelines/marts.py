@@ -1,8 +1,9 @@
-"""Read-only SQL on the warehouse marts: every number of the dashboard's data sections.
+"""Read-only SQL on the warehouse marts (toolkit): the numbers of warehouse.json and the dashboard.
 
-Everything is computed here from `marts.*` and `ref.*` (the dbt seeds), never copied from a
-metrics file, so the page and the marts cannot disagree. Small cells are not dropped here: each
-row carries its patient count and `suppress.py` decides what may be published.
+Every figure that both the warehouse stage's metrics and the dashboard publish is queried here
+once, from `marts.*` and `ref.*` (the dbt seeds), never copied from a metrics file, so the page,
+warehouse.json and the marts cannot disagree. Small cells are not dropped here: each
+row carries its patient count and `data.published` / `data.masked` decide what may be published.
 
 The 30-day readmission figures use the index stays of `fct_readmissions` (the definition lives
 in dbt); months are months of discharge of the index episode, as in `agg_department_kpis`.
@@ -81,8 +82,8 @@ class CostTileRow:
     group: str
     index_stays: int
     patients: int
-    cost: float
-    share: float
+    cost: float | None  # null when the extract has no valuation (costs null)
+    share: float | None
 
 
 @dataclass(frozen=True)
@@ -205,8 +206,12 @@ def diagnoses(con: Any) -> list[DiagnosisRow]:
                          float(cost)) for c, lab, g, n, p, x, xp, cost in rows]
 
 
+def _float(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
 def cost_tile(con: Any, ntiles: int) -> CostTile:
-    """Same ranking as warehouse.json's top decile: ntile over (episode_cost desc, stay_id)."""
+    """One global ranking of index stays: ntile over (episode_cost desc, stay_id); tile 1 is the costliest."""
     ranked = f"""select stay_id, patient_id, diagnosis_group, episode_cost,
                         ntile({int(ntiles)}) over (order by episode_cost desc, stay_id) as tile
                  from {MARTS}.fct_readmissions where is_index"""
@@ -217,7 +222,7 @@ def cost_tile(con: Any, ntiles: int) -> CostTile:
             from ({ranked}) as t where tile = 1 group by 1 order by 5 desc, 1""",
     )
     threshold = _rows(con, f"select min(episode_cost) from ({ranked}) as t where tile = 1")[0][0]
-    tile_rows = [CostTileRow(str(g), int(n), int(p), float(c), float(s)) for g, n, p, c, s in rows]
+    tile_rows = [CostTileRow(str(g), int(n), int(p), _float(c), _float(s)) for g, n, p, c, s in rows]
     return CostTile(ntiles, sum(r.index_stays for r in tile_rows),
                     None if threshold is None else float(threshold), tile_rows)
 
