@@ -22,11 +22,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from pipelines import atomic, contracts
+from pipelines import atomic, contracts, metrics_io
 from pipelines.config import DuckDBSettings, Params, Paths, WarehouseParams
 from pipelines.duckdb_settings import connect_read_only
 from pipelines.errors import PipelineInputError
 from pipelines.guards import check_clean_stays
+from pipelines.metrics_io import rounded_or_none
 from pipelines.stats import ratio_independent, ratio_to_total, wilson_interval
 
 os.environ["DBT_SEND_ANONYMOUS_USAGE_STATS"] = "False"
@@ -284,13 +285,12 @@ def checkpoint(database: Path, settings: DuckDBSettings | None = None) -> None:
 # Figures read back from the marts (read-only)
 
 
-def _r(value: float, digits: int = 4) -> float | None:
-    return None if value is None or math.isnan(value) else round(value, digits)
+RATE_DIGITS = 4  # warehouse.json rounds rates at 4 decimals (ratios at 3, euros at 2)
 
 
 def write_metrics(path: Path, figures: dict[str, Any]) -> None:
     """The DVC metric of the warehouse: readmission figures, sorted keys, rounded values."""
-    atomic.write_json(path, figures)
+    metrics_io.write_json(path, figures)
 
 
 def warehouse_figures(warehouse: Path, wp: WarehouseParams, root: Path | None = None) -> dict[str, Any]:
@@ -324,8 +324,8 @@ def warehouse_figures(warehouse: Path, wp: WarehouseParams, root: Path | None = 
         for dept, n, x in by_dept:
             lo, hi = wilson_interval(int(x), int(n))
             departments[str(dept)] = {
-                "index_stays": int(n), "readmissions": int(x), "rate": _r(x / n),
-                "ci95": [_r(lo), _r(hi)],
+                "index_stays": int(n), "readmissions": int(x), "rate": rounded_or_none(x / n, RATE_DIGITS),
+                "ci95": [rounded_or_none(lo, RATE_DIGITS), rounded_or_none(hi, RATE_DIGITS)],
             }
         lo, hi = wilson_interval(int(n_readmitted), int(n_index))
         figures: dict[str, Any] = {
@@ -333,8 +333,8 @@ def warehouse_figures(warehouse: Path, wp: WarehouseParams, root: Path | None = 
             "episodes": int(n_episodes),
             "index_stays": int(n_index),
             "readmissions": int(n_readmitted),
-            "readmission_rate": _r(n_readmitted / n_index) if n_index else None,
-            "readmission_rate_ci95": [_r(lo), _r(hi)],
+            "readmission_rate": rounded_or_none(n_readmitted / n_index, RATE_DIGITS) if n_index else None,
+            "readmission_rate_ci95": [rounded_or_none(lo, RATE_DIGITS), rounded_or_none(hi, RATE_DIGITS)],
             "stays_by_exclusion": exclusions,
             "departments": departments,
         }
@@ -345,8 +345,9 @@ def warehouse_figures(warehouse: Path, wp: WarehouseParams, root: Path | None = 
             figures["dept93_vs_region"] = {
                 "rate_93": departments["93"]["rate"],
                 "rate_region": figures["readmission_rate"],
-                "ratio": _r(ratio, 3), "ci95": [_r(r_lo, 3), _r(r_hi, 3)],
-                "ratio_vs_rest_of_region": _r(rest[0], 3), "ci95_vs_rest": [_r(rest[1], 3), _r(rest[2], 3)],
+                "ratio": rounded_or_none(ratio, 3), "ci95": [rounded_or_none(r_lo, 3), rounded_or_none(r_hi, 3)],
+                "ratio_vs_rest_of_region": rounded_or_none(rest[0], 3),
+                "ci95_vs_rest": [rounded_or_none(rest[1], 3), rounded_or_none(rest[2], 3)],
             }
         # One global sort (ntile over every index stay) for both the groups and the threshold.
         top = rows(
@@ -363,9 +364,10 @@ def warehouse_figures(warehouse: Path, wp: WarehouseParams, root: Path | None = 
         threshold = top[0][4] if top else None
         figures["top_decile_cost"] = {
             "index_stays": sum(int(r[1]) for r in top),
-            "threshold_euros": _r(threshold or math.nan, 2),
+            "threshold_euros": rounded_or_none(threshold or math.nan, 2),
             # shares are null when the extract has no valuation (costs null)
-            "cost_share_by_group": {str(g): _r(math.nan if s is None else float(s)) for g, _, _, s, _ in top},
+            "cost_share_by_group": {str(g): rounded_or_none(None if s is None else float(s), RATE_DIGITS)
+                                    for g, _, _, s, _ in top},
         }
         figures["copd_cost_share_top_decile"] = figures["top_decile_cost"]["cost_share_by_group"].get("COPD", 0.0)
         published, suppressed = one(
