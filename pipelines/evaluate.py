@@ -35,7 +35,6 @@ from sklearn.calibration import calibration_curve
 from sklearn.inspection import permutation_importance
 from sklearn.metrics import (
     average_precision_score,
-    classification_report,
     confusion_matrix,
     precision_recall_curve,
     roc_auc_score,
@@ -44,9 +43,10 @@ from sklearn.metrics import (
 
 from pipelines import atomic, contracts, metrics_io
 from pipelines.config import Params, Paths
+from pipelines.figures import export
+from pipelines.figures import model as figs
 from pipelines.metrics_io import DIGITS, rounded
 from pipelines.model import data as fdata
-from pipelines.model import plots
 from pipelines.model.artifacts import load_model
 from pipelines.model.metrics import f2, flag_metrics, probability_metrics
 from pipelines.model.preprocessing import logreg_pipeline, set_forest_jobs
@@ -213,26 +213,24 @@ def run_evaluate(paths: Paths, params: Params) -> dict[str, Any]:
     _write_csv(paths.reports / "plots" / "roc_curve.csv", ("model", "fpr", "tpr"), roc_curves)
     _write_csv(paths.reports / "plots" / "calibration.csv", ("model", "predicted", "observed"), calibration)
 
-    report = classification_report(y_test, flag_rf, labels=[0, 1], target_names=["not readmitted", "readmitted"],
-                                    output_dict=True, zero_division=0)
-    report.pop("accuracy", None)
     aps = {m: float(average_precision_score(y, s)) for m, (y, s) in scores.items()}
     aucs = {m: float(roc_auc_score(y, s)) for m, (y, s) in scores.items()}
-    points = {f"RF @ {threshold:.3f}": (rf["recall"], rf["precision"]),
-              f"LACE >= {ep.lace_cutoff}": (lace["recall"], lace["precision"])}
+    pr_points = {m: list(zip(r.tolist(), p.tolist(), strict=True)) for m, (r, p) in pr_curves.items()}
     figures = {
-        "confusion_matrix": plots.confusion_matrix_figure(np.array([[tn, fp], [fn, tp]]), threshold),
-        "classification_report": plots.classification_report_figure(report),
-        "pr_curve": plots.pr_figure(pr_curves, aps, points, float(y_test.mean())),
-        "roc_curve": plots.roc_figure(roc_curves, aucs),
-        "calibration": plots.calibration_figure(calibration),
-        "permutation_importance": plots.importance_figure(
-            names, importance.importances_mean, importance.importances_std, ep.permutation_scoring),
+        # the dashboard's figures, same builders and theme; small cells hidden by the publication rule
+        "confusion_matrix": figs.confusion_figure(tn, fp, fn, tp, params.report.min_cell_patients, threshold),
+        "classification_report": figs.classification_report_figure(tn, fp, fn, tp),
+        "pr_curve": figs.pr_figure(pr_points, aps, float(y_test.mean()), figs.operating_points(rf, lace)),
+        "roc_curve": figs.roc_figure(roc_curves, aucs),
+        "calibration": figs.calibration_figure(calibration),
+        "permutation_importance": figs.importance_figure(
+            dict(zip(names, importance.importances_mean.tolist(), strict=True)), len(names),
+            errors=dict(zip(names, importance.importances_std.tolist(), strict=True))),
     }
     figures_dir = paths.reports / "figures"
     with atomic.atomic_folder(figures_dir) as staging:  # the whole folder is swapped in, never half-written
-        plots.write_figures(figures, staging, png=FIGURES_PNG if ep.png else ())
-        page = plots.combined_html(figures, f"Evaluation of {meta['model_name']} v{meta['version']}")
+        export.write_figures(figures, staging, png=FIGURES_PNG if ep.png else ())
+        page = export.combined_html(figures, f"Evaluation of {meta['model_name']} v{meta['version']}")
         (staging / "evaluation.html").write_text(page, encoding="utf-8")
 
     metrics_file = paths.metrics / "evaluate.json"

@@ -53,12 +53,12 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 
 from pipelines import atomic, contracts, metrics_io
 from pipelines.config import Params, Paths, SearchSpace, TrainParams
+from pipelines.figures.export import combined_html
 from pipelines.metrics_io import DIGITS, rounded
 from pipelines.model import data as fdata
 from pipelines.model import scaling, tracking
 from pipelines.model.artifacts import META_FILE, MODEL_FILE, load_model
 from pipelines.model.metrics import probability_metrics
-from pipelines.model.plots import combined_html
 from pipelines.model.preprocessing import forest_pipeline, set_forest_jobs
 from pipelines.model.thresholds import OperatingPoint, ThresholdError, choose_threshold, recall_at_precision
 
