@@ -11,14 +11,12 @@ between them leaves the output missing, never half-new, and DVC then sees it as 
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 # <name>.tmp-<pid>, <name>.old-<pid>, <name>.tmp-<pid>.wal; also clean's own `.<name>.tmp<pid>`
 _STALE = re.compile(r"^\.?(?P<name>.+?)\.(?:tmp-?|old-)(?P<pid>\d+)(?:\.wal)?$")
@@ -121,8 +119,3 @@ def write_bytes(target: Path, data: bytes) -> None:
     with atomic_file(target) as tmp:
         tmp.write_bytes(data)
 
-
-def write_json(target: Path, payload: Any, **dumps: Any) -> None:
-    """Pretty JSON with sorted keys and a final newline (same payload, same bytes)."""
-    options: dict[str, Any] = {"indent": 2, "sort_keys": True, **dumps}
-    write_text(target, json.dumps(payload, **options) + "\n")

@@ -36,7 +36,6 @@ Repairs are counted per repaired cell of rows that end up clean.
 
 from __future__ import annotations
 
-import json
 import os
 import resource
 import sys
@@ -49,6 +48,7 @@ from typing import Any
 
 import polars as pl
 
+from pipelines import metrics_io
 from pipelines.config import CleanParams, ExtractPeriod, Paths
 from pipelines.contracts import (
     CLEAN_SCHEMAS,
@@ -930,7 +930,7 @@ class Staging:
         write_parquet(df, self._temp(target))
 
     def json(self, obj: Mapping[str, Any], target: Path) -> None:
-        text = json.dumps(obj, indent=2, sort_keys=True) + "\n"
+        text = metrics_io.json_text(obj)
         self._temp(target).write_text(text, encoding="utf-8")
 
     def commit(self) -> None:

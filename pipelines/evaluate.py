@@ -35,20 +35,20 @@ from sklearn.calibration import calibration_curve
 from sklearn.inspection import permutation_importance
 from sklearn.metrics import (
     average_precision_score,
-    classification_report,
     confusion_matrix,
-    fbeta_score,
     precision_recall_curve,
     roc_auc_score,
     roc_curve,
 )
 
-from pipelines import atomic, contracts
+from pipelines import atomic, contracts, metrics_io
 from pipelines.config import Params, Paths
+from pipelines.figures import export
+from pipelines.figures import model as figs
+from pipelines.metrics_io import DIGITS, rounded
 from pipelines.model import data as fdata
-from pipelines.model import plots
 from pipelines.model.artifacts import load_model
-from pipelines.model.metrics import DIGITS, probability_metrics
+from pipelines.model.metrics import f2, flag_metrics, probability_metrics
 from pipelines.model.preprocessing import logreg_pipeline, set_forest_jobs
 from pipelines.model.pyfunc_model import model_frame
 from pipelines.model.scaling import predict_frame_chunked, predict_positive, time_stratified_sample
@@ -57,11 +57,6 @@ from pipelines.model.thresholds import choose_threshold
 log = logging.getLogger(__name__)
 
 FIGURES_PNG = ("pr_curve", "roc_curve", "calibration", "confusion_matrix")
-
-
-def _r(value: float) -> float:
-    return round(float(value), DIGITS)
-
 
 
 def oracle_probabilities(truth_file: Path, stay_ids: pl.Series) -> np.ndarray:
@@ -106,18 +101,15 @@ def _curves(scores: Scored, max_points: int) -> tuple[Scored, Scored]:
 def _write_csv(path: Path, header: tuple[str, str, str], rows: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
     lines = [",".join(header)]
     for model, (a, b) in rows.items():
-        lines += [f"{model},{_r(x)},{_r(y)}" for x, y in zip(a, b, strict=True)]
+        lines += [f"{model},{rounded(x, DIGITS)},{rounded(y, DIGITS)}" for x, y in zip(a, b, strict=True)]
     atomic.write_text(path, "\n".join(lines) + "\n")
 
 
 def _flag_metrics(y: np.ndarray, flag: np.ndarray) -> dict[str, float]:
-    tp = int(((flag == 1) & (y == 1)).sum())
-    return {
-        "recall": _r(tp / max(int(y.sum()), 1)),
-        "precision": _r(tp / max(int(flag.sum()), 1)),
-        "f2": _r(fbeta_score(y, flag, beta=2, zero_division=0)),
-        "flagged_share": _r(flag.mean()),
-    }
+    """evaluate.json's operating point of a flag (no counts)."""
+    at = flag_metrics(y, flag)
+    return {"recall": at["recall"], "precision": at["precision"], "f2": f2(y, flag),
+            "flagged_share": at["flagged_share"]}
 
 
 def run_evaluate(paths: Paths, params: Params) -> dict[str, Any]:
@@ -140,11 +132,12 @@ def run_evaluate(paths: Paths, params: Params) -> dict[str, Any]:
     rf = probability_metrics(y_test, p_rf, threshold)
     flag_rf = (p_rf >= threshold).astype(int)
     tn, fp, fn, tp = (int(v) for v in confusion_matrix(y_test, flag_rf, labels=[0, 1]).ravel())
-    rf.update({"threshold": _r(threshold), "tp": tp, "fp": fp, "fn": fn, "tn": tn})
+    rf.update({"threshold": rounded(threshold, DIGITS), "tp": tp, "fp": fp, "fn": fn, "tn": tn})
 
     # LACE: the score itself for the AUCs, LACE >= cutoff as the flag.
     lace_score = split.test["lace_score"].cast(pl.Float64).fill_null(0).to_numpy()
-    lace = {"roc_auc": _r(roc_auc_score(y_test, lace_score)), "pr_auc": _r(average_precision_score(y_test, lace_score)),
+    lace = {"roc_auc": rounded(roc_auc_score(y_test, lace_score), DIGITS),
+            "pr_auc": rounded(average_precision_score(y_test, lace_score), DIGITS),
             "cutoff": ep.lace_cutoff, **_flag_metrics(y_test, (lace_score >= ep.lace_cutoff).astype(int))}
 
     # Logistic regression: fitted on train, threshold on valid by the same rule.
@@ -152,7 +145,8 @@ def run_evaluate(paths: Paths, params: Params) -> dict[str, Any]:
     lr_valid = predict_positive(logreg_model, x_valid)
     lr_point = choose_threshold(y_valid, lr_valid, min_precision, "f2")
     p_lr = predict_positive(logreg_model, x_test)
-    logreg = {**probability_metrics(y_test, p_lr, lr_point.threshold), "threshold": _r(lr_point.threshold),
+    logreg = {**probability_metrics(y_test, p_lr, lr_point.threshold),
+              "threshold": rounded(lr_point.threshold, DIGITS),
               "threshold_rule": lr_point.rule}
 
     scores: Scored = {"rf": (y_test, p_rf), "logreg": (y_test, p_lr), "lace": (y_test, lace_score)}
@@ -172,15 +166,16 @@ def run_evaluate(paths: Paths, params: Params) -> dict[str, Any]:
             v_ok = ~np.isnan(o_valid)
             o_point = choose_threshold(y_valid[v_ok], o_valid[v_ok], min_precision, "f2")
             oracle_metrics = probability_metrics(y_test[matched], o_test[matched], o_point.threshold)
-            result["oracle"] = {**oracle_metrics, "threshold": _r(o_point.threshold),
-                                "threshold_rule": o_point.rule, "coverage": _r(coverage)}
+            result["oracle"] = {**oracle_metrics, "threshold": rounded(o_point.threshold, DIGITS),
+                                "threshold_rule": o_point.rule, "coverage": rounded(coverage, DIGITS)}
             rf_auc = float(roc_auc_score(y_test[matched], p_rf[matched]))
             rf_ap = float(average_precision_score(y_test[matched], p_rf[matched]))
             result["gap"] = {
-                "roc_auc_oracle_minus_rf": _r(oracle_metrics["roc_auc"] - rf_auc),
-                "pr_auc_oracle_minus_rf": _r(oracle_metrics["pr_auc"] - rf_ap),
+                "roc_auc_oracle_minus_rf": rounded(oracle_metrics["roc_auc"] - rf_auc, DIGITS),
+                "pr_auc_oracle_minus_rf": rounded(oracle_metrics["pr_auc"] - rf_ap, DIGITS),
                 # how much of the oracle's lift over chance (AUC 0.5) the forest achieves
-                "rf_share_of_oracle_auc_lift": _r((rf_auc - 0.5) / max(oracle_metrics["roc_auc"] - 0.5, 1e-9)),
+                "rf_share_of_oracle_auc_lift": rounded(
+                    (rf_auc - 0.5) / max(oracle_metrics["roc_auc"] - 0.5, 1e-9), DIGITS),
             }
             scores["oracle"] = (y_test[matched], o_test[matched])  # all test rows but the unmatched
         else:
@@ -202,7 +197,8 @@ def run_evaluate(paths: Paths, params: Params) -> dict[str, Any]:
     result["permutation_rows"] = int(rows.size)
     names = list(x_model.columns)
     result["permutation_importance"] = {
-        n: _r(m) for n, m in sorted(zip(names, importance.importances_mean, strict=True), key=lambda t: -t[1])
+        n: rounded(m, DIGITS)
+        for n, m in sorted(zip(names, importance.importances_mean, strict=True), key=lambda t: -t[1])
     }
 
     # Curves (DVC plots), figures.
@@ -217,30 +213,28 @@ def run_evaluate(paths: Paths, params: Params) -> dict[str, Any]:
     _write_csv(paths.reports / "plots" / "roc_curve.csv", ("model", "fpr", "tpr"), roc_curves)
     _write_csv(paths.reports / "plots" / "calibration.csv", ("model", "predicted", "observed"), calibration)
 
-    report = classification_report(y_test, flag_rf, labels=[0, 1], target_names=["not readmitted", "readmitted"],
-                                    output_dict=True, zero_division=0)
-    report.pop("accuracy", None)
     aps = {m: float(average_precision_score(y, s)) for m, (y, s) in scores.items()}
     aucs = {m: float(roc_auc_score(y, s)) for m, (y, s) in scores.items()}
-    points = {f"RF @ {threshold:.3f}": (rf["recall"], rf["precision"]),
-              f"LACE >= {ep.lace_cutoff}": (lace["recall"], lace["precision"])}
+    pr_points = {m: list(zip(r.tolist(), p.tolist(), strict=True)) for m, (r, p) in pr_curves.items()}
     figures = {
-        "confusion_matrix": plots.confusion_matrix_figure(np.array([[tn, fp], [fn, tp]]), threshold),
-        "classification_report": plots.classification_report_figure(report),
-        "pr_curve": plots.pr_figure(pr_curves, aps, points, float(y_test.mean())),
-        "roc_curve": plots.roc_figure(roc_curves, aucs),
-        "calibration": plots.calibration_figure(calibration),
-        "permutation_importance": plots.importance_figure(
-            names, importance.importances_mean, importance.importances_std, ep.permutation_scoring),
+        # the dashboard's figures, same builders and theme; small cells hidden by the publication rule
+        "confusion_matrix": figs.confusion_figure(tn, fp, fn, tp, params.report.min_cell_patients, threshold),
+        "classification_report": figs.classification_report_figure(tn, fp, fn, tp),
+        "pr_curve": figs.pr_figure(pr_points, aps, float(y_test.mean()), figs.operating_points(rf, lace)),
+        "roc_curve": figs.roc_figure(roc_curves, aucs),
+        "calibration": figs.calibration_figure(calibration),
+        "permutation_importance": figs.importance_figure(
+            dict(zip(names, importance.importances_mean.tolist(), strict=True)), len(names),
+            errors=dict(zip(names, importance.importances_std.tolist(), strict=True))),
     }
     figures_dir = paths.reports / "figures"
     with atomic.atomic_folder(figures_dir) as staging:  # the whole folder is swapped in, never half-written
-        plots.write_figures(figures, staging, png=FIGURES_PNG if ep.png else ())
-        page = plots.combined_html(figures, f"Evaluation of {meta['model_name']} v{meta['version']}")
+        export.write_figures(figures, staging, png=FIGURES_PNG if ep.png else ())
+        page = export.combined_html(figures, f"Evaluation of {meta['model_name']} v{meta['version']}")
         (staging / "evaluation.html").write_text(page, encoding="utf-8")
 
     metrics_file = paths.metrics / "evaluate.json"
-    atomic.write_json(metrics_file, result)
+    metrics_io.write_json(metrics_file, result)
 
     if ep.log_to_mlflow:
         from mlflow.exceptions import MlflowException

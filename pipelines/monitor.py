@@ -24,9 +24,7 @@ may set explicit dates. JSON files hold sorted keys and rounded floats, and no t
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import os
 from dataclasses import dataclass
 from datetime import date
@@ -37,7 +35,7 @@ import numpy as np
 import pandas as pd
 import polars as pl
 
-from pipelines import atomic, contracts
+from pipelines import atomic, contracts, metrics_io
 from pipelines.config import Params, Paths
 from pipelines.config.monitor import FEATURES, MonitorParams
 from pipelines.errors import MissingInputError, PipelineInputError
@@ -47,7 +45,6 @@ log = logging.getLogger(__name__)
 
 FEATURES_FILE = "ml_readmission_features.parquet"
 PATIENT_ID = "patient_id"  # optional column: fairness cells count patients when it is there
-DIGITS = 6
 LABEL = contracts.FEATURE_LABEL
 DATE = contracts.FEATURE_SPLIT_DATE
 KEY = contracts.FEATURE_KEY
@@ -161,34 +158,10 @@ def to_pandas(frame: pl.DataFrame, columns: list[str] | tuple[str, ...]) -> pd.D
     return frame.select(exprs).to_pandas()
 
 
-def clean_json(value: Any, digits: int = DIGITS) -> Any:
-    """Rounded floats, NaN/inf -> null, tuples -> lists, numpy scalars -> Python."""
-    if isinstance(value, dict):
-        return {str(k): clean_json(v, digits) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [clean_json(v, digits) for v in value]
-    if isinstance(value, bool) or value is None or isinstance(value, str):
-        return value
-    if hasattr(value, "item"):  # numpy scalar
-        return clean_json(value.item(), digits)
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float):
-        if math.isnan(value) or math.isinf(value):
-            return None
-        rounded = round(value, digits)
-        return 0.0 if rounded == 0 else rounded
-    if isinstance(value, date):
-        return value.isoformat()
-    raise TypeError(f"not JSON-serialisable: {type(value).__name__}")
-
-
 def json_text(payload: dict[str, Any]) -> str:
-    return json.dumps(clean_json(payload), indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False) + "\n"
-
-
-def write_json(path: Path, payload: dict[str, Any]) -> None:
-    atomic.write_text(path, json_text(payload))
+    """The monitoring JSON files: rounded, NaN as null, non-ASCII kept."""
+    return metrics_io.json_text(metrics_io.json_ready(payload, metrics_io.DIGITS), ensure_ascii=False,
+                                allow_nan=False)
 
 
 def flat_metrics(drift: dict[str, Any], fairness: dict[str, Any]) -> dict[str, Any]:
@@ -295,8 +268,8 @@ def run_monitor(paths: Paths, params: Params) -> dict[str, Any]:
             (staging / name).write_text(text, encoding="utf-8")
 
     summary = flat_metrics(drift_report, fairness)
-    write_json(paths.metrics / "monitoring.json", summary)
+    atomic.write_text(paths.metrics / "monitoring.json", json_text(summary))
     log.info("monitor: dataset drift %s (%d/%d columns), department recall ratio %s",
              summary["dataset_drift"], summary["n_drifted_columns"], summary["n_columns"],
              summary["department_recall_ratio"])
-    return clean_json(summary)  # type: ignore[no-any-return]
+    return metrics_io.json_ready(summary, metrics_io.DIGITS)  # type: ignore[no-any-return]

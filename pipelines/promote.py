@@ -53,27 +53,24 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from pipelines import atomic
+from pipelines import metrics_io
 from pipelines.config import Params, Paths, PromoteParams
 from pipelines.errors import PipelineInputError
+from pipelines.metrics_io import DIGITS, rounded
 from pipelines.model import data as fdata
 from pipelines.model import tracking
+from pipelines.model.metrics import flag_metrics
 from pipelines.model.thresholds import RULE_F2
 from pipelines.stats import wilson_interval
 
 log = logging.getLogger(__name__)
 
 REPORT_FILE = "promotion.json"
-DIGITS = 6
 ROLLED_BACK_TAG = "rolled_back"
 
 
 class PromoteError(PipelineInputError, ValueError):
     """The promotion inputs are missing, stale or inconsistent (the message says which)."""
-
-
-def _r(value: float) -> float:
-    return round(float(value), DIGITS)
 
 
 # ---- registry helpers -------------------------------------------------------------------------
@@ -110,18 +107,6 @@ def scoring_window(paths: Paths, starts: list[date]) -> ScoringWindow:
     return ScoringWindow(start, frame)
 
 
-def flag_metrics(y: np.ndarray, flag: np.ndarray) -> dict[str, Any]:
-    tp = int(((flag == 1) & (y == 1)).sum())
-    return {
-        "recall": _r(tp / max(int(y.sum()), 1)),
-        "precision": _r(tp / max(int(flag.sum()), 1)),
-        "flagged_share": _r(flag.mean()),
-        "tp": tp,
-        "flagged": int(flag.sum()),
-        "n": int(y.size),
-    }
-
-
 def meets_precision_floor(tp: int, flagged: int, min_precision: float, rule: str) -> bool:
     """Precision tp/flagged held to the floor: point estimate, or not significantly below (Wilson)."""
     if flagged <= 0:
@@ -145,12 +130,12 @@ def model_metrics(client: MlflowClient, name: str, version: str, window: Scoring
     metrics = flag_metrics(y, flag)
     metrics.update({
         "version": version,
-        "threshold": _r(float(tags["threshold"])) if "threshold" in tags else None,
+        "threshold": rounded(float(tags["threshold"]), DIGITS) if "threshold" in tags else None,
         "threshold_rule": tags.get("threshold_rule"),
-        "precision_ci95": [_r(b) for b in wilson_interval(metrics["tp"], metrics["flagged"])],
+        "precision_ci95": [rounded(b, DIGITS) for b in wilson_interval(metrics["tp"], metrics["flagged"])],
         "meets_precision_floor": meets_precision_floor(metrics["tp"], metrics["flagged"], min_precision, rule),
-        "roc_auc": _r(roc_auc_score(y, p)),
-        "pr_auc": _r(average_precision_score(y, p)),
+        "roc_auc": rounded(roc_auc_score(y, p), DIGITS),
+        "pr_auc": rounded(average_precision_score(y, p), DIGITS),
     })
     return metrics
 
@@ -167,8 +152,8 @@ def lace_metrics(window: ScoringWindow, min_precision: float, cutoff: int) -> di
     return {
         "at_cutoff": {**flag_metrics(y, (score >= cutoff).astype(np.int64)), "cutoff": cutoff},
         "at_precision_floor": best,  # None: no LACE cutoff reaches the floor on these rows
-        "roc_auc": _r(roc_auc_score(y, score)),
-        "pr_auc": _r(average_precision_score(y, score)),
+        "roc_auc": rounded(roc_auc_score(y, score), DIGITS),
+        "pr_auc": rounded(average_precision_score(y, score), DIGITS),
     }
 
 
@@ -295,7 +280,7 @@ def _valid_end(mv: ModelVersion, fallback: date) -> date:
 
 
 def _write_report(paths: Paths, report: dict[str, Any]) -> None:
-    atomic.write_json(paths.reports / REPORT_FILE, report)
+    metrics_io.write_json(paths.reports / REPORT_FILE, report)
 
 
 # ---- the stage --------------------------------------------------------------------------------

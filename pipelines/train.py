@@ -51,24 +51,21 @@ from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, Schema, TensorSpec
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from pipelines import atomic, contracts
+from pipelines import atomic, contracts, metrics_io
 from pipelines.config import Params, Paths, SearchSpace, TrainParams
+from pipelines.figures.export import combined_html
+from pipelines.metrics_io import DIGITS, rounded
 from pipelines.model import data as fdata
 from pipelines.model import scaling, tracking
 from pipelines.model.artifacts import META_FILE, MODEL_FILE, load_model
-from pipelines.model.metrics import DIGITS, probability_metrics
-from pipelines.model.plots import combined_html
+from pipelines.model.metrics import probability_metrics
 from pipelines.model.preprocessing import forest_pipeline, set_forest_jobs
 from pipelines.model.thresholds import OperatingPoint, ThresholdError, choose_threshold, recall_at_precision
 
 log = logging.getLogger(__name__)
 
 PYFUNC_CODE = Path(__file__).parent / "model" / "pyfunc_model.py"
-__all__ = ["DIGITS", "META_FILE", "MODEL_FILE", "load_model", "probability_metrics", "run_train"]
-
-
-def _r(value: float) -> float:
-    return round(float(value), DIGITS)
+__all__ = ["META_FILE", "MODEL_FILE", "load_model", "probability_metrics", "run_train"]
 
 
 
@@ -126,7 +123,8 @@ class _Objective:
             mlflow.set_tag("optuna_trial", str(trial.number))
             for k in range(len(self.folds)):
                 fold = self.fold_score(hp, k)
-                mlflow.log_metrics({f"fold{k}_{name}": _r(v) for name, v in fold.items() if not math.isnan(v)})
+                mlflow.log_metrics({f"fold{k}_{name}": rounded(v, DIGITS) for name, v in fold.items()
+                                    if not math.isnan(v)})
                 scores.append(fold["recall_at_floor"])
                 precisions.append(fold["precision"])
                 pr_aucs.append(fold["pr_auc"])
@@ -136,13 +134,14 @@ class _Objective:
                     break
             value = float(np.mean(scores))
             mlflow.log_metrics({
-                "cv_recall_at_floor": _r(value),
-                "cv_precision": _r(float(np.nanmean(precisions))) if not np.all(np.isnan(precisions)) else 0.0,
-                "cv_pr_auc": _r(float(np.nanmean(pr_aucs))) if not np.all(np.isnan(pr_aucs)) else 0.0,
+                "cv_recall_at_floor": rounded(value, DIGITS),
+                "cv_precision": (rounded(float(np.nanmean(precisions)), DIGITS)
+                                 if not np.all(np.isnan(precisions)) else 0.0),
+                "cv_pr_auc": rounded(float(np.nanmean(pr_aucs)), DIGITS) if not np.all(np.isnan(pr_aucs)) else 0.0,
                 "folds_done": len(scores),
             })
             mlflow.set_tag("optuna_state", "PRUNED" if pruned else "COMPLETE")
-        trial.set_user_attr("fold_recall_at_floor", [_r(s) for s in scores])
+        trial.set_user_attr("fold_recall_at_floor", [rounded(s, DIGITS) for s in scores])
         log.info("trial %d %s: %s -> %.4f", trial.number, "pruned" if pruned else "done", hp, value)
         if pruned:
             raise optuna.TrialPruned()
@@ -194,8 +193,9 @@ def learning_curve(tp: TrainParams, seed: int, hp: dict[str, Any], x_train: pd.D
             point = None
         curve.append({
             "rows": int(idx.size), "bootstrap_rows": int(forest_hp["max_samples"]),
-            "roc_auc": _r(roc_auc_score(y_valid, p)), "pr_auc": _r(average_precision_score(y_valid, p)),
-            "recall_at_floor": _r(point.recall) if point else 0.0,
+            "roc_auc": rounded(roc_auc_score(y_valid, p), DIGITS),
+            "pr_auc": rounded(average_precision_score(y_valid, p), DIGITS),
+            "recall_at_floor": rounded(point.recall, DIGITS) if point else 0.0,
             "seconds": round(time.perf_counter() - started, 2),
         })
         log.info("learning curve: %s", curve[-1])
@@ -250,10 +250,6 @@ def input_example(x_train: pd.DataFrame) -> pd.DataFrame:
 def _pip_requirements() -> list[str]:
     names = ("mlflow", "scikit-learn", "pandas", "numpy", "scipy", "joblib")
     return [f"{n}=={metadata.version(n)}" for n in names]
-
-
-def _write_json(path: Path, payload: dict[str, Any]) -> None:
-    atomic.write_json(path, payload)
 
 
 def run_train(paths: Paths, params: Params) -> dict[str, Any]:
@@ -330,8 +326,8 @@ def run_train(paths: Paths, params: Params) -> dict[str, Any]:
             best = study.best_trial
             best_params = dict(best.params)
             mlflow.log_params({f"best_{k}": v for k, v in best_params.items()})
-            mlflow.log_metrics({"best_cv_recall_at_floor": _r(best.value or 0.0), "trials_complete": n_complete,
-                                "trials_pruned": n_pruned, "best_trial": best.number})
+            mlflow.log_metrics({"best_cv_recall_at_floor": rounded(best.value or 0.0, DIGITS),
+                                "trials_complete": n_complete, "trials_pruned": n_pruned, "best_trial": best.number})
 
             if tp.optuna_plots:
                 with tempfile.TemporaryDirectory() as tmp:
@@ -367,7 +363,7 @@ def run_train(paths: Paths, params: Params) -> dict[str, Any]:
                             tp.min_precision, point.threshold)
             valid_metrics = probability_metrics(y_valid, p_valid, point.threshold)
             mlflow.log_metrics({f"valid_{k}": v for k, v in valid_metrics.items()})
-            mlflow.log_metrics({"threshold": _r(point.threshold)})
+            mlflow.log_metrics({"threshold": rounded(point.threshold, DIGITS)})
             mlflow.set_tag("threshold_rule", point.rule)
 
             set_forest_jobs(pipeline, 1)  # serving: single rows, no thread pool
@@ -408,7 +404,7 @@ def run_train(paths: Paths, params: Params) -> dict[str, Any]:
             "model_uri": f"models:/{tp.model_name}/{version}",
             "run_id": run_id,
             "experiment": tp.experiment,
-            "threshold": _r(point.threshold),
+            "threshold": rounded(point.threshold, DIGITS),
             "threshold_rule": point.rule,
             "min_precision": tp.min_precision,
             "numeric_features": list(fdata.NUMERIC),
@@ -420,15 +416,15 @@ def run_train(paths: Paths, params: Params) -> dict[str, Any]:
             "features_md5": features_md5,
             "git_commit": commit,
         }
-        _write_json(staging / META_FILE, meta)
+        metrics_io.write_json(staging / META_FILE, meta)
     result = {
-        "best_cv_objective": _r(best.value or 0.0),
+        "best_cv_objective": rounded(best.value or 0.0, DIGITS),
         "best_params": best_params,
         "n_trials_run": len(study.trials),
         "n_trials_completed": n_complete,
         "n_trials_pruned": n_pruned,
         "timeout_hit": timeout_hit,
-        "threshold": _r(point.threshold),
+        "threshold": rounded(point.threshold, DIGITS),
         "threshold_rule": point.rule,
         "min_precision": tp.min_precision,
         "valid": valid_metrics,
@@ -438,7 +434,7 @@ def run_train(paths: Paths, params: Params) -> dict[str, Any]:
         "learning_curve_plateau_rows": plateau,
         "model_version": version,
     }
-    _write_json(paths.metrics / "train.json", result)  # no timings: same inputs, same bytes
+    metrics_io.write_json(paths.metrics / "train.json", result)  # no timings: same inputs, same bytes
     result["duration_s"] = round(time.perf_counter() - started, 1)
     result["timings"] = timings
     log.info("train: version %s, threshold %.4f (%s), valid recall %.3f precision %.3f",

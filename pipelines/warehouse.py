@@ -14,7 +14,6 @@ summary figures back from the marts.
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 from collections.abc import Iterator
@@ -22,11 +21,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from pipelines import atomic, contracts, marts
+from pipelines import atomic, contracts, marts, metrics_io
 from pipelines.config import DuckDBSettings, Params, Paths, WarehouseParams
 from pipelines.duckdb_settings import connect_read_only
 from pipelines.errors import PipelineInputError
 from pipelines.guards import check_clean_stays
+from pipelines.metrics_io import rounded_or_none
 from pipelines.stats import ratio_independent, ratio_to_total, wilson_interval
 
 CLEAN_TABLES: tuple[str, ...] = ("patients", "hospitals", "stays", "diagnoses", "dispensings")
@@ -282,13 +282,12 @@ def checkpoint(database: Path, settings: DuckDBSettings | None = None) -> None:
 # Figures read back from the marts (read-only)
 
 
-def _r(value: float, digits: int = 4) -> float | None:
-    return None if value is None or math.isnan(value) else round(value, digits)
+RATE_DIGITS = 4  # warehouse.json rounds rates at 4 decimals (ratios at 3, euros at 2)
 
 
 def write_metrics(path: Path, figures: dict[str, Any]) -> None:
     """The DVC metric of the warehouse: readmission figures, sorted keys, rounded values."""
-    atomic.write_json(path, figures)
+    metrics_io.write_json(path, figures)
 
 
 def warehouse_figures(warehouse: Path, wp: WarehouseParams, root: Path | None = None) -> dict[str, Any]:
@@ -320,7 +319,8 @@ def warehouse_figures(warehouse: Path, wp: WarehouseParams, root: Path | None = 
                 lo, hi = wilson_interval(d.readmissions, d.index_stays)
                 departments[d.department] = {
                     "index_stays": d.index_stays, "readmissions": d.readmissions,
-                    "rate": _r(d.readmissions / d.index_stays), "ci95": [_r(lo), _r(hi)],
+                    "rate": rounded_or_none(d.readmissions / d.index_stays, RATE_DIGITS),
+                    "ci95": [rounded_or_none(lo, RATE_DIGITS), rounded_or_none(hi, RATE_DIGITS)],
                 }
         lo, hi = wilson_interval(int(n_readmitted), int(n_index))
         figures: dict[str, Any] = {
@@ -328,8 +328,8 @@ def warehouse_figures(warehouse: Path, wp: WarehouseParams, root: Path | None = 
             "episodes": int(n_episodes),
             "index_stays": int(n_index),
             "readmissions": int(n_readmitted),
-            "readmission_rate": _r(n_readmitted / n_index) if n_index else None,
-            "readmission_rate_ci95": [_r(lo), _r(hi)],
+            "readmission_rate": rounded_or_none(n_readmitted / n_index, RATE_DIGITS) if n_index else None,
+            "readmission_rate_ci95": [rounded_or_none(lo, RATE_DIGITS), rounded_or_none(hi, RATE_DIGITS)],
             "stays_by_exclusion": exclusions,
             "departments": departments,
         }
@@ -340,15 +340,16 @@ def warehouse_figures(warehouse: Path, wp: WarehouseParams, root: Path | None = 
             figures["dept93_vs_region"] = {
                 "rate_93": departments["93"]["rate"],
                 "rate_region": figures["readmission_rate"],
-                "ratio": _r(ratio, 3), "ci95": [_r(r_lo, 3), _r(r_hi, 3)],
-                "ratio_vs_rest_of_region": _r(rest[0], 3), "ci95_vs_rest": [_r(rest[1], 3), _r(rest[2], 3)],
+                "ratio": rounded_or_none(ratio, 3), "ci95": [rounded_or_none(r_lo, 3), rounded_or_none(r_hi, 3)],
+                "ratio_vs_rest_of_region": rounded_or_none(rest[0], 3),
+                "ci95_vs_rest": [rounded_or_none(rest[1], 3), rounded_or_none(rest[2], 3)],
             }
         top = marts.cost_tile(con, 10)  # the dashboard's ranking: one global ntile over index stays
         figures["top_decile_cost"] = {
             "index_stays": top.index_stays,
-            "threshold_euros": _r(math.nan if top.threshold_euros is None else top.threshold_euros, 2),
+            "threshold_euros": rounded_or_none(top.threshold_euros, 2),
             # shares are null when the extract has no valuation (costs null)
-            "cost_share_by_group": {g.group: _r(math.nan if g.share is None else g.share) for g in top.rows},
+            "cost_share_by_group": {g.group: rounded_or_none(g.share, RATE_DIGITS) for g in top.rows},
         }
         figures["copd_cost_share_top_decile"] = figures["top_decile_cost"]["cost_share_by_group"].get("COPD", 0.0)
         published, suppressed = one(

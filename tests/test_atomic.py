@@ -34,8 +34,7 @@ def write_then_fail(target: Path, exc: BaseException, folder: bool = False) -> N
 
 def test_file_replaced_only_on_success(tmp_path: Path) -> None:
     target = tmp_path / "out" / "a.json"
-    atomic.write_json(target, {"b": 1, "a": [1, 2]})
-    assert target.read_text() == '{\n  "a": [\n    1,\n    2\n  ],\n  "b": 1\n}\n'
+    atomic.write_text(target, '{\n  "a": 1\n}\n')
     with pytest.raises(RuntimeError, match="boom"):
         write_then_fail(target, RuntimeError("boom"))
     assert target.read_text().startswith('{\n  "a"')

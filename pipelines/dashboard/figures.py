@@ -1,4 +1,7 @@
-"""Plotly figures of the dashboard. Suppressed cells are never plotted (None, not a number)."""
+"""Plotly figures of the regional dashboard (the model's are in pipelines.figures.model).
+
+Suppressed cells are never plotted (None, not a number); `min_cell` is the params' small-cell threshold.
+"""
 
 from __future__ import annotations
 
@@ -10,38 +13,7 @@ import plotly.graph_objects as go
 
 from pipelines.dashboard import geo
 from pipelines.dashboard.data import DeptStat, Diagnoses, HospitalStat, Trend, group_label
-
-FONT = "-apple-system, 'Segoe UI', Roboto, 'Helvetica Neue', Arial, sans-serif"
-NAVY = "#1f3a5f"
-ABOVE = "#c8553d"
-BELOW = "#2e86ab"
-SIMILAR = "#8d99ae"
-GRID = "#e6e9ef"
-VERDICT_COLORS = {"above": ABOVE, "below": BELOW, "similar": SIMILAR, "suppressed": "#d9d9d9", "masked": "#d9d9d9"}
-MODEL_COLORS = {"rf": "#1f3a5f", "logreg": "#f4a259", "lace": "#5b8e7d", "oracle": "#8d99ae"}
-MODEL_LABELS = {"rf": "Random Forest", "logreg": "Logistic regression", "lace": "LACE index",
-                "oracle": "Bayes oracle (simulator truth)"}
-CATEGORY_COLORS = {"AP-HP/CHU": "#1f3a5f", "CH": "#2e86ab", "ESPIC": "#5b8e7d", "Private clinic": "#f4a259"}
-RATE_SCALE = [[0.0, "#f1f5f9"], [0.5, "#f4a259"], [1.0, "#9c2a1b"]]
-
-TEMPLATE = go.layout.Template(layout=go.Layout(
-    font={"family": FONT, "size": 12, "color": "#2b2d42"},
-    paper_bgcolor="white",
-    plot_bgcolor="white",
-    colorway=[NAVY, "#f4a259", "#5b8e7d", ABOVE, BELOW, "#8d99ae", "#bc4b51", "#6d597a"],
-    xaxis={"gridcolor": GRID, "zerolinecolor": GRID, "linecolor": "#c5cad3", "automargin": True},
-    yaxis={"gridcolor": GRID, "zerolinecolor": GRID, "linecolor": "#c5cad3", "automargin": True},
-    hoverlabel={"font": {"family": FONT}},
-    legend={"orientation": "h", "yanchor": "bottom", "y": 1.0, "x": 0, "font": {"size": 11}},
-    margin={"l": 10, "r": 10, "t": 56, "b": 10},
-    title={"font": {"size": 14, "color": NAVY}, "x": 0.01, "xanchor": "left", "xref": "container",
-           "y": 0.985, "yanchor": "top", "yref": "container"},
-))
-
-
-def _layout(fig: go.Figure, title: str, height: int = 400, **kwargs: Any) -> go.Figure:
-    fig.update_layout(template=TEMPLATE, title={"text": title}, height=height, **kwargs)
-    return fig
+from pipelines.figures.theme import ABOVE, CATEGORY_COLORS, GRID, NAVY, RATE_SCALE, SIMILAR, VERDICT_COLORS, layout
 
 
 def _nan_to_none(values: Sequence[float | None]) -> list[float | None]:
@@ -86,7 +58,7 @@ def departments_figure(depts: Sequence[DeptStat], region_rate: float | None,
     fig.update_yaxes(tickformat=".0%", range=[max(0.0, low - pad), high + pad], title="30-day readmission rate")
     fig.update_xaxes(tickangle=0, tickfont={"size": 10.5})
     region = f"; dashed: Île-de-France {100 * region_rate:.1f}% with its CI" if region_rate is not None else ""
-    return _layout(fig, f"Rate by department (95% CI){region}", 420, bargap=0.35)
+    return layout(fig, f"Rate by department (95% CI){region}", 420, bargap=0.35)
 
 
 def poverty_figure(depts: Sequence[DeptStat], region_rate: float | None) -> go.Figure:
@@ -105,7 +77,7 @@ def poverty_figure(depts: Sequence[DeptStat], region_rate: float | None) -> go.F
         fig.add_hline(y=region_rate, line={"color": NAVY, "dash": "dot", "width": 1})
     fig.update_xaxes(title="Poverty rate, Insee Filosofi 2020 (%)")
     fig.update_yaxes(tickformat=".1%", title="30-day readmission rate")
-    return _layout(fig, "Readmission rate vs department poverty rate", 420)
+    return layout(fig, "Readmission rate vs department poverty rate", 420)
 
 
 INNER_RING = ("75", "92", "93", "94")  # Paris and the petite couronne: drawn again, zoomed, on the right
@@ -113,7 +85,7 @@ INNER_RING = ("75", "92", "93", "94")  # Paris and the petite couronne: drawn ag
 
 def _map_traces(geojson: Mapping[str, Any], depts: Sequence[DeptStat], hospitals: Sequence[HospitalStat],
                 points: Mapping[str, tuple[float, float]], labels: Mapping[str, tuple[float, float]],
-                geo_id: str, max_beds: int, legend: bool) -> list[Any]:
+                geo_id: str, max_beds: int, legend: bool, min_cell: int) -> list[Any]:
     codes = [d.code for d in depts]
     traces: list[Any] = [go.Choropleth(
         geojson=dict(geojson), featureidkey=f"properties.{geo.CODE_PROPERTY}", locations=codes,
@@ -139,7 +111,7 @@ def _map_traces(geojson: Mapping[str, Any], depts: Sequence[DeptStat], hospitals
             marker={"size": [5 + 9 * math.sqrt((h.beds or 0) / max_beds) for h in rows],
                     "color": CATEGORY_COLORS.get(category, SIMILAR), "line": {"color": "white", "width": 0.8},
                     "opacity": 0.9},
-            customdata=[[h.name, h.department, h.beds, "suppressed (<10 patients)" if h.suppressed
+            customdata=[[h.name, h.department, h.beds, f"suppressed (<{min_cell} patients)" if h.suppressed
                          else f"{h.stays:,} stays, {h.patients:,} patients"] for h in rows],
             hovertemplate="<b>%{customdata[0]}</b> (%{customdata[1]})<br>" + category
             + "<br>%{customdata[2]} beds<br>%{customdata[3]}<extra></extra>",
@@ -153,7 +125,8 @@ def _map_traces(geojson: Mapping[str, Any], depts: Sequence[DeptStat], hospitals
 
 
 def map_figure(geojson: Mapping[str, Any], depts: Sequence[DeptStat], hospitals: Sequence[HospitalStat],
-               points: Mapping[str, tuple[float, float]], labels: Mapping[str, tuple[float, float]]) -> go.Figure:
+               points: Mapping[str, tuple[float, float]], labels: Mapping[str, tuple[float, float]],
+               min_cell: int) -> go.Figure:
     """The region (left) and the inner ring zoomed (right); one shared colour scale."""
     from plotly.subplots import make_subplots
 
@@ -162,10 +135,10 @@ def map_figure(geojson: Mapping[str, Any], depts: Sequence[DeptStat], hospitals:
                         specs=[[{"type": "geo"}, {"type": "geo"}]],
                         subplot_titles=("Île-de-France", "Paris and the inner ring (75, 92, 93, 94)"))
     max_beds = max([h.beds or 0 for h in hospitals] + [1])
-    for trace in _map_traces(geojson, depts, hospitals, points, labels, "geo", max_beds, legend=True):
+    for trace in _map_traces(geojson, depts, hospitals, points, labels, "geo", max_beds, True, min_cell):
         fig.add_trace(trace)
     if inner:
-        for trace in _map_traces(geojson, inner, hospitals, points, labels, "geo2", max_beds, legend=False):
+        for trace in _map_traces(geojson, inner, hospitals, points, labels, "geo2", max_beds, False, min_cell):
             fig.add_trace(trace)
     rates = [d.rate for d in depts if d.rate is not None]
     fig.update_layout(coloraxis={
@@ -176,7 +149,7 @@ def map_figure(geojson: Mapping[str, Any], depts: Sequence[DeptStat], hospitals:
     fig.update_geos(fitbounds="locations", visible=False, projection_type="mercator", bgcolor="white")
     for annotation in fig.layout.annotations:
         annotation.font = {"size": 12, "color": "#6c757d"}
-    return _layout(fig, "30-day readmission rate by department of residence; hospitals by category (size: beds)",
+    return layout(fig, "30-day readmission rate by department of residence; hospitals by category (size: beds)",
                    600, margin={"l": 0, "r": 0, "t": 56, "b": 0},
                    legend={"orientation": "h", "y": 0.0, "yanchor": "bottom", "x": 0.0, "title": {"text": ""}})
 
@@ -197,7 +170,7 @@ def diagnoses_cost_figure(diag: Diagnoses) -> go.Figure:
                        "%{customdata[3]:,} patients<extra></extra>"),
     ))
     fig.update_xaxes(title="Cost of index episodes (€)", tickformat="~s")
-    return _layout(fig, f"Top {len(rows)} diagnoses by cost of index episodes", 60 + 34 * max(4, len(rows)),
+    return layout(fig, f"Top {len(rows)} diagnoses by cost of index episodes", 60 + 34 * max(4, len(rows)),
                    margin={"l": 10, "r": 60, "t": 48, "b": 10})
 
 
@@ -212,7 +185,7 @@ def diagnoses_readmissions_figure(diag: Diagnoses) -> go.Figure:
                        "%{customdata[2]:,} index stays (%{customdata[3]:.1%})<extra></extra>"),
     ))
     fig.update_xaxes(title="30-day readmissions")
-    return _layout(fig, f"Top {len(rows)} diagnoses by 30-day readmissions", 60 + 34 * max(4, len(rows)),
+    return layout(fig, f"Top {len(rows)} diagnoses by 30-day readmissions", 60 + 34 * max(4, len(rows)),
                    margin={"l": 10, "r": 70, "t": 48, "b": 10})
 
 
@@ -229,7 +202,7 @@ def cost_tile_figure(diag: Diagnoses) -> go.Figure:
     ))
     fig.update_xaxes(tickformat=".0%", title="Share of the cost of the costliest stays")
     tile = diag.cost_tile
-    return _layout(fig, f"Costliest {100 // tile.ntiles}% of index stays (≥ €{tile.threshold_euros or 0:,.0f}): "
+    return layout(fig, f"Costliest {100 // tile.ntiles}% of index stays (≥ €{tile.threshold_euros or 0:,.0f}): "
                         "cost by diagnosis group", 60 + 34 * max(4, len(rows)),
                    margin={"l": 10, "r": 50, "t": 48, "b": 10})
 
@@ -265,10 +238,10 @@ def trend_figure(trend: Trend) -> go.Figure:
                 "rangemode": "tozero", "gridcolor": GRID},
         xaxis={"title": "month of discharge"},
     )
-    return _layout(fig, "Monthly regional readmission rate (index stays discharged that month)", 400)
+    return layout(fig, "Monthly regional readmission rate (index stays discharged that month)", 400)
 
 
-def trend_heatmap(trend: Trend, names: Mapping[str, str]) -> go.Figure:
+def trend_heatmap(trend: Trend, names: Mapping[str, str], min_cell: int) -> go.Figure:
     months = trend.months
     depts = sorted({c.department for c in trend.cells if c.department is not None})
     cell = {(c.department, c.month): c for c in trend.cells}
@@ -278,7 +251,9 @@ def trend_heatmap(trend: Trend, names: Mapping[str, str]) -> go.Figure:
         x = cell.get((d, m))
         if x is None:
             return ""
-        return " suppressed (<10 patients)" if x.suppressed else " masked (<10 readmitted patients)" if x.masked else ""
+        if x.suppressed:
+            return f" suppressed (<{min_cell} patients)"
+        return f" masked (<{min_cell} readmitted patients)" if x.masked else ""
 
     text = [[note(d, m) for m in months] for d in depts]
     fig = go.Figure(go.Heatmap(
@@ -288,78 +263,7 @@ def trend_heatmap(trend: Trend, names: Mapping[str, str]) -> go.Figure:
         hovertemplate="%{y}, %{x|%b %Y}: %{z:.1%}%{customdata}<extra></extra>",
     ))
     fig.update_yaxes(autorange="reversed")
-    return _layout(fig, "Readmission rate by department and month (blank: suppressed cell)", 360)
-
-
-def confusion_figure(tn: int, fp: int, fn: int, tp: int, min_cell: int, threshold: float | None) -> go.Figure:
-    counts = [[tn, fp], [fn, tp]]
-    shown = [[v if v >= min_cell else None for v in row] for row in counts]
-    text = [[f"{v:,}" if v >= min_cell else f"<{min_cell}" for v in row] for row in counts]
-    fig = go.Figure(go.Heatmap(
-        z=shown, x=["predicted:<br>no readmission", "predicted:<br>readmission"],
-        y=["actual:<br>no readmission", "actual:<br>readmission"], text=text, texttemplate="%{text}",
-        textfont={"size": 16}, colorscale=[[0, "#eef2f7"], [1, NAVY]], showscale=False, hoverinfo="skip",
-        xgap=2, ygap=2,
-    ))
-    fig.update_yaxes(autorange="reversed")
-    at = f", threshold {threshold:.3f}" if threshold is not None else ""
-    return _layout(fig, f"Confusion matrix{at}", 360)
-
-
-def classification_report_figure(report: Mapping[str, Mapping[str, float]]) -> go.Figure:
-    rows = list(report)
-    cols = ["precision", "recall", "f1-score"]
-    z = [[report[r][c] for c in cols] for r in rows]
-    fig = go.Figure(go.Heatmap(
-        z=z, x=cols, y=[f"{r} (n={int(report[r]['support']):,})" if report[r].get("support") is not None else r
-                        for r in rows],
-        text=[[f"{v:.2f}" for v in row] for row in z], texttemplate="%{text}", textfont={"size": 14},
-        zmin=0, zmax=1, colorscale=[[0, "#fbeee6"], [1, "#5b8e7d"]], showscale=False, hoverinfo="skip",
-        xgap=2, ygap=2,
-    ))
-    fig.update_yaxes(autorange="reversed")
-    return _layout(fig, "Classification report, test window", 360)
-
-
-def pr_figure(curves: Mapping[str, Sequence[tuple[float, float]]], pr_aucs: Mapping[str, float | None],
-              prevalence: float | None, points: Sequence[tuple[str, float, float]]) -> go.Figure:
-    fig = go.Figure()
-    for model in [m for m in ("oracle", "rf", "logreg", "lace") if m in curves] + sorted(
-            set(curves) - {"oracle", "rf", "logreg", "lace"}):
-        pts = curves[model]
-        ap = pr_aucs.get(model)
-        name = MODEL_LABELS.get(model, model) + (f" (AP {ap:.3f})" if ap is not None else "")
-        fig.add_trace(go.Scatter(
-            x=[p[0] for p in pts], y=[p[1] for p in pts], mode="lines", name=name,
-            line={"color": MODEL_COLORS.get(model, SIMILAR), "width": 2.5 if model == "rf" else 1.6,
-                  "dash": "dot" if model == "oracle" else "solid"},
-            hovertemplate=f"{MODEL_LABELS.get(model, model)}<br>recall %{{x:.2f}}, precision %{{y:.2f}}<extra></extra>",
-        ))
-    if prevalence is not None:
-        fig.add_hline(y=prevalence, line={"color": "#adb5bd", "dash": "dash", "width": 1},
-                      annotation_text=f"no-skill baseline (prevalence {100 * prevalence:.1f}%)",
-                      annotation_position="top right", annotation_font_size=10)
-    for label, recall, precision in points:
-        fig.add_trace(go.Scatter(x=[recall], y=[precision], mode="markers", name=label,
-                                 marker={"size": 11, "symbol": "diamond", "line": {"color": "white", "width": 1}},
-                                 hovertemplate=f"{label}<br>recall %{{x:.3f}}, precision %{{y:.3f}}<extra></extra>"))
-    fig.update_xaxes(title="recall", range=[0, 1.02])
-    fig.update_yaxes(title="precision", range=[0, 1.02])
-    return _layout(fig, "Precision-recall, test window, with baselines", 360,
-                   legend={"orientation": "v", "x": 0.99, "xanchor": "right", "y": 0.99, "yanchor": "top",
-                           "bgcolor": "rgba(255,255,255,0.85)", "font": {"size": 10}})
-
-
-def importance_figure(importance: Mapping[str, float], top: int) -> go.Figure:
-    rows = sorted(importance.items(), key=lambda kv: (-kv[1], kv[0]))[:top]
-    rows.reverse()
-    fig = go.Figure(go.Bar(
-        y=[k for k, _ in rows], x=[v for _, v in rows], orientation="h",
-        marker_color=[NAVY if v > 0 else SIMILAR for _, v in rows],
-        hovertemplate="%{y}: %{x:.4f}<extra></extra>",
-    ))
-    fig.update_xaxes(title="Drop in score when the feature is shuffled (permutation importance)")
-    return _layout(fig, f"Feature importance (top {len(rows)}), test window", 60 + 28 * max(5, len(rows)))
+    return layout(fig, "Readmission rate by department and month (blank: suppressed cell)", 360)
 
 
 def fairness_figure(rows: Sequence[Mapping[str, Any]], min_cell: int) -> go.Figure:
@@ -377,5 +281,5 @@ def fairness_figure(rows: Sequence[Mapping[str, Any]], min_cell: int) -> go.Figu
                                yanchor="bottom", font={"size": 10, "color": "#6c757d"})
     fig.update_yaxes(tickformat=".0%", range=[0, 1])
     fig.update_xaxes(title="department", type="category")
-    return _layout(fig, "Model recall, precision and selection rate by department (monitored window)", 400,
+    return layout(fig, "Model recall, precision and selection rate by department (monitored window)", 400,
                    barmode="group")

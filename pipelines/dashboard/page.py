@@ -23,6 +23,8 @@ from pipelines.dashboard.data import DeptStat, WarehouseNumbers, group_label
 from pipelines.dashboard.findings import Finding, dept_metrics
 from pipelines.dashboard.fmt import MASKED_TEXT, Metric, esc, euros, integer, number, pct, suppressed_text, tag_span
 from pipelines.dashboard.inputs import Input, Inputs
+from pipelines.figures import model as model_figs
+from pipelines.figures.theme import MODEL_LABELS
 
 PLOTLY_CONFIG = {"displaylogo": False, "responsive": True,
                  "modeBarButtonsToRemove": ["select2d", "lasso2d", "autoScale2d"]}
@@ -234,7 +236,7 @@ def map_section(c: Context, fig: FigureWriter) -> str:
             "their department (the marts hold no coordinates: positions within a department are schematic), "
             "sized by beds. Hospitals with fewer than "
             f"{c.w.min_cell} patients show no activity figures.")
-    body = fig(figs.map_figure(c.geojson, c.w.departments, c.w.hospitals, c.points, c.labels), "fig-map")
+    body = fig(figs.map_figure(c.geojson, c.w.departments, c.w.hospitals, c.points, c.labels, c.w.min_cell), "fig-map")
     body += f'<p class="note attribution">{esc(geo.GEO_ATTRIBUTION)}.</p>'
     return _section("map", "Île-de-France map", lead, body)
 
@@ -299,7 +301,8 @@ def diagnoses_section(c: Context, fig: FigureWriter) -> str:
 
 def trend_section(c: Context, fig: FigureWriter) -> str:
     t = c.w.trend
-    charts = fig(figs.trend_figure(t), "fig-trend") + fig(figs.trend_heatmap(t, c.names), "fig-trend-departments")
+    charts = (fig(figs.trend_figure(t), "fig-trend")
+              + fig(figs.trend_heatmap(t, c.names, c.w.min_cell), "fig-trend-departments"))
     depts = sorted({cell.department for cell in t.cells if cell.department is not None})
     cell = {(x.department, x.month): x for x in t.cells}
     head = "<tr><th>Month</th>" + "".join(f"<th class='num'>{esc(d)}</th>" for d in depts) + "</tr>"
@@ -336,24 +339,6 @@ def trend_section(c: Context, fig: FigureWriter) -> str:
     return _section("trend", "Monthly trend", lead, charts + table)
 
 
-def classification_report(tn: int, fp: int, fn: int, tp: int) -> dict[str, dict[str, float]]:
-    """scikit-learn's classification_report, from the confusion counts."""
-
-    def prf(tp_: int, fp_: int, fn_: int) -> dict[str, float]:
-        precision = tp_ / (tp_ + fp_) if tp_ + fp_ else 0.0
-        recall = tp_ / (tp_ + fn_) if tp_ + fn_ else 0.0
-        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        return {"precision": precision, "recall": recall, "f1-score": f1, "support": float(tp_ + fn_)}
-
-    neg, pos = prf(tn, fn, fp), prf(tp, fp, fn)
-    total = neg["support"] + pos["support"]
-    out = {"not readmitted": neg, "readmitted": pos}
-    out["macro avg"] = {k: (neg[k] + pos[k]) / 2 for k in ("precision", "recall", "f1-score")} | {"support": total}
-    out["weighted avg"] = {k: (neg[k] * neg["support"] + pos[k] * pos["support"]) / total if total else 0.0
-                           for k in ("precision", "recall", "f1-score")} | {"support": total}
-    return out
-
-
 def model_section(c: Context, fig: FigureWriter) -> str:
     ev_in = c.inputs.evaluate
     if not ev_in.ok or not isinstance((ev_in.data or {}).get("rf"), dict):
@@ -379,20 +364,14 @@ def model_section(c: Context, fig: FigureWriter) -> str:
     charts = []
     if all(isinstance(v, int) for v in counts):
         tn, fp, fn, tp = (int(v) for v in counts)  # type: ignore[arg-type]
-        confusion = figs.confusion_figure(tn, fp, fn, tp, c.w.min_cell, _f(rf.get("threshold")))
+        confusion = model_figs.confusion_figure(tn, fp, fn, tp, c.w.min_cell, _f(rf.get("threshold")))
         charts.append(fig(confusion, "fig-confusion"))
-        charts.append(fig(figs.classification_report_figure(classification_report(tn, fp, fn, tp)),
-                          "fig-classification-report"))
+        charts.append(fig(model_figs.classification_report_figure(tn, fp, fn, tp), "fig-classification-report"))
     pr_aucs = {m: _f((ev.get(m) or {}).get("pr_auc")) for m in ("rf", "logreg", "lace", "oracle")
                if isinstance(ev.get(m), dict)}
-    points: list[tuple[str, float, float]] = []
-    if _f(rf.get("recall")) is not None and _f(rf.get("precision")) is not None:
-        points.append((f"RF operating point (threshold {number(_f(rf.get('threshold')))})", float(rf["recall"]),
-                       float(rf["precision"])))
-    lace = ev.get("lace") or {}
-    if isinstance(lace, dict) and _f(lace.get("recall")) is not None and _f(lace.get("precision")) is not None:
-        points.append((f"LACE ≥ {lace.get('cutoff')}", float(lace["recall"]), float(lace["precision"])))
-    charts.append(fig(figs.pr_figure(c.inputs.pr_curves, {k: v for k, v in pr_aucs.items() if v is not None},
+    lace = ev.get("lace")
+    points = model_figs.operating_points(rf, lace if isinstance(lace, dict) else {})
+    charts.append(fig(model_figs.pr_figure(c.inputs.pr_curves, {k: v for k, v in pr_aucs.items() if v is not None},
                                   _f(rf.get("prevalence")), points), "fig-pr"))
     parts.append(f'<div class="grid3">{"".join(charts)}</div>')
     head = ("<tr><th>Model</th><th class='num'>ROC-AUC</th><th class='num'>PR-AUC</th><th class='num'>Recall</th>"
@@ -402,7 +381,7 @@ def model_section(c: Context, fig: FigureWriter) -> str:
         r = ev.get(m)
         if not isinstance(r, dict):
             continue
-        rows += (f"<tr><td>{esc(figs.MODEL_LABELS[m])}</td><td class='num'>{number(_f(r.get('roc_auc')))}</td>"
+        rows += (f"<tr><td>{esc(MODEL_LABELS[m])}</td><td class='num'>{number(_f(r.get('roc_auc')))}</td>"
                  f"<td class='num'>{number(_f(r.get('pr_auc')))}</td><td class='num'>{pct(_f(r.get('recall')))}</td>"
                  f"<td class='num'>{pct(_f(r.get('precision')))}</td>"
                  f"<td class='num'>{pct(_f(r.get('flagged_share')))}</td></tr>")
@@ -424,7 +403,7 @@ def importance_section(c: Context, fig: FigureWriter) -> str:
     values = {str(k): float(v) for k, v in imp.items() if _f(v) is not None}
     lead = ("Permutation importance on the test window, through the whole pipeline (original columns): how much "
             "the score drops when a column is shuffled. Features are only what is known at discharge.")
-    return _section("importance", "Feature importance", lead, fig(figs.importance_figure(values, c.top_features),
+    return _section("importance", "Feature importance", lead, fig(model_figs.importance_figure(values, c.top_features),
                                                                   "fig-importance"))
 
 

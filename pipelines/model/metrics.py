@@ -1,29 +1,45 @@
-"""Metrics shared by train and evaluate (stages never import each other)."""
+"""Metrics shared by train, evaluate and promote (stages never import each other)."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 from sklearn.metrics import average_precision_score, brier_score_loss, fbeta_score, roc_auc_score
 
-DIGITS = 6  # metrics files round here: same inputs, same bytes
+from pipelines.metrics_io import DIGITS, rounded
 
 
-def r6(value: float) -> float:
-    return round(float(value), DIGITS)
+def flag_metrics(y: np.ndarray, flag: np.ndarray) -> dict[str, Any]:
+    """Recall, precision and flagged share of a 0/1 flag, with the counts they rest on."""
+    tp = int(((flag == 1) & (y == 1)).sum())
+    flagged = int(flag.sum())
+    return {
+        "recall": rounded(tp / max(int(y.sum()), 1), DIGITS),
+        "precision": rounded(tp / max(flagged, 1), DIGITS),
+        "flagged_share": rounded(flag.mean(), DIGITS),
+        "tp": tp,
+        "flagged": flagged,
+        "n": int(y.size),
+    }
+
+
+def f2(y: np.ndarray, flag: np.ndarray) -> float:
+    return rounded(fbeta_score(y, flag, beta=2, zero_division=0), DIGITS)
 
 
 def probability_metrics(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, float]:
     """Ranking, calibration and operating-point metrics of one score on one window."""
     flag = (p >= threshold).astype(int)
-    tp = int(((flag == 1) & (y == 1)).sum())
+    at = flag_metrics(y, flag)
     return {
-        "recall": r6(tp / max(int(y.sum()), 1)),
-        "precision": r6(tp / max(int(flag.sum()), 1)),
-        "f2": r6(fbeta_score(y, flag, beta=2, zero_division=0)),
-        "pr_auc": r6(average_precision_score(y, p)),
-        "roc_auc": r6(roc_auc_score(y, p)),
-        "brier": r6(brier_score_loss(y, p)),
-        "flagged_share": r6(flag.mean()),
-        "prevalence": r6(y.mean()),
-        "n": int(y.size),
+        "recall": at["recall"],
+        "precision": at["precision"],
+        "f2": f2(y, flag),
+        "pr_auc": rounded(average_precision_score(y, p), DIGITS),
+        "roc_auc": rounded(roc_auc_score(y, p), DIGITS),
+        "brier": rounded(brier_score_loss(y, p), DIGITS),
+        "flagged_share": at["flagged_share"],
+        "prevalence": rounded(y.mean(), DIGITS),
+        "n": at["n"],
     }
