@@ -18,6 +18,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from pipelines import interrupts
+
 # <name>.tmp-<pid>, <name>.old-<pid>, <name>.tmp-<pid>.wal; also clean's own `.<name>.tmp<pid>`
 _STALE = re.compile(r"^\.?(?P<name>.+?)\.(?:tmp-?|old-)(?P<pid>\d+)(?:\.wal)?$")
 
@@ -88,6 +90,7 @@ def atomic_file(target: Path) -> Iterator[Path]:
         yield tmp
         if not tmp.is_file():
             raise FileNotFoundError(f"{tmp}: nothing was written for {target}")
+        interrupts.checkpoint()  # an interrupt swallowed while writing still stops the commit
         os.replace(tmp, target)
     except BaseException:
         _remove(tmp)
@@ -104,6 +107,7 @@ def atomic_folder(target: Path) -> Iterator[Path]:
     tmp.mkdir()
     try:
         yield tmp
+        interrupts.checkpoint()
         replace_folder(tmp, target)
     except BaseException:
         _remove(tmp)

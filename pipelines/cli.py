@@ -10,16 +10,13 @@ import argparse
 import importlib
 import json
 import os
-import signal
 import sys
-import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
-from pipelines import atomic
+from pipelines import atomic, interrupts
 from pipelines.config import Params, Paths, load_params
 from pipelines.errors import PipelineInputError
 
@@ -105,19 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised like Ctrl-C so every stage's cleanup (temporary outputs) runs."""
-
-
-def _on_sigterm(signum: int, frame: FrameType | None) -> None:
-    del frame
-    raise Terminated(signal.Signals(signum).name)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _on_sigterm)
+    interrupts.install()
     root: Path = args.root.resolve()
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("DBT_SEND_ANONYMOUS_USAGE_STATS", "False")
@@ -126,9 +113,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         params = load_params(args.params or root / "params.yaml")
         summary = _run_stage(args.stage, Paths(root), params, args.quiet, args)
     except KeyboardInterrupt as exc:  # Ctrl-C / SIGINT (130) or SIGTERM (143): temporary outputs already removed
-        name = "SIGTERM" if isinstance(exc, Terminated) else "SIGINT"
+        name, code = interrupts.exit_code(exc)
         print(f"interrupted ({name}): {args.stage} stopped, previous outputs kept", file=sys.stderr)
-        return 128 + (signal.SIGTERM if isinstance(exc, Terminated) else signal.SIGINT)
+        return code
     except Exception as exc:  # user errors get one clear line; bugs keep their traceback
         if isinstance(exc, PipelineInputError):  # the user's to fix: one line, no traceback
             print(f"error: {args.stage}: {exc}", file=sys.stderr)

@@ -53,7 +53,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from pipelines import metrics_io
+from pipelines import interrupts, metrics_io
 from pipelines.config import Params, Paths, PromoteParams
 from pipelines.errors import PipelineInputError
 from pipelines.metrics_io import DIGITS, rounded
@@ -350,6 +350,7 @@ def run_promote(paths: Paths, params: Params) -> dict[str, Any]:
     reasons = gates.reasons()
 
     old_champion = _version(champion_mv)
+    interrupts.checkpoint()  # the alias swap is the stage's commit: not after a swallowed Ctrl-C
     champion_after: str | None
     previous_after: str | None
     if decision == "promoted":

@@ -51,7 +51,7 @@ from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, Schema, TensorSpec
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from pipelines import atomic, contracts, metrics_io
+from pipelines import atomic, contracts, interrupts, metrics_io
 from pipelines.config import Params, Paths, SearchSpace, TrainParams
 from pipelines.figures.export import combined_html
 from pipelines.metrics_io import DIGITS, rounded
@@ -372,6 +372,7 @@ def run_train(paths: Paths, params: Params) -> dict[str, Any]:
             model_file = staging / MODEL_FILE
             joblib.dump(bundle, model_file, compress=3)
 
+            interrupts.checkpoint()  # registering a version cannot be undone: not after a swallowed Ctrl-C
             info = mlflow.pyfunc.log_model(
                 name="model",
                 python_model=str(PYFUNC_CODE),

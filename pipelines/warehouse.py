@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from pipelines import atomic, contracts, marts, metrics_io
+from pipelines import atomic, contracts, interrupts, marts, metrics_io
 from pipelines.config import DuckDBSettings, Params, Paths, WarehouseParams
 from pipelines.duckdb_settings import connect_read_only
 from pipelines.errors import PipelineInputError
@@ -238,6 +238,7 @@ def run_warehouse(paths: Paths, params: Params) -> dict[str, Any]:
         figures = warehouse_figures(tmp, wp, paths.root)
         wal = _wal(final)
         wal.unlink(missing_ok=True)  # a WAL beside the target can only belong to an older file
+        interrupts.checkpoint()
         os.replace(tmp, final)
     finally:
         _remove_database(tmp)

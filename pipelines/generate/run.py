@@ -10,6 +10,7 @@ import numpy as np
 import polars as pl
 from tqdm import tqdm
 
+from pipelines import interrupts
 from pipelines.config import Params, Paths
 from pipelines.contracts import (
     RAW_SEPARATOR,
@@ -111,6 +112,7 @@ def run_generate(paths: Paths, params: Params, progress: bool = True) -> dict[st
     ) if corruptions else pl.DataFrame(schema=TRUTH_CORRUPTION_COLUMNS)
     corruption_frame.write_parquet(truth_tmp / TRUTH_CORRUPTIONS_FILE, compression="zstd")
 
+    interrupts.checkpoint()
     for final, tmp in ((paths.raw, raw_tmp), (paths.truth, truth_tmp)):
         shutil.rmtree(final, ignore_errors=True)
         tmp.rename(final)
