@@ -104,7 +104,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    interrupts.install()
+    with interrupts.handling():
+        return _main(args)
+
+
+def _main(args: argparse.Namespace) -> int:
     root: Path = args.root.resolve()
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("DBT_SEND_ANONYMOUS_USAGE_STATS", "False")

@@ -82,6 +82,19 @@ def test_install_forgets_an_earlier_signal(installed: None) -> None:
     assert interrupts.pending() is None
 
 
+def test_handling_restores_handlers_and_forgets(tmp_path: Path) -> None:
+    """A process that runs stages in turn (tests, notebooks) must not inherit the last stage's signal."""
+    before = signal.getsignal(signal.SIGINT)
+    with interrupts.handling():
+        assert signal.getsignal(signal.SIGINT) is interrupts._handler
+        _swallow_signal(signal.SIGTERM)
+        assert interrupts.pending() == signal.SIGTERM
+    assert signal.getsignal(signal.SIGINT) is before
+    assert interrupts.pending() is None
+    atomic.write_text(tmp_path / "after.txt", "ok")  # no leftover interrupt stops this commit
+    assert (tmp_path / "after.txt").read_text() == "ok"
+
+
 def test_cli_exit_code_after_swallowed_interrupt(tmp_path: Path) -> None:
     """End to end in a fresh process: the CLI reports 130 and the one-line message."""
     code = (
