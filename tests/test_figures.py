@@ -11,6 +11,7 @@ from sklearn.metrics import classification_report as sk_report
 from pipelines.dashboard import figures as dash
 from pipelines.dashboard.data import MonthStat, Trend
 from pipelines.figures import model as figs
+from pipelines.figures.fairness import fairness_figure
 from pipelines.figures.theme import TEMPLATE
 
 
@@ -66,3 +67,14 @@ def test_operating_points() -> None:
     points = figs.operating_points(rf, {"recall": 0.3, "precision": 0.25, "cutoff": 10})
     assert points == [("RF operating point (threshold 0.123)", 0.5, 0.2), ("LACE ≥ 10", 0.3, 0.25)]
     assert figs.operating_points({"recall": None, "precision": 0.2}, {}) == []
+
+
+def test_fairness_figure_hides_suppressed_groups() -> None:
+    rows = [{"group": "75", "recall": 0.7, "precision": 0.3, "selection_rate": 0.2, "suppressed": False},
+            {"group": "77", "recall": 0.9, "precision": 0.5, "selection_rate": 0.1, "suppressed": True}]
+    fig = fairness_figure(rows, 10, group_label="department", title="t")
+    assert [t.name for t in fig.data] == ["recall", "precision", "selection rate"]
+    assert [list(t.y) for t in fig.data] == [[0.7, None], [0.3, None], [0.2, None]]
+    notes = [a.text for a in fig.layout.annotations]
+    assert notes == ["suppressed<br>(<10 patients)"]
+    assert fig.layout.annotations[0].x == 1

@@ -39,7 +39,7 @@ class TrainParams(Strict):
     train_end: date = date(2023, 10, 1)
     valid_end: date = date(2024, 4, 1)
     n_trials: int = Field(25, ge=1)
-    timeout_s: float = Field(240, gt=0)  # safety net; n_trials is the binding limit by default
+    timeout_s: float = Field(1800, gt=0)  # safety net; n_trials is the binding limit by default
     cv_folds: int = Field(3, ge=2)  # time-ordered folds inside the training window
     # Training rows discharged less than this many days before a CV validation fold starts are
     # dropped from that fold's training set: their 30-day label is not known yet at that date.

@@ -264,22 +264,3 @@ def trend_heatmap(trend: Trend, names: Mapping[str, str], min_cell: int) -> go.F
     ))
     fig.update_yaxes(autorange="reversed")
     return layout(fig, "Readmission rate by department and month (blank: suppressed cell)", 360)
-
-
-def fairness_figure(rows: Sequence[Mapping[str, Any]], min_cell: int) -> go.Figure:
-    """Recall, precision and selection rate per department; suppressed groups get no bar."""
-    groups = [str(r["group"]) for r in rows]
-    fig = go.Figure()
-    for metric, color in (("recall", NAVY), ("precision", "#f4a259"), ("selection_rate", "#5b8e7d")):
-        fig.add_trace(go.Bar(
-            x=groups, y=[None if r["_suppressed"] else r.get(metric) for r in rows], name=metric.replace("_", " "),
-            marker_color=color, hovertemplate=f"%{{x}}: {metric.replace('_', ' ')} %{{y:.1%}}<extra></extra>",
-        ))
-    for i, r in enumerate(rows):
-        if r["_suppressed"]:
-            fig.add_annotation(x=i, y=0, text=f"suppressed<br>(<{min_cell} patients)", showarrow=False,
-                               yanchor="bottom", font={"size": 10, "color": "#6c757d"})
-    fig.update_yaxes(tickformat=".0%", range=[0, 1])
-    fig.update_xaxes(title="department", type="category")
-    return layout(fig, "Model recall, precision and selection rate by department (monitored window)", 400,
-                   barmode="group")

@@ -24,6 +24,7 @@ from pipelines.dashboard.findings import Finding, dept_metrics
 from pipelines.dashboard.fmt import MASKED_TEXT, Metric, esc, euros, integer, number, pct, suppressed_text, tag_span
 from pipelines.dashboard.inputs import Input, Inputs
 from pipelines.figures import model as model_figs
+from pipelines.figures.fairness import fairness_figure
 from pipelines.figures.theme import MODEL_LABELS
 
 PLOTLY_CONFIG = {"displaylogo": False, "responsive": True,
@@ -407,6 +408,9 @@ def importance_section(c: Context, fig: FigureWriter) -> str:
                                                                   "fig-importance"))
 
 
+FAIRNESS_TITLE = "Model recall, precision and selection rate by department (monitored window)"
+
+
 def _fair_rows(block: Mapping[str, Any], min_cell: int) -> list[dict[str, Any]]:
     rows = []
     for r in block.get("groups") or []:
@@ -414,7 +418,7 @@ def _fair_rows(block: Mapping[str, Any], min_cell: int) -> list[dict[str, Any]]:
             continue
         patients = r.get("patients")
         suppressed = bool(r.get("suppressed")) or not isinstance(patients, int) or patients < min_cell
-        rows.append({**r, "_suppressed": suppressed})
+        rows.append({**r, "suppressed": suppressed})
     return rows
 
 
@@ -435,8 +439,8 @@ def fairness_section(c: Context, fig: FigureWriter) -> str:
     groups: Mapping[str, Any] = fair["groups"]
     parts = []
     if isinstance(groups.get("department"), dict):
-        parts.append(fig(figs.fairness_figure(_fair_rows(groups["department"], c.w.min_cell), c.w.min_cell),
-                         "fig-fairness"))
+        rows = _fair_rows(groups["department"], c.w.min_cell)
+        parts.append(fig(fairness_figure(rows, c.w.min_cell, title=FAIRNESS_TITLE), "fig-fairness"))
     tables = []
     for name in sorted(groups, key=lambda g: (g != "department", g)):
         block = groups[name]
@@ -448,7 +452,7 @@ def fairness_section(c: Context, fig: FigureWriter) -> str:
         body = ""
         for r in _fair_rows(block, c.w.min_cell):
             g = esc(r.get("group"))
-            if r["_suppressed"]:
+            if r["suppressed"]:
                 body += (f'<tr data-group="{g}"><td>{g}</td><td class="suppressed num" colspan="6" '
                          f'data-suppressed="true">{suppressed_text(c.w.min_cell)}</td></tr>')
                 continue

@@ -5,10 +5,8 @@ from __future__ import annotations
 import html
 from typing import Any
 
-import plotly.graph_objects as go
+from pipelines.figures.fairness import fairness_figure
 
-BAR_METRICS = (("recall", "Recall", "#1f77b4"), ("precision", "Precision", "#ff7f0e"),
-               ("selection_rate", "Selection rate", "#2ca02c"))
 TABLE_COLUMNS = (
     ("group", "Group"), ("n", "Stays"), ("patients", "Patients"), ("positives", "Readmitted"),
     ("flagged", "Flagged"), ("recall", "Recall"), ("precision", "Precision"),
@@ -25,22 +23,6 @@ def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.3f}"
     return html.escape(str(value))
-
-
-def _figure(name: str, rows: list[dict[str, Any]], min_cell: int) -> go.Figure:
-    groups = [r["group"] for r in rows]
-    fig = go.Figure()
-    for key, label, color in BAR_METRICS:
-        fig.add_bar(name=label, x=groups, y=[r[key] for r in rows], marker_color=color,
-                    hovertemplate="%{x}<br>" + label + ": %{y:.3f}<extra></extra>")
-    for r in rows:
-        if r["suppressed"]:
-            fig.add_annotation(x=r["group"], y=0.02, text=f"suppressed<br>(< {min_cell})", showarrow=False,
-                               font={"size": 10, "color": "#888"}, yanchor="bottom")
-    fig.update_layout(template="plotly_white", barmode="group", yaxis={"range": [0, 1.05]}, height=360,
-                      margin={"t": 20, "b": 40, "l": 50, "r": 20}, legend={"orientation": "h"},
-                      xaxis={"type": "category", "title": name})
-    return fig
 
 
 def _table(rows: list[dict[str, Any]]) -> str:
@@ -98,7 +80,8 @@ def fairness_html(report: dict[str, Any], context: dict[str, Any]) -> str:
     ]
     first = True
     for name, block in report["groups"].items():
-        fig = _figure(name, block["groups"], report["min_cell_patients"])
+        fig = fairness_figure(block["groups"], report["min_cell_patients"], group_label=name.replace("_", " "),
+                              height=360)
         parts.append(f"<h2>{html.escape(TITLES.get(name, f'By {name}'))}</h2>")
         parts.append(fig.to_html(full_html=False, include_plotlyjs=first, div_id=f"fairness-{name}",
                                  config={"displaylogo": False}))
