@@ -25,7 +25,6 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
-from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +46,7 @@ from pipelines.figures import export
 from pipelines.figures import model as figs
 from pipelines.metrics_io import DIGITS, rounded
 from pipelines.model import data as fdata
-from pipelines.model.artifacts import load_model
+from pipelines.model.artifacts import ModelMeta, load_model
 from pipelines.model.metrics import f2, flag_metrics, probability_metrics
 from pipelines.model.preprocessing import logreg_pipeline, set_forest_jobs
 from pipelines.model.pyfunc_model import model_frame
@@ -115,17 +114,15 @@ def _flag_metrics(y: np.ndarray, flag: np.ndarray) -> dict[str, float]:
 def run_evaluate(paths: Paths, params: Params) -> dict[str, Any]:
     ep = params.evaluate
     bundle, meta = load_model(paths)
-    seed = int(meta["seed"])
-    threshold = float(bundle["threshold"])
-    min_precision = float(meta["min_precision"])
-    train_end, valid_end = date.fromisoformat(meta["train_end"]), date.fromisoformat(meta["valid_end"])
+    seed, threshold, min_precision = meta.seed, bundle.threshold, meta.min_precision
+    train_end, valid_end = meta.train_end, meta.valid_end
 
     frame = fdata.load_features(paths)
     split = fdata.temporal_split(frame, train_end, valid_end)
     x_train, y_train = fdata.to_model_input(split.train), fdata.labels(split.train)
     x_valid, y_valid = fdata.to_model_input(split.valid), fdata.labels(split.valid)
     x_test, y_test = fdata.to_model_input(split.test), fdata.labels(split.test)
-    set_forest_jobs(bundle["pipeline"], ep.n_jobs)  # in memory only; the saved model keeps 1
+    set_forest_jobs(bundle.pipeline, ep.n_jobs)  # in memory only; the saved model keeps 1
 
     # Random Forest at its validation threshold.
     p_rf = predict_frame_chunked(bundle, x_test)["probability"].to_numpy()
@@ -184,14 +181,14 @@ def run_evaluate(paths: Paths, params: Params) -> dict[str, Any]:
         log.info("oracle: %s not found (real extract?): oracle left out", truth_file)
     result["test_rows"] = int(y_test.size)
     result["test_window_start"] = str(valid_end)
-    result["model_version"] = str(meta["version"])
+    result["model_version"] = meta.version
 
     # Permutation importance of the original columns, through the whole pipeline; its cost grows
     # with the rows, so a large test window is sampled (all rows up to permutation_max_rows).
     rows = time_stratified_sample(split.test["discharge_date"].to_numpy(), y_test, ep.permutation_max_rows, seed)
     x_model = model_frame(bundle, x_test.iloc[rows])
     importance = permutation_importance(
-        bundle["pipeline"], x_model, y_test[rows], scoring=ep.permutation_scoring, n_repeats=ep.permutation_repeats,
+        bundle.pipeline, x_model, y_test[rows], scoring=ep.permutation_scoring, n_repeats=ep.permutation_repeats,
         random_state=seed, n_jobs=1,
     )
     result["permutation_rows"] = int(rows.size)
@@ -230,7 +227,7 @@ def run_evaluate(paths: Paths, params: Params) -> dict[str, Any]:
     figures_dir = paths.reports / "figures"
     with atomic.atomic_folder(figures_dir) as staging:  # the whole folder is swapped in, never half-written
         export.write_figures(figures, staging, png=FIGURES_PNG if ep.png else ())
-        page = export.combined_html(figures, f"Evaluation of {meta['model_name']} v{meta['version']}")
+        page = export.combined_html(figures, f"Evaluation of {meta.model_name} v{meta.version}")
         (staging / "evaluation.html").write_text(page, encoding="utf-8")
 
     metrics_file = paths.metrics / "evaluate.json"
@@ -242,14 +239,14 @@ def run_evaluate(paths: Paths, params: Params) -> dict[str, Any]:
         try:
             _log_to_mlflow(paths, meta, result, figures_dir, metrics_file)
         except MlflowException as exc:  # e.g. models/ restored by DVC without its mlruns/ store
-            log.warning("evaluation not logged to MLflow run %s: %s", meta["run_id"], exc)
+            log.warning("evaluation not logged to MLflow run %s: %s", meta.run_id, exc)
     log.info("evaluate: test recall %.3f precision %.3f ROC-AUC %.3f (LACE %.3f, logreg %.3f%s)",
              rf["recall"], rf["precision"], rf["roc_auc"], lace["roc_auc"], logreg["roc_auc"],
              f", oracle {result['oracle']['roc_auc']:.3f}" if "oracle" in result else "")
     return result
 
 
-def _log_to_mlflow(paths: Paths, meta: dict[str, Any], result: dict[str, Any], figures_dir: Path,
+def _log_to_mlflow(paths: Paths, meta: ModelMeta, result: dict[str, Any], figures_dir: Path,
                    metrics_file: Path) -> None:
     """Test metrics, figures and evaluate.json on the model's run; test_* tags on its version."""
     if not (paths.mlruns / "mlflow.db").exists():
@@ -260,7 +257,7 @@ def _log_to_mlflow(paths: Paths, meta: dict[str, Any], result: dict[str, Any], f
     from pipelines.model import tracking
 
     client = tracking.connect(paths)
-    run_id = str(meta["run_id"])
+    run_id = meta.run_id
     timestamp = int(time.time() * 1000)
     metrics = [
         Metric(f"test_{model}_{name}", float(value), timestamp, 0)
@@ -279,4 +276,4 @@ def _log_to_mlflow(paths: Paths, meta: dict[str, Any], result: dict[str, Any], f
         client.log_artifacts(run_id, str(folder), artifact_path="evaluation")
     rf = result["rf"]
     for name in ("recall", "precision", "f2", "roc_auc", "pr_auc"):
-        client.set_model_version_tag(meta["model_name"], str(meta["version"]), f"test_{name}", f"{rf[name]:.6f}")
+        client.set_model_version_tag(meta.model_name, meta.version, f"test_{name}", f"{rf[name]:.6f}")

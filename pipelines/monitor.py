@@ -29,7 +29,7 @@ import os
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -40,6 +40,9 @@ from pipelines.config import Params, Paths
 from pipelines.config.monitor import FEATURES, MonitorParams
 from pipelines.errors import MissingInputError, PipelineInputError
 from pipelines.monitoring import fairness as fair
+
+if TYPE_CHECKING:  # loaded in run_monitor (the model toolkit pulls in MLflow)
+    from pipelines.model.artifacts import ModelBundle, ModelMeta
 
 log = logging.getLogger(__name__)
 
@@ -95,13 +98,12 @@ def _overlap(a: Window, b: Window) -> bool:
     return a_before_b_ends and b_before_a_ends
 
 
-def resolve_windows(mp: MonitorParams, meta: dict[str, Any], params: Params) -> Windows:
+def resolve_windows(mp: MonitorParams, meta: ModelMeta | None, params: Params) -> Windows:
     """Explicit `monitor` dates win; otherwise the trained model's split (meta, else params.train)."""
-    if "train_end" in meta and "valid_end" in meta:
-        train_end, valid_end = date.fromisoformat(str(meta["train_end"])), date.fromisoformat(str(meta["valid_end"]))
+    if meta is not None:
+        train_end, valid_end = meta.train_end, meta.valid_end
         source = "model_meta.json"
     else:
-
         tp = params.train
         train_end, valid_end, source = tp.train_end, tp.valid_end, "params.train"
     explicit = any(d is not None for d in (mp.reference_start, mp.reference_end, mp.current_start, mp.current_end))
@@ -132,7 +134,7 @@ def load_mart(path: Path) -> pl.DataFrame:
     return frame.sort([DATE, KEY])
 
 
-def score(bundle: dict[str, Any], frame: pl.DataFrame) -> pl.DataFrame:
+def score(bundle: ModelBundle, frame: pl.DataFrame) -> pl.DataFrame:
     """The frame with the model's `probability` and `high_risk` columns."""
     from pipelines.model.pyfunc_model import predict_frame
     from pipelines.model.scaling import PREDICT_CHUNK_ROWS
@@ -198,7 +200,7 @@ def run_monitor(paths: Paths, params: Params) -> dict[str, Any]:
 
     mp = params.monitor
     bundle, meta = load_model(paths)
-    threshold = float(bundle["threshold"])
+    threshold = bundle.threshold
     windows = resolve_windows(mp, meta, params)
     mart = load_mart(paths.features / FEATURES_FILE)
 
@@ -230,8 +232,8 @@ def run_monitor(paths: Paths, params: Params) -> dict[str, Any]:
     sections = [drift_section, pred_section] + ([quality_section] if quality_section else [])
     outputs = {"drift.html": ev.combined_html(sections)}  # reports/monitoring/, swapped in as one folder
 
-    model = {"version": meta.get("version"), "model_name": meta.get("model_name"), "threshold": threshold,
-             "train_end": meta.get("train_end"), "valid_end": meta.get("valid_end")}
+    model = {"version": meta.version, "model_name": meta.model_name, "threshold": threshold,
+             "train_end": meta.train_end.isoformat(), "valid_end": meta.valid_end.isoformat()}
     window_info = {
         "source": windows.source,
         "reference": {**windows.reference.as_dict(), "rows": frames["reference"].height},

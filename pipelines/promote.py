@@ -59,6 +59,7 @@ from pipelines.errors import PipelineInputError
 from pipelines.metrics_io import DIGITS, rounded
 from pipelines.model import data as fdata
 from pipelines.model import tracking
+from pipelines.model.artifacts import META_FILE, ModelMeta, read_meta
 from pipelines.model.metrics import flag_metrics
 from pipelines.model.thresholds import RULE_F2
 from pipelines.stats import wilson_interval
@@ -239,6 +240,13 @@ def _read_json(path: Path, what: str) -> dict[str, Any]:
     return data
 
 
+def _read_meta(paths: Paths) -> ModelMeta:
+    path = paths.models / META_FILE
+    if not path.exists():
+        raise PromoteError(f"{path}: model metadata (run the train stage) not found")
+    return read_meta(path)
+
+
 def read_department_ratio(paths: Paths, challenger_version: str) -> float | None:
     summary = _read_json(paths.metrics / "monitoring.json", "monitoring summary (run the monitor stage)")
     if "department_recall_ratio" not in summary:
@@ -290,11 +298,11 @@ def run_promote(paths: Paths, params: Params) -> dict[str, Any]:
     tp = params.train
     ep = params.evaluate
     name = tp.model_name
-    meta = _read_json(paths.models / "model_meta.json", "model metadata (run the train stage)")
-    if meta.get("model_name") != name:
-        raise PromoteError(f"models/model_meta.json is about model '{meta.get('model_name')}', params train.model_name "
+    meta = _read_meta(paths)
+    if meta.model_name != name:
+        raise PromoteError(f"models/model_meta.json is about model '{meta.model_name}', params train.model_name "
                            f"is '{name}'")
-    version = str(meta["version"])
+    version = meta.version
     evaluation = _check_evaluation(paths, version)
     department_ratio = read_department_ratio(paths, version)
 
