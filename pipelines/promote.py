@@ -39,11 +39,9 @@ and tags the rolled-back version so that `promote` never re-promotes it.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from datetime import date
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -58,8 +56,9 @@ from pipelines.config import Params, Paths, PromoteParams
 from pipelines.errors import PipelineInputError
 from pipelines.metrics_io import DIGITS, rounded
 from pipelines.model import data as fdata
-from pipelines.model import tracking
+from pipelines.model import handoffs, tracking
 from pipelines.model.artifacts import META_FILE, ModelMeta, read_meta
+from pipelines.model.handoffs import Evaluation
 from pipelines.model.metrics import flag_metrics
 from pipelines.model.thresholds import RULE_F2
 from pipelines.stats import wilson_interval
@@ -233,53 +232,46 @@ def evaluate_gates(pp: PromoteParams, min_precision: float, challenger: dict[str
 
 # ---- inputs -----------------------------------------------------------------------------------
 
-def _read_json(path: Path, what: str) -> dict[str, Any]:
-    if not path.exists():
-        raise PromoteError(f"{path}: {what} not found")
-    data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-    return data
-
-
 def _read_meta(paths: Paths) -> ModelMeta:
-    path = paths.models / META_FILE
-    if not path.exists():
-        raise PromoteError(f"{path}: model metadata (run the train stage) not found")
-    return read_meta(path)
+    try:
+        return read_meta(paths.models / META_FILE)
+    except PipelineInputError as exc:  # missing or unreadable: promote's own error, same message
+        raise PromoteError(str(exc)) from None
 
 
 def read_department_ratio(paths: Paths, challenger_version: str) -> float | None:
-    summary = _read_json(paths.metrics / "monitoring.json", "monitoring summary (run the monitor stage)")
-    if "department_recall_ratio" not in summary:
-        raise PromoteError(f"{paths.metrics / 'monitoring.json'}: no key 'department_recall_ratio'")
     fairness_file = paths.reports / "monitoring" / "fairness.json"
-    if fairness_file.exists():
-        monitored = str(json.loads(fairness_file.read_text(encoding="utf-8")).get("model", {}).get("version"))
-        if monitored != challenger_version:
-            raise PromoteError(f"{fairness_file}: monitoring is about version {monitored}, not the challenger "
-                               f"{challenger_version} (re-run monitor)")
-    value = summary["department_recall_ratio"]
-    return None if value is None else float(value)
+    try:
+        summary = handoffs.read_monitoring_summary(paths.metrics / "monitoring.json")
+        monitored = handoffs.read_monitored_version(fairness_file) if fairness_file.exists() else None
+    except PipelineInputError as exc:
+        raise PromoteError(str(exc)) from None
+    if monitored is not None and monitored != challenger_version:
+        raise PromoteError(f"{fairness_file}: monitoring is about version {monitored}, not the challenger "
+                           f"{challenger_version} (re-run monitor)")
+    return summary.department_recall_ratio
 
 
-def _check_evaluation(paths: Paths, challenger_version: str) -> dict[str, Any]:
-    evaluation = _read_json(paths.metrics / "evaluate.json", "evaluation (run the evaluate stage)")
-    evaluated = str(evaluation.get("model_version"))
-    if evaluated != challenger_version:
-        raise PromoteError(f"{paths.metrics / 'evaluate.json'}: evaluation is about version {evaluated}, not the "
-                           f"challenger {challenger_version} (re-run evaluate)")
+def _check_evaluation(paths: Paths, challenger_version: str) -> Evaluation:
+    try:
+        evaluation = handoffs.read_evaluation(paths.metrics / "evaluate.json")
+    except PipelineInputError as exc:
+        raise PromoteError(str(exc)) from None
+    if evaluation.model_version != challenger_version:
+        raise PromoteError(f"{paths.metrics / 'evaluate.json'}: evaluation is about version "
+                           f"{evaluation.model_version}, not the challenger {challenger_version} (re-run evaluate)")
     return evaluation
 
 
-def _cross_check(evaluation: dict[str, Any], challenger: dict[str, Any], window: ScoringWindow,
+def _cross_check(evaluation: Evaluation, challenger: dict[str, Any], window: ScoringWindow,
                  valid_end: date) -> None:
     """Same rows as evaluate (no later champion window): the test figures must agree."""
-    rf = evaluation.get("rf", {})
-    if window.start != valid_end or "recall" not in rf:
+    if window.start != valid_end or evaluation.rf_recall is None or evaluation.rf_precision is None:
         return
-    for key in ("recall", "precision"):
-        if abs(float(rf[key]) - challenger[key]) > 1e-6:
+    for key, evaluated in (("recall", evaluation.rf_recall), ("precision", evaluation.rf_precision)):
+        if abs(evaluated - challenger[key]) > 1e-6:
             log.warning("promote: challenger test %s %.6f differs from evaluate.json's %.6f (features changed since "
-                        "evaluate?)", key, challenger[key], float(rf[key]))
+                        "evaluate?)", key, challenger[key], evaluated)
 
 
 def _valid_end(mv: ModelVersion, fallback: date) -> date:
