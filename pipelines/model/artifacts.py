@@ -13,7 +13,6 @@ MissingInputError when absent).
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, fields
 from datetime import date
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any
 from pipelines import metrics_io
 from pipelines.config import Paths
 from pipelines.errors import MissingInputError, PipelineInputError
+from pipelines.model import handoffs
 from pipelines.model.pyfunc_model import BundleError, ModelBundle, read_bundle, write_bundle
 
 MODEL_FILE = "model.joblib"
@@ -87,13 +87,7 @@ class ModelMeta:
 
 def read_meta(path: Path) -> ModelMeta:
     """models/model_meta.json as written by `write_meta` (the one reader of the file)."""
-    if not path.is_file():
-        raise MissingInputError(f"{path}: model metadata not found (run the train stage first)")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ModelMetaError(f"{path}: not valid JSON ({exc}; re-run the train stage)") from None
-    return ModelMeta.from_json(data, str(path))
+    return ModelMeta.from_json(handoffs.read_object(path, "model metadata", "train", ModelMetaError), str(path))
 
 
 def write_meta(path: Path, meta: ModelMeta) -> None:

@@ -25,22 +25,25 @@ from pipelines import metrics_io
 from pipelines.errors import MissingInputError, PipelineInputError
 
 __all__ = ["Evaluation", "HandoffError", "MonitoringSummary", "read_evaluation", "read_monitored_version",
-           "read_monitoring_summary", "write_evaluation"]
+           "read_monitoring_summary", "read_object", "write_evaluation"]
 
 
 class HandoffError(PipelineInputError):
     """A stage's output file lacks a key another stage reads, or holds a value of the wrong kind."""
 
 
-def _read_object(path: Path, what: str, stage: str) -> dict[str, Any]:
+def read_object(path: Path, what: str, stage: str, error: type[PipelineInputError] = HandoffError
+                ) -> dict[str, Any]:
+    """The JSON object `stage` wrote at `path`: MissingInputError when absent, `error` naming the
+    file when it is not JSON or not an object."""
     if not path.is_file():
         raise MissingInputError(f"{path}: {what} not found (run the {stage} stage)")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
-        raise HandoffError(f"{path}: not valid JSON ({exc}; re-run the {stage} stage)") from None
+        raise error(f"{path}: not valid JSON ({exc}; re-run the {stage} stage)") from None
     if not isinstance(data, dict):
-        raise HandoffError(f"{path}: expected a JSON object, found {type(data).__name__} (re-run the {stage} stage)")
+        raise error(f"{path}: expected a JSON object, found {type(data).__name__} (re-run the {stage} stage)")
     return data
 
 
@@ -70,7 +73,7 @@ def write_evaluation(path: Path, result: dict[str, Any]) -> None:
 
 
 def read_evaluation(path: Path) -> Evaluation:
-    data = _read_object(path, "evaluation", "evaluate")
+    data = read_object(path, "evaluation", "evaluate")
     if "model_version" not in data:
         raise HandoffError(f"{path}: no key 'model_version' (re-run the evaluate stage)")
     rf = data.get("rf", {})
@@ -91,7 +94,7 @@ class MonitoringSummary:
 
 
 def read_monitoring_summary(path: Path) -> MonitoringSummary:
-    data = _read_object(path, "monitoring summary", "monitor")
+    data = read_object(path, "monitoring summary", "monitor")
     if "department_recall_ratio" not in data:
         raise HandoffError(f"{path}: no key 'department_recall_ratio' (re-run the monitor stage)")
     return MonitoringSummary(_number(path, "department_recall_ratio", data["department_recall_ratio"], "monitor"))
@@ -99,7 +102,7 @@ def read_monitoring_summary(path: Path) -> MonitoringSummary:
 
 def read_monitored_version(path: Path) -> str:
     """The registered version reports/monitoring/fairness.json is about (its "model" block)."""
-    data = _read_object(path, "fairness report", "monitor")
+    data = read_object(path, "fairness report", "monitor")
     model = data.get("model")
     if not isinstance(model, dict) or "version" not in model:
         raise HandoffError(f"{path}: no key 'model.version' (re-run the monitor stage)")
