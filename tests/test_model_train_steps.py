@@ -8,11 +8,12 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
+import signal
 import sys
 from dataclasses import replace
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import joblib
 import mlflow
@@ -40,6 +41,7 @@ from pipelines.model.thresholds import RULE_FLOOR
 from pipelines.train import (
     Refit,
     StudyResult,
+    Tracking,
     Windows,
     open_tracking,
     refit,
@@ -308,3 +310,14 @@ def test_meta_names_what_is_missing(tmp_path: Path) -> None:
         read_meta(tmp_path / "absent.json")
     assert issubclass(ModelMetaError, PipelineInputError)
     assert isinstance(ModelMeta.from_json(META_JSON), ModelMeta)
+
+
+def test_a_swallowed_interrupt_stops_registering(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from pipelines import interrupts
+
+    logged: list[object] = []
+    monkeypatch.setattr(mlflow.pyfunc, "log_model", lambda *a, **k: logged.append(k))
+    monkeypatch.setattr(interrupts, "_pending", [signal.SIGTERM])  # a SIGTERM Python swallowed earlier
+    with pytest.raises(interrupts.Terminated):
+        register(tmp_path / "model.joblib", cast(Refit, None), cast(Windows, None), _tp(), cast(Tracking, None), "r")
+    assert logged == []  # no version registered
