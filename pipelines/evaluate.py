@@ -25,11 +25,12 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
-from datetime import date
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import polars as pl
 from sklearn.calibration import calibration_curve
 from sklearn.inspection import permutation_importance
@@ -41,13 +42,14 @@ from sklearn.metrics import (
     roc_curve,
 )
 
-from pipelines import atomic, contracts, metrics_io
-from pipelines.config import Params, Paths
+from pipelines import atomic, contracts
+from pipelines.config import EvaluateParams, Params, Paths
 from pipelines.figures import export
 from pipelines.figures import model as figs
 from pipelines.metrics_io import DIGITS, rounded
 from pipelines.model import data as fdata
-from pipelines.model.artifacts import load_model
+from pipelines.model import handoffs
+from pipelines.model.artifacts import ModelBundle, ModelMeta, load_model
 from pipelines.model.metrics import f2, flag_metrics, probability_metrics
 from pipelines.model.preprocessing import logreg_pipeline, set_forest_jobs
 from pipelines.model.pyfunc_model import model_frame
@@ -112,96 +114,153 @@ def _flag_metrics(y: np.ndarray, flag: np.ndarray) -> dict[str, float]:
             "flagged_share": at["flagged_share"]}
 
 
-def run_evaluate(paths: Paths, params: Params) -> dict[str, Any]:
-    ep = params.evaluate
-    bundle, meta = load_model(paths)
-    seed = int(meta["seed"])
-    threshold = float(bundle["threshold"])
-    min_precision = float(meta["min_precision"])
-    train_end, valid_end = date.fromisoformat(meta["train_end"]), date.fromisoformat(meta["valid_end"])
+# ---- the stage as steps: windows -> forest -> baselines -> oracle -> importance -> files ------------
 
-    frame = fdata.load_features(paths)
-    split = fdata.temporal_split(frame, train_end, valid_end)
-    x_train, y_train = fdata.to_model_input(split.train), fdata.labels(split.train)
-    x_valid, y_valid = fdata.to_model_input(split.valid), fdata.labels(split.valid)
-    x_test, y_test = fdata.to_model_input(split.test), fdata.labels(split.test)
-    set_forest_jobs(bundle["pipeline"], ep.n_jobs)  # in memory only; the saved model keeps 1
+@dataclass(frozen=True)
+class EvalWindows:
+    """The split the model was trained with, as model input; test is the untouched window."""
 
-    # Random Forest at its validation threshold.
-    p_rf = predict_frame_chunked(bundle, x_test)["probability"].to_numpy()
+    split: fdata.Split
+    x_train: pd.DataFrame
+    y_train: np.ndarray
+    x_valid: pd.DataFrame
+    y_valid: np.ndarray
+    x_test: pd.DataFrame
+    y_test: np.ndarray
+
+
+@dataclass(frozen=True)
+class Scoring:
+    """One model on the test window: its test scores and its evaluate.json block."""
+
+    scores: np.ndarray
+    metrics: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Oracle:
+    """The Bayes oracle on the test rows the truth covers, and the forest's gap to it."""
+
+    metrics: dict[str, Any]
+    gap: dict[str, float]
+    y: np.ndarray  # labels of the covered test rows
+    scores: np.ndarray
+
+
+@dataclass(frozen=True)
+class Importance:
+    rows: int  # test rows permuted (a time-stratified sample up to permutation_max_rows)
+    mean: dict[str, float]  # original column -> mean score drop, in column order
+    std: dict[str, float]
+
+
+def load_windows(paths: Paths, meta: ModelMeta) -> EvalWindows:
+    split = fdata.temporal_split(fdata.load_features(paths), meta.train_end, meta.valid_end)
+    return EvalWindows(
+        split=split,
+        x_train=fdata.to_model_input(split.train), y_train=fdata.labels(split.train),
+        x_valid=fdata.to_model_input(split.valid), y_valid=fdata.labels(split.valid),
+        x_test=fdata.to_model_input(split.test), y_test=fdata.labels(split.test),
+    )
+
+
+def forest_scoring(bundle: ModelBundle, windows: EvalWindows) -> Scoring:
+    """The Random Forest at its validation threshold, with the confusion counts."""
+    y_test, threshold = windows.y_test, bundle.threshold
+    p_rf = predict_frame_chunked(bundle, windows.x_test)["probability"].to_numpy()
     rf = probability_metrics(y_test, p_rf, threshold)
     flag_rf = (p_rf >= threshold).astype(int)
     tn, fp, fn, tp = (int(v) for v in confusion_matrix(y_test, flag_rf, labels=[0, 1]).ravel())
     rf.update({"threshold": rounded(threshold, DIGITS), "tp": tp, "fp": fp, "fn": fn, "tn": tn})
+    return Scoring(p_rf, rf)
 
-    # LACE: the score itself for the AUCs, LACE >= cutoff as the flag.
-    lace_score = split.test["lace_score"].cast(pl.Float64).fill_null(0).to_numpy()
+
+def lace_scoring(windows: EvalWindows, cutoff: int) -> Scoring:
+    """LACE: the score itself for the AUCs, LACE >= cutoff as the flag."""
+    y_test = windows.y_test
+    lace_score = windows.split.test["lace_score"].cast(pl.Float64).fill_null(0).to_numpy()
     lace = {"roc_auc": rounded(roc_auc_score(y_test, lace_score), DIGITS),
             "pr_auc": rounded(average_precision_score(y_test, lace_score), DIGITS),
-            "cutoff": ep.lace_cutoff, **_flag_metrics(y_test, (lace_score >= ep.lace_cutoff).astype(int))}
+            "cutoff": cutoff, **_flag_metrics(y_test, (lace_score >= cutoff).astype(int))}
+    return Scoring(lace_score, lace)
 
-    # Logistic regression: fitted on train, threshold on valid by the same rule.
-    logreg_model = logreg_pipeline(ep.logreg_c, ep.logreg_max_iter).fit(x_train, y_train)
-    lr_valid = predict_positive(logreg_model, x_valid)
-    lr_point = choose_threshold(y_valid, lr_valid, min_precision, "f2")
-    p_lr = predict_positive(logreg_model, x_test)
-    logreg = {**probability_metrics(y_test, p_lr, lr_point.threshold),
-              "threshold": rounded(lr_point.threshold, DIGITS),
-              "threshold_rule": lr_point.rule}
 
-    scores: Scored = {"rf": (y_test, p_rf), "logreg": (y_test, p_lr), "lace": (y_test, lace_score)}
-    result: dict[str, Any] = {"rf": rf, "lace": lace, "logreg": logreg}
+def logreg_scoring(windows: EvalWindows, ep: EvaluateParams, min_precision: float) -> Scoring:
+    """Logistic regression: fitted on train, threshold on valid by the forest's rule."""
+    model = logreg_pipeline(ep.logreg_c, ep.logreg_max_iter).fit(windows.x_train, windows.y_train)
+    point = choose_threshold(windows.y_valid, predict_positive(model, windows.x_valid), min_precision, "f2")
+    p_lr = predict_positive(model, windows.x_test)
+    return Scoring(p_lr, {**probability_metrics(windows.y_test, p_lr, point.threshold),
+                          "threshold": rounded(point.threshold, DIGITS), "threshold_rule": point.rule})
 
-    # Bayes oracle from the simulator's truth, when there is one.
-    truth_file = paths.truth / contracts.TRUTH_STAYS_FILE
-    if truth_file.exists():
-        o_test = oracle_probabilities(truth_file, split.test[fdata.KEY])
-        o_valid = oracle_probabilities(truth_file, split.valid[fdata.KEY])
-        matched = ~np.isnan(o_test)
-        coverage = float(matched.mean())
-        if coverage < 1.0:
-            log.warning("oracle: %d of %d test stays have no truth row; oracle metrics without them",
-                        int((~matched).sum()), matched.size)
-        if matched.sum() and len(set(y_test[matched].tolist())) == 2:
-            v_ok = ~np.isnan(o_valid)
-            o_point = choose_threshold(y_valid[v_ok], o_valid[v_ok], min_precision, "f2")
-            oracle_metrics = probability_metrics(y_test[matched], o_test[matched], o_point.threshold)
-            result["oracle"] = {**oracle_metrics, "threshold": rounded(o_point.threshold, DIGITS),
-                                "threshold_rule": o_point.rule, "coverage": rounded(coverage, DIGITS)}
-            rf_auc = float(roc_auc_score(y_test[matched], p_rf[matched]))
-            rf_ap = float(average_precision_score(y_test[matched], p_rf[matched]))
-            result["gap"] = {
-                "roc_auc_oracle_minus_rf": rounded(oracle_metrics["roc_auc"] - rf_auc, DIGITS),
-                "pr_auc_oracle_minus_rf": rounded(oracle_metrics["pr_auc"] - rf_ap, DIGITS),
-                # how much of the oracle's lift over chance (AUC 0.5) the forest achieves
-                "rf_share_of_oracle_auc_lift": rounded(
-                    (rf_auc - 0.5) / max(oracle_metrics["roc_auc"] - 0.5, 1e-9), DIGITS),
-            }
-            scores["oracle"] = (y_test[matched], o_test[matched])  # all test rows but the unmatched
-        else:
-            log.warning("oracle: no usable truth rows for the test window; oracle left out")
-    else:
+
+def oracle_scoring(truth_file: Path, windows: EvalWindows, p_rf: np.ndarray, min_precision: float) -> Oracle | None:
+    """The simulator's true probabilities (threshold on valid by the same rule); None without usable truth."""
+    if not truth_file.exists():
         log.info("oracle: %s not found (real extract?): oracle left out", truth_file)
-    result["test_rows"] = int(y_test.size)
-    result["test_window_start"] = str(valid_end)
-    result["model_version"] = str(meta["version"])
+        return None
+    y_test, y_valid = windows.y_test, windows.y_valid
+    o_test = oracle_probabilities(truth_file, windows.split.test[fdata.KEY])
+    o_valid = oracle_probabilities(truth_file, windows.split.valid[fdata.KEY])
+    matched = ~np.isnan(o_test)
+    coverage = float(matched.mean())
+    if coverage < 1.0:
+        log.warning("oracle: %d of %d test stays have no truth row; oracle metrics without them",
+                    int((~matched).sum()), matched.size)
+    if not (matched.sum() and len(set(y_test[matched].tolist())) == 2):
+        log.warning("oracle: no usable truth rows for the test window; oracle left out")
+        return None
+    v_ok = ~np.isnan(o_valid)
+    point = choose_threshold(y_valid[v_ok], o_valid[v_ok], min_precision, "f2")
+    metrics = probability_metrics(y_test[matched], o_test[matched], point.threshold)
+    rf_auc = float(roc_auc_score(y_test[matched], p_rf[matched]))
+    rf_ap = float(average_precision_score(y_test[matched], p_rf[matched]))
+    gap = {
+        "roc_auc_oracle_minus_rf": rounded(metrics["roc_auc"] - rf_auc, DIGITS),
+        "pr_auc_oracle_minus_rf": rounded(metrics["pr_auc"] - rf_ap, DIGITS),
+        # how much of the oracle's lift over chance (AUC 0.5) the forest achieves
+        "rf_share_of_oracle_auc_lift": rounded((rf_auc - 0.5) / max(metrics["roc_auc"] - 0.5, 1e-9), DIGITS),
+    }
+    block = {**metrics, "threshold": rounded(point.threshold, DIGITS), "threshold_rule": point.rule,
+             "coverage": rounded(coverage, DIGITS)}
+    return Oracle(block, gap, y_test[matched], o_test[matched])  # all test rows but the unmatched
 
-    # Permutation importance of the original columns, through the whole pipeline; its cost grows
-    # with the rows, so a large test window is sampled (all rows up to permutation_max_rows).
-    rows = time_stratified_sample(split.test["discharge_date"].to_numpy(), y_test, ep.permutation_max_rows, seed)
-    x_model = model_frame(bundle, x_test.iloc[rows])
-    importance = permutation_importance(
-        bundle["pipeline"], x_model, y_test[rows], scoring=ep.permutation_scoring, n_repeats=ep.permutation_repeats,
+
+def importance_step(bundle: ModelBundle, windows: EvalWindows, ep: EvaluateParams, seed: int) -> Importance:
+    """Permutation importance of the original columns, through the whole pipeline; its cost grows
+    with the rows, so a large test window is sampled (all rows up to permutation_max_rows)."""
+    y_test = windows.y_test
+    rows = time_stratified_sample(windows.split.test["discharge_date"].to_numpy(), y_test, ep.permutation_max_rows,
+                                  seed)
+    x_model = model_frame(bundle, windows.x_test.iloc[rows])
+    result = permutation_importance(
+        bundle.pipeline, x_model, y_test[rows], scoring=ep.permutation_scoring, n_repeats=ep.permutation_repeats,
         random_state=seed, n_jobs=1,
     )
-    result["permutation_rows"] = int(rows.size)
     names = list(x_model.columns)
-    result["permutation_importance"] = {
-        n: rounded(m, DIGITS)
-        for n, m in sorted(zip(names, importance.importances_mean, strict=True), key=lambda t: -t[1])
-    }
+    return Importance(int(rows.size), dict(zip(names, result.importances_mean.tolist(), strict=True)),
+                      dict(zip(names, result.importances_std.tolist(), strict=True)))
 
-    # Curves (DVC plots), figures.
+
+def evaluation_result(rf: Scoring, lace: Scoring, logreg: Scoring, oracle: Oracle | None, importance: Importance,
+                      windows: EvalWindows, meta: ModelMeta) -> dict[str, Any]:
+    """reports/metrics/evaluate.json."""
+    result: dict[str, Any] = {"rf": rf.metrics, "lace": lace.metrics, "logreg": logreg.metrics}
+    if oracle is not None:
+        result["oracle"] = oracle.metrics
+        result["gap"] = oracle.gap
+    result["test_rows"] = int(windows.y_test.size)
+    result["test_window_start"] = str(meta.valid_end)
+    result["model_version"] = meta.version
+    result["permutation_rows"] = importance.rows
+    result["permutation_importance"] = {
+        n: rounded(m, DIGITS) for n, m in sorted(importance.mean.items(), key=lambda t: -t[1])
+    }
+    return result
+
+
+def write_curves(paths: Paths, scores: Scored, ep: EvaluateParams) -> tuple[Scored, Scored, Scored]:
+    """reports/plots/{pr_curve,roc_curve,calibration}.csv (DVC plots); (pr, roc, calibration) per model."""
     pr_curves, roc_curves = _curves(scores, ep.max_curve_points)
     calibration = {}
     for model in ("rf", "logreg", "oracle"):
@@ -212,29 +271,59 @@ def run_evaluate(paths: Paths, params: Params) -> dict[str, Any]:
     _write_csv(paths.reports / "plots" / "pr_curve.csv", ("model", "recall", "precision"), pr_curves)
     _write_csv(paths.reports / "plots" / "roc_curve.csv", ("model", "fpr", "tpr"), roc_curves)
     _write_csv(paths.reports / "plots" / "calibration.csv", ("model", "predicted", "observed"), calibration)
+    return pr_curves, roc_curves, calibration
 
+
+def write_figures(paths: Paths, params: Params, result: dict[str, Any], threshold: float, scores: Scored,
+                  curves: tuple[Scored, Scored, Scored], importance: Importance, meta: ModelMeta) -> Path:
+    """reports/figures/ (one folder swapped in whole): the dashboard's figures, same builders and theme.
+    `threshold` is the bundle's exact one (evaluate.json holds it rounded)."""
+    rf, lace = result["rf"], result["lace"]
+    pr_curves, roc_curves, calibration = curves
     aps = {m: float(average_precision_score(y, s)) for m, (y, s) in scores.items()}
     aucs = {m: float(roc_auc_score(y, s)) for m, (y, s) in scores.items()}
     pr_points = {m: list(zip(r.tolist(), p.tolist(), strict=True)) for m, (r, p) in pr_curves.items()}
+    tn, fp, fn, tp = rf["tn"], rf["fp"], rf["fn"], rf["tp"]
     figures = {
-        # the dashboard's figures, same builders and theme; small cells hidden by the publication rule
+        # small cells hidden by the publication rule
         "confusion_matrix": figs.confusion_figure(tn, fp, fn, tp, params.report.min_cell_patients, threshold),
         "classification_report": figs.classification_report_figure(tn, fp, fn, tp),
-        "pr_curve": figs.pr_figure(pr_points, aps, float(y_test.mean()), figs.operating_points(rf, lace)),
+        "pr_curve": figs.pr_figure(pr_points, aps, float(scores["rf"][0].mean()),  # prevalence of the test window
+                                   figs.operating_points(rf, lace)),
         "roc_curve": figs.roc_figure(roc_curves, aucs),
         "calibration": figs.calibration_figure(calibration),
-        "permutation_importance": figs.importance_figure(
-            dict(zip(names, importance.importances_mean.tolist(), strict=True)), len(names),
-            errors=dict(zip(names, importance.importances_std.tolist(), strict=True))),
+        "permutation_importance": figs.importance_figure(importance.mean, len(importance.mean),
+                                                         errors=importance.std),
     }
     figures_dir = paths.reports / "figures"
     with atomic.atomic_folder(figures_dir) as staging:  # the whole folder is swapped in, never half-written
-        export.write_figures(figures, staging, png=FIGURES_PNG if ep.png else ())
-        page = export.combined_html(figures, f"Evaluation of {meta['model_name']} v{meta['version']}")
+        export.write_figures(figures, staging, png=FIGURES_PNG if params.evaluate.png else ())
+        page = export.combined_html(figures, f"Evaluation of {meta.model_name} v{meta.version}")
         (staging / "evaluation.html").write_text(page, encoding="utf-8")
+    return figures_dir
 
+
+def run_evaluate(paths: Paths, params: Params) -> dict[str, Any]:
+    ep = params.evaluate
+    bundle, meta = load_model(paths)
+    windows = load_windows(paths, meta)
+    set_forest_jobs(bundle.pipeline, ep.n_jobs)  # in memory only; the saved model keeps 1
+
+    rf = forest_scoring(bundle, windows)
+    lace = lace_scoring(windows, ep.lace_cutoff)
+    logreg = logreg_scoring(windows, ep, meta.min_precision)
+    oracle = oracle_scoring(paths.truth / contracts.TRUTH_STAYS_FILE, windows, rf.scores, meta.min_precision)
+    importance = importance_step(bundle, windows, ep, meta.seed)
+    result = evaluation_result(rf, lace, logreg, oracle, importance, windows, meta)
+
+    y_test = windows.y_test
+    scores: Scored = {"rf": (y_test, rf.scores), "logreg": (y_test, logreg.scores), "lace": (y_test, lace.scores)}
+    if oracle is not None:
+        scores["oracle"] = (oracle.y, oracle.scores)
+    curves = write_curves(paths, scores, ep)
+    figures_dir = write_figures(paths, params, result, bundle.threshold, scores, curves, importance, meta)
     metrics_file = paths.metrics / "evaluate.json"
-    metrics_io.write_json(metrics_file, result)
+    handoffs.write_evaluation(metrics_file, result)
 
     if ep.log_to_mlflow:
         from mlflow.exceptions import MlflowException
@@ -242,14 +331,14 @@ def run_evaluate(paths: Paths, params: Params) -> dict[str, Any]:
         try:
             _log_to_mlflow(paths, meta, result, figures_dir, metrics_file)
         except MlflowException as exc:  # e.g. models/ restored by DVC without its mlruns/ store
-            log.warning("evaluation not logged to MLflow run %s: %s", meta["run_id"], exc)
+            log.warning("evaluation not logged to MLflow run %s: %s", meta.run_id, exc)
     log.info("evaluate: test recall %.3f precision %.3f ROC-AUC %.3f (LACE %.3f, logreg %.3f%s)",
-             rf["recall"], rf["precision"], rf["roc_auc"], lace["roc_auc"], logreg["roc_auc"],
-             f", oracle {result['oracle']['roc_auc']:.3f}" if "oracle" in result else "")
+             rf.metrics["recall"], rf.metrics["precision"], rf.metrics["roc_auc"], lace.metrics["roc_auc"],
+             logreg.metrics["roc_auc"], f", oracle {oracle.metrics['roc_auc']:.3f}" if oracle else "")
     return result
 
 
-def _log_to_mlflow(paths: Paths, meta: dict[str, Any], result: dict[str, Any], figures_dir: Path,
+def _log_to_mlflow(paths: Paths, meta: ModelMeta, result: dict[str, Any], figures_dir: Path,
                    metrics_file: Path) -> None:
     """Test metrics, figures and evaluate.json on the model's run; test_* tags on its version."""
     if not (paths.mlruns / "mlflow.db").exists():
@@ -260,7 +349,7 @@ def _log_to_mlflow(paths: Paths, meta: dict[str, Any], result: dict[str, Any], f
     from pipelines.model import tracking
 
     client = tracking.connect(paths)
-    run_id = str(meta["run_id"])
+    run_id = meta.run_id
     timestamp = int(time.time() * 1000)
     metrics = [
         Metric(f"test_{model}_{name}", float(value), timestamp, 0)
@@ -279,4 +368,4 @@ def _log_to_mlflow(paths: Paths, meta: dict[str, Any], result: dict[str, Any], f
         client.log_artifacts(run_id, str(folder), artifact_path="evaluation")
     rf = result["rf"]
     for name in ("recall", "precision", "f2", "roc_auc", "pr_auc"):
-        client.set_model_version_tag(meta["model_name"], str(meta["version"]), f"test_{name}", f"{rf[name]:.6f}")
+        client.set_model_version_tag(meta.model_name, meta.version, f"test_{name}", f"{rf[name]:.6f}")

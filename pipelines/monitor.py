@@ -29,7 +29,7 @@ import os
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -40,6 +40,9 @@ from pipelines.config import Params, Paths
 from pipelines.config.monitor import FEATURES, MonitorParams
 from pipelines.errors import MissingInputError, PipelineInputError
 from pipelines.monitoring import fairness as fair
+
+if TYPE_CHECKING:  # loaded in run_monitor (the model toolkit pulls in MLflow)
+    from pipelines.model.artifacts import ModelBundle, ModelMeta
 
 log = logging.getLogger(__name__)
 
@@ -95,13 +98,12 @@ def _overlap(a: Window, b: Window) -> bool:
     return a_before_b_ends and b_before_a_ends
 
 
-def resolve_windows(mp: MonitorParams, meta: dict[str, Any], params: Params) -> Windows:
+def resolve_windows(mp: MonitorParams, meta: ModelMeta | None, params: Params) -> Windows:
     """Explicit `monitor` dates win; otherwise the trained model's split (meta, else params.train)."""
-    if "train_end" in meta and "valid_end" in meta:
-        train_end, valid_end = date.fromisoformat(str(meta["train_end"])), date.fromisoformat(str(meta["valid_end"]))
+    if meta is not None:
+        train_end, valid_end = meta.train_end, meta.valid_end
         source = "model_meta.json"
     else:
-
         tp = params.train
         train_end, valid_end, source = tp.train_end, tp.valid_end, "params.train"
     explicit = any(d is not None for d in (mp.reference_start, mp.reference_end, mp.current_start, mp.current_end))
@@ -132,7 +134,7 @@ def load_mart(path: Path) -> pl.DataFrame:
     return frame.sort([DATE, KEY])
 
 
-def score(bundle: dict[str, Any], frame: pl.DataFrame) -> pl.DataFrame:
+def score(bundle: ModelBundle, frame: pl.DataFrame) -> pl.DataFrame:
     """The frame with the model's `probability` and `high_risk` columns."""
     from pipelines.model.pyfunc_model import predict_frame
     from pipelines.model.scaling import PREDICT_CHUNK_ROWS
@@ -189,19 +191,21 @@ def flat_metrics(drift: dict[str, Any], fairness: dict[str, Any]) -> dict[str, A
     return out
 
 
-def run_monitor(paths: Paths, params: Params) -> dict[str, Any]:
-    """The stage: score both windows, run the drift / quality / fairness checks, write reports."""
-    os.environ.setdefault("DO_NOT_TRACK", "1")  # Evidently's telemetry opt-out (reports do not send any)
-    from pipelines.model.artifacts import load_model
-    from pipelines.monitoring import drift as ev
-    from pipelines.monitoring.html import fairness_html
+# ---- the stage as steps: windows -> frames -> scores -> drift -> fairness -> reports ------------
 
-    mp = params.monitor
-    bundle, meta = load_model(paths)
-    threshold = float(bundle["threshold"])
-    windows = resolve_windows(mp, meta, params)
-    mart = load_mart(paths.features / FEATURES_FILE)
+@dataclass(frozen=True)
+class Drift:
+    """Evidently's sections (drift.html) and verdicts (drift.json) for the scored windows."""
 
+    sections: list[Any]  # drift, prediction drift and (when labelled) model quality snapshots
+    data_drift: dict[str, Any]  # per column and dataset, with the target's verdict under "target"
+    prediction_drift: dict[str, Any]
+    model_quality: dict[str, Any]
+    prediction_reference: str  # "valid" or "train": the window prediction drift compares against
+
+
+def window_frames(mart: pl.DataFrame, windows: Windows) -> dict[str, pl.DataFrame]:
+    """The mart's rows in each window (reference, current, valid); MonitorInputError if one is empty."""
     frames = {w.name: mart.filter(w.expr()) for w in (windows.reference, windows.current, windows.valid)}
     for name in ("reference", "current"):
         if frames[name].height == 0:
@@ -209,7 +213,12 @@ def run_monitor(paths: Paths, params: Params) -> dict[str, Any]:
             raise MonitorInputError(f"the {name} window ({window.describe()}) holds no index stay")
     log.info("monitor: reference %d rows (%s), current %d rows (%s)", frames["reference"].height,
              windows.reference.describe(), frames["current"].height, windows.current.describe())
-    scored = {name: score(bundle, frame) for name, frame in frames.items()}
+    return frames
+
+
+def drift_step(scored: dict[str, pl.DataFrame], mp: MonitorParams, threshold: float) -> Drift:
+    """Data and target drift (reference vs current), prediction drift, model quality on current."""
+    from pipelines.monitoring import drift as ev
 
     columns = mp.drift_columns
     numerical = set(contracts.NUMERIC_FEATURES)
@@ -226,26 +235,38 @@ def run_monitor(paths: Paths, params: Params) -> dict[str, Any]:
         pred_ref["probability"].to_pandas(), scored["current"]["probability"].to_pandas(), mp,
         "validation" if pred_ref_name == "valid" else "reference (training, in-sample)")
     quality_section, quality = ev.model_quality(cur_pd, LABEL, threshold)
-
     sections = [drift_section, pred_section] + ([quality_section] if quality_section else [])
-    outputs = {"drift.html": ev.combined_html(sections)}  # reports/monitoring/, swapped in as one folder
+    return Drift(sections, data_drift, pred_drift, quality, pred_ref_name)
 
-    model = {"version": meta.get("version"), "model_name": meta.get("model_name"), "threshold": threshold,
-             "train_end": meta.get("train_end"), "valid_end": meta.get("valid_end")}
-    window_info = {
+
+def model_block(meta: ModelMeta, threshold: float) -> dict[str, Any]:
+    """The "model" block of drift.json and fairness.json (promote reads its version)."""
+    return {"version": meta.version, "model_name": meta.model_name, "threshold": threshold,
+            "train_end": meta.train_end.isoformat(), "valid_end": meta.valid_end.isoformat()}
+
+
+def window_block(windows: Windows, frames: dict[str, pl.DataFrame], drift: Drift) -> dict[str, Any]:
+    """The windows as reported: dates, source and rows of each."""
+    pred_ref = windows.valid if drift.prediction_reference == "valid" else windows.reference
+    return {
         "source": windows.source,
         "reference": {**windows.reference.as_dict(), "rows": frames["reference"].height},
         "current": {**windows.current.as_dict(), "rows": frames["current"].height},
-        "prediction_reference": {**(windows.valid if pred_ref_name == "valid" else windows.reference).as_dict(),
-                                 "rows": pred_ref.height},
+        "prediction_reference": {**pred_ref.as_dict(), "rows": frames[pred_ref.name].height},
     }
-    drift_report = {
+
+
+def drift_report(window_info: dict[str, Any], model: dict[str, Any], drift: Drift) -> dict[str, Any]:
+    """reports/monitoring/drift.json."""
+    data_drift = dict(drift.data_drift)
+    target = data_drift.pop("target")
+    return {
         "windows": window_info,
         "model": model,
         "data_drift": data_drift,
-        "target_drift": data_drift.pop("target"),
-        "prediction_drift": pred_drift,
-        "model_quality": quality,
+        "target_drift": target,
+        "prediction_drift": drift.prediction_drift,
+        "model_quality": drift.model_quality,
         "notes": [
             "Per-column verdicts are Evidently's drift tests. The statistic is a p-value (drift when below the "
             "threshold) for small reference samples and a distance (drift when at or above it) for large ones.",
@@ -253,22 +274,53 @@ def run_monitor(paths: Paths, params: Params) -> dict[str, Any]:
             "Evidently's ClassificationPreset agrees within max_abs_difference_vs_sklearn.",
         ],
     }
-    outputs["drift.json"] = json_text(drift_report)
 
-    fairness = fair.fairness_report(
-        scored["current"], mp.fairness_groups, mp.age_band_edges, mp.min_cell_patients, mp.four_fifths_threshold,
-        label=LABEL, patient_id=PATIENT_ID if PATIENT_ID in mart.columns else None,
+
+def fairness_step(current: pl.DataFrame, mp: MonitorParams, has_patient_id: bool) -> dict[str, Any]:
+    """Per-group rates on the scored current window (small cells suppressed), four-fifths screen."""
+    return fair.fairness_report(
+        current, mp.fairness_groups, mp.age_band_edges, mp.min_cell_patients, mp.four_fifths_threshold,
+        label=LABEL, patient_id=PATIENT_ID if has_patient_id else None,
     )
-    fairness_out = {**fairness, "window": window_info["current"], "model": model}
-    outputs["fairness.json"] = json_text(fairness_out)
-    outputs["fairness.html"] = fairness_html(
-        fairness, {"window": windows.current.describe(), "model_version": model["version"], "threshold": threshold})
+
+
+def write_reports(paths: Paths, outputs: dict[str, str], summary: dict[str, Any]) -> None:
+    """reports/monitoring/ swapped in as one folder, then reports/metrics/monitoring.json."""
     with atomic.atomic_folder(paths.reports / "monitoring") as staging:
         for name, text in outputs.items():
             (staging / name).write_text(text, encoding="utf-8")
-
-    summary = flat_metrics(drift_report, fairness)
     atomic.write_text(paths.metrics / "monitoring.json", json_text(summary))
+
+
+def run_monitor(paths: Paths, params: Params) -> dict[str, Any]:
+    """The stage: score both windows, run the drift / quality / fairness checks, write reports."""
+    os.environ.setdefault("DO_NOT_TRACK", "1")  # Evidently's telemetry opt-out (reports do not send any)
+    from pipelines.model.artifacts import load_model
+    from pipelines.monitoring import drift as ev
+    from pipelines.monitoring.html import fairness_html
+
+    mp = params.monitor
+    bundle, meta = load_model(paths)
+    threshold = bundle.threshold
+    windows = resolve_windows(mp, meta, params)
+    mart = load_mart(paths.features / FEATURES_FILE)
+    frames = window_frames(mart, windows)
+    scored = {name: score(bundle, frame) for name, frame in frames.items()}
+    drift = drift_step(scored, mp, threshold)
+
+    model = model_block(meta, threshold)
+    window_info = window_block(windows, frames, drift)
+    report = drift_report(window_info, model, drift)
+    fairness = fairness_step(scored["current"], mp, PATIENT_ID in mart.columns)
+    outputs = {
+        "drift.html": ev.combined_html(drift.sections),
+        "drift.json": json_text(report),
+        "fairness.json": json_text({**fairness, "window": window_info["current"], "model": model}),
+        "fairness.html": fairness_html(fairness, {"window": windows.current.describe(),
+                                                  "model_version": model["version"], "threshold": threshold}),
+    }
+    summary = flat_metrics(report, fairness)
+    write_reports(paths, outputs, summary)
     log.info("monitor: dataset drift %s (%d/%d columns), department recall ratio %s",
              summary["dataset_drift"], summary["n_drifted_columns"], summary["n_columns"],
              summary["department_recall_ratio"])

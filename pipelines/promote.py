@@ -39,11 +39,9 @@ and tags the rolled-back version so that `promote` never re-promotes it.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from datetime import date
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -54,11 +52,13 @@ from mlflow.tracking import MlflowClient
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from pipelines import interrupts, metrics_io
-from pipelines.config import Params, Paths, PromoteParams
+from pipelines.config import Params, Paths, PromoteParams, TrainParams
 from pipelines.errors import PipelineInputError
 from pipelines.metrics_io import DIGITS, rounded
 from pipelines.model import data as fdata
-from pipelines.model import tracking
+from pipelines.model import handoffs, tracking
+from pipelines.model.artifacts import META_FILE, ModelMeta, read_meta
+from pipelines.model.handoffs import Evaluation
 from pipelines.model.metrics import flag_metrics
 from pipelines.model.thresholds import RULE_F2
 from pipelines.stats import wilson_interval
@@ -232,46 +232,46 @@ def evaluate_gates(pp: PromoteParams, min_precision: float, challenger: dict[str
 
 # ---- inputs -----------------------------------------------------------------------------------
 
-def _read_json(path: Path, what: str) -> dict[str, Any]:
-    if not path.exists():
-        raise PromoteError(f"{path}: {what} not found")
-    data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-    return data
+def _read_meta(paths: Paths) -> ModelMeta:
+    try:
+        return read_meta(paths.models / META_FILE)
+    except PipelineInputError as exc:  # missing or unreadable: promote's own error, same message
+        raise PromoteError(str(exc)) from None
 
 
 def read_department_ratio(paths: Paths, challenger_version: str) -> float | None:
-    summary = _read_json(paths.metrics / "monitoring.json", "monitoring summary (run the monitor stage)")
-    if "department_recall_ratio" not in summary:
-        raise PromoteError(f"{paths.metrics / 'monitoring.json'}: no key 'department_recall_ratio'")
     fairness_file = paths.reports / "monitoring" / "fairness.json"
-    if fairness_file.exists():
-        monitored = str(json.loads(fairness_file.read_text(encoding="utf-8")).get("model", {}).get("version"))
-        if monitored != challenger_version:
-            raise PromoteError(f"{fairness_file}: monitoring is about version {monitored}, not the challenger "
-                               f"{challenger_version} (re-run monitor)")
-    value = summary["department_recall_ratio"]
-    return None if value is None else float(value)
+    try:
+        summary = handoffs.read_monitoring_summary(paths.metrics / "monitoring.json")
+        monitored = handoffs.read_monitored_version(fairness_file) if fairness_file.exists() else None
+    except PipelineInputError as exc:
+        raise PromoteError(str(exc)) from None
+    if monitored is not None and monitored != challenger_version:
+        raise PromoteError(f"{fairness_file}: monitoring is about version {monitored}, not the challenger "
+                           f"{challenger_version} (re-run monitor)")
+    return summary.department_recall_ratio
 
 
-def _check_evaluation(paths: Paths, challenger_version: str) -> dict[str, Any]:
-    evaluation = _read_json(paths.metrics / "evaluate.json", "evaluation (run the evaluate stage)")
-    evaluated = str(evaluation.get("model_version"))
-    if evaluated != challenger_version:
-        raise PromoteError(f"{paths.metrics / 'evaluate.json'}: evaluation is about version {evaluated}, not the "
-                           f"challenger {challenger_version} (re-run evaluate)")
+def _check_evaluation(paths: Paths, challenger_version: str) -> Evaluation:
+    try:
+        evaluation = handoffs.read_evaluation(paths.metrics / "evaluate.json")
+    except PipelineInputError as exc:
+        raise PromoteError(str(exc)) from None
+    if evaluation.model_version != challenger_version:
+        raise PromoteError(f"{paths.metrics / 'evaluate.json'}: evaluation is about version "
+                           f"{evaluation.model_version}, not the challenger {challenger_version} (re-run evaluate)")
     return evaluation
 
 
-def _cross_check(evaluation: dict[str, Any], challenger: dict[str, Any], window: ScoringWindow,
+def _cross_check(evaluation: Evaluation, challenger: dict[str, Any], window: ScoringWindow,
                  valid_end: date) -> None:
     """Same rows as evaluate (no later champion window): the test figures must agree."""
-    rf = evaluation.get("rf", {})
-    if window.start != valid_end or "recall" not in rf:
+    if window.start != valid_end or evaluation.rf_recall is None or evaluation.rf_precision is None:
         return
-    for key in ("recall", "precision"):
-        if abs(float(rf[key]) - challenger[key]) > 1e-6:
+    for key, evaluated in (("recall", evaluation.rf_recall), ("precision", evaluation.rf_precision)):
+        if abs(evaluated - challenger[key]) > 1e-6:
             log.warning("promote: challenger test %s %.6f differs from evaluate.json's %.6f (features changed since "
-                        "evaluate?)", key, challenger[key], float(rf[key]))
+                        "evaluate?)", key, challenger[key], evaluated)
 
 
 def _valid_end(mv: ModelVersion, fallback: date) -> date:
@@ -283,21 +283,58 @@ def _write_report(paths: Paths, report: dict[str, Any]) -> None:
     metrics_io.write_json(paths.reports / REPORT_FILE, report)
 
 
-# ---- the stage --------------------------------------------------------------------------------
+# ---- the stage as steps: challenge -> registry -> compare -> swap aliases -> tag -> report ------
 
-def run_promote(paths: Paths, params: Params) -> dict[str, Any]:
-    pp = params.promote
-    tp = params.train
-    ep = params.evaluate
-    name = tp.model_name
-    meta = _read_json(paths.models / "model_meta.json", "model metadata (run the train stage)")
-    if meta.get("model_name") != name:
-        raise PromoteError(f"models/model_meta.json is about model '{meta.get('model_name')}', params train.model_name "
-                           f"is '{name}'")
-    version = str(meta["version"])
-    evaluation = _check_evaluation(paths, version)
-    department_ratio = read_department_ratio(paths, version)
+@dataclass(frozen=True)
+class Challenge:
+    """The file inputs: the version train registered last, checked against evaluate and monitor."""
 
+    version: str
+    evaluation: Evaluation
+    department_ratio: float | None  # monitor's department recall ratio (None: too few departments)
+
+
+@dataclass(frozen=True)
+class Registry:
+    """The registered versions the decision is about, before any alias moves."""
+
+    client: MlflowClient
+    challenger: ModelVersion
+    champion: ModelVersion | None
+    previous: ModelVersion | None
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Challenger, champion and LACE on the shared test window, and the gates' verdicts."""
+
+    window: ScoringWindow
+    challenger: dict[str, Any]
+    champion: dict[str, Any] | None
+    lace: dict[str, Any]
+    gates: Gates
+
+    @property
+    def decision(self) -> str:
+        return "promoted" if self.gates.passed else "refused"
+
+
+@dataclass(frozen=True)
+class Aliases:
+    champion: str | None  # the versions holding the aliases after the decision
+    previous: str | None
+
+
+def read_challenge(paths: Paths, tp: TrainParams) -> Challenge:
+    meta = _read_meta(paths)
+    if meta.model_name != tp.model_name:
+        raise PromoteError(f"models/model_meta.json is about model '{meta.model_name}', params train.model_name "
+                           f"is '{tp.model_name}'")
+    version = meta.version
+    return Challenge(version, _check_evaluation(paths, version), read_department_ratio(paths, version))
+
+
+def open_registry(paths: Paths, tp: TrainParams, pp: PromoteParams, version: str) -> Registry:
     if not (paths.mlruns / "mlflow.db").exists():
         raise PromoteError(f"no MLflow store at {paths.mlruns} (models/ restored without mlruns/?)")
     client = tracking.connect(paths)
@@ -308,82 +345,116 @@ def run_promote(paths: Paths, params: Params) -> dict[str, Any]:
         if stale:
             log.warning("promote: %d run(s) of a killed train marked FAILED: %s", len(stale), ", ".join(stale))
     try:
-        challenger_mv = client.get_model_version(name, version)
+        challenger = client.get_model_version(tp.model_name, version)
     except MlflowException as exc:
-        raise PromoteError(f"registered model '{name}' has no version {version} in {paths.mlruns}") from exc
-    champion_mv = tracking.version_by_alias(client, name, pp.champion_alias)
-    previous_mv = tracking.version_by_alias(client, name, pp.previous_alias)
+        raise PromoteError(f"registered model '{tp.model_name}' has no version {version} in {paths.mlruns}") from exc
+    return Registry(client, challenger, tracking.version_by_alias(client, tp.model_name, pp.champion_alias),
+                    tracking.version_by_alias(client, tp.model_name, pp.previous_alias))
 
-    report: dict[str, Any] = {
-        "model_name": name,
-        "challenger_version": version,
-        "aliases": {"champion": pp.champion_alias, "previous": pp.previous_alias},
-        "min_precision": tp.min_precision,
-    }
-    if champion_mv is not None and str(champion_mv.version) == version:
-        report.update({
-            "decision": "unchanged",
-            "champion_version": version,
-            "previous_version": _version(previous_mv),
-            "reasons": [f"version {version} already holds the alias '{pp.champion_alias}'"],
-            "gates": {},
-            "metrics": {},
-            "test_window": None,
-        })
-        _write_report(paths, report)
-        log.info("promote: version %s is already the champion: unchanged", version)
-        return _summary(report)
 
-    starts = [_valid_end(challenger_mv, tp.valid_end)]
-    if champion_mv is not None:
-        starts.append(_valid_end(champion_mv, tp.valid_end))
+def compare(paths: Paths, params: Params, challenge: Challenge, registry: Registry) -> Comparison:
+    """Both versions' pyfuncs and LACE on the rows neither model saw; the gates on the result."""
+    pp, tp = params.promote, params.train
+    starts = [_valid_end(registry.challenger, tp.valid_end)]
+    if registry.champion is not None:
+        starts.append(_valid_end(registry.champion, tp.valid_end))
     window = scoring_window(paths, starts)
-    challenger = model_metrics(client, name, version, window, tp.min_precision, pp.precision_floor_rule)
-    _cross_check(evaluation, challenger, window, starts[0])
-    champion = (model_metrics(client, name, str(champion_mv.version), window, tp.min_precision,
-                              pp.precision_floor_rule)
-                if champion_mv is not None else None)
-    lace = lace_metrics(window, tp.min_precision, ep.lace_cutoff)
-    gates = evaluate_gates(pp, tp.min_precision, challenger, champion, lace, department_ratio,
-                           challenger_mv.tags.get(ROLLED_BACK_TAG))
-    decision = "promoted" if gates.passed else "refused"
-    reasons = gates.reasons()
+    challenger = model_metrics(registry.client, tp.model_name, challenge.version, window, tp.min_precision,
+                               pp.precision_floor_rule)
+    _cross_check(challenge.evaluation, challenger, window, starts[0])
+    champion = (model_metrics(registry.client, tp.model_name, str(registry.champion.version), window,
+                              tp.min_precision, pp.precision_floor_rule)
+                if registry.champion is not None else None)
+    lace = lace_metrics(window, tp.min_precision, params.evaluate.lace_cutoff)
+    gates = evaluate_gates(pp, tp.min_precision, challenger, champion, lace, challenge.department_ratio,
+                           registry.challenger.tags.get(ROLLED_BACK_TAG))
+    return Comparison(window, challenger, champion, lace, gates)
 
-    old_champion = _version(champion_mv)
+
+def swap_aliases(registry: Registry, pp: PromoteParams, name: str, version: str, promoted: bool) -> Aliases:
+    """The stage's commit: previous <- old champion, champion <- challenger when promoted."""
     interrupts.checkpoint()  # the alias swap is the stage's commit: not after a swallowed Ctrl-C
-    champion_after: str | None
-    previous_after: str | None
-    if decision == "promoted":
-        if champion_mv is not None:
-            client.set_registered_model_alias(name, pp.previous_alias, str(champion_mv.version))
-        client.set_registered_model_alias(name, pp.champion_alias, version)
-        champion_after, previous_after = version, old_champion if champion_mv is not None else _version(previous_mv)
-    else:
-        champion_after, previous_after = old_champion, _version(previous_mv)
+    champion_mv, old_champion = registry.champion, _version(registry.champion)
+    if not promoted:
+        return Aliases(old_champion, _version(registry.previous))
+    if champion_mv is not None:
+        registry.client.set_registered_model_alias(name, pp.previous_alias, str(champion_mv.version))
+    registry.client.set_registered_model_alias(name, pp.champion_alias, version)
+    return Aliases(version, old_champion if champion_mv is not None else _version(registry.previous))
 
-    joined = " | ".join(reasons)
+
+def tag_decision(registry: Registry, name: str, version: str, decision: str, reasons: list[str]) -> None:
+    """The decision on the challenger's version, and the challenge on the incumbent's."""
+    client, joined = registry.client, " | ".join(reasons)
     client.set_model_version_tag(name, version, "promotion_decision", decision)
     client.set_model_version_tag(name, version, "promotion_reasons", joined)
-    client.set_model_version_tag(name, version, "promotion_compared_with", old_champion or "none (first model)")
-    if champion_mv is not None:
-        incumbent = str(champion_mv.version)
+    client.set_model_version_tag(name, version, "promotion_compared_with",
+                                 _version(registry.champion) or "none (first model)")
+    if registry.champion is not None:
+        incumbent = str(registry.champion.version)
         client.set_model_version_tag(name, incumbent, "last_challenger_version", version)
         client.set_model_version_tag(name, incumbent, "last_challenge_decision", decision)
         client.set_model_version_tag(name, incumbent, "last_challenge_reasons", joined)
 
-    report.update({
-        "decision": decision,
-        "champion_version": champion_after,
-        "previous_version": previous_after,
-        "reasons": reasons,
-        "gates": gates.results,
-        "metrics": {"challenger": challenger, "champion": champion, "lace": lace,
-                    "department_recall_ratio": department_ratio},
-        "test_window": window.describe(),
-    })
+
+def report_head(pp: PromoteParams, tp: TrainParams, version: str) -> dict[str, Any]:
+    return {
+        "model_name": tp.model_name,
+        "challenger_version": version,
+        "aliases": {"champion": pp.champion_alias, "previous": pp.previous_alias},
+        "min_precision": tp.min_precision,
+    }
+
+
+def unchanged_report(pp: PromoteParams, tp: TrainParams, version: str, registry: Registry) -> dict[str, Any]:
+    """reports/promotion.json when the challenger already holds the champion alias."""
+    return {
+        **report_head(pp, tp, version),
+        "decision": "unchanged",
+        "champion_version": version,
+        "previous_version": _version(registry.previous),
+        "reasons": [f"version {version} already holds the alias '{pp.champion_alias}'"],
+        "gates": {},
+        "metrics": {},
+        "test_window": None,
+    }
+
+
+def decision_report(pp: PromoteParams, tp: TrainParams, challenge: Challenge, comparison: Comparison,
+                    aliases: Aliases) -> dict[str, Any]:
+    """reports/promotion.json after a comparison."""
+    return {
+        **report_head(pp, tp, challenge.version),
+        "decision": comparison.decision,
+        "champion_version": aliases.champion,
+        "previous_version": aliases.previous,
+        "reasons": comparison.gates.reasons(),
+        "gates": comparison.gates.results,
+        "metrics": {"challenger": comparison.challenger, "champion": comparison.champion, "lace": comparison.lace,
+                    "department_recall_ratio": challenge.department_ratio},
+        "test_window": comparison.window.describe(),
+    }
+
+
+def run_promote(paths: Paths, params: Params) -> dict[str, Any]:
+    pp, tp = params.promote, params.train
+    challenge = read_challenge(paths, tp)
+    version = challenge.version
+    registry = open_registry(paths, tp, pp, version)
+    if registry.champion is not None and str(registry.champion.version) == version:
+        unchanged = unchanged_report(pp, tp, version, registry)
+        _write_report(paths, unchanged)
+        log.info("promote: version %s is already the champion: unchanged", version)
+        return _summary(unchanged)
+
+    comparison = compare(paths, params, challenge, registry)
+    aliases = swap_aliases(registry, pp, tp.model_name, version, comparison.gates.passed)
+    reasons = comparison.gates.reasons()
+    tag_decision(registry, tp.model_name, version, comparison.decision, reasons)
+    report = decision_report(pp, tp, challenge, comparison, aliases)
     _write_report(paths, report)
-    log.info("promote: %s version %s (champion now %s, previous %s)", decision, version, champion_after,
-             previous_after)
+    log.info("promote: %s version %s (champion now %s, previous %s)", comparison.decision, version, aliases.champion,
+             aliases.previous)
     for reason in reasons:
         log.info("promote: %s", reason)
     return _summary(report)

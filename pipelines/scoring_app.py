@@ -42,7 +42,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from pipelines import contracts
 from pipelines.config import Params
 from pipelines.model import scoring_contract as sc
-from pipelines.model.pyfunc_model import CompiledPipeline
+from pipelines.model.pyfunc_model import CompiledPipeline, loaded_bundle
 
 log = logging.getLogger(__name__)
 
@@ -207,15 +207,10 @@ class Scorer:
         import mlflow
 
         pyfunc = mlflow.pyfunc.load_model(model_uri)
-        bundle: dict[str, Any] | None = None
-        try:
-            bundle = getattr(pyfunc.unwrap_python_model(), "bundle", None)
-        except Exception:  # not a python_model flavour: score through pyfunc.predict
-            bundle = None
-        ok = isinstance(bundle, dict) and bundle.get("format") == 1
-        compiled = CompiledPipeline.build(bundle) if ok and bundle is not None else None
-        trained = sc.trained_categories(bundle) if ok and bundle is not None else {}
-        threshold = float(bundle["threshold"]) if ok and bundle is not None else None
+        bundle = loaded_bundle(pyfunc)  # None: another flavour or format, scored through pyfunc.predict
+        compiled = CompiledPipeline.build(bundle) if bundle is not None else None
+        trained = sc.trained_categories(bundle) if bundle is not None else {}
+        threshold = bundle.threshold if bundle is not None else None
         if compiled is not None and list(compiled.numeric) + list(compiled.categorical) != \
                 [r.name for r in sc.scoring_contract(params).numeric] + list(contracts.CATEGORICAL_FEATURES):
             compiled = None  # the model's column order differs from the contract's: use its own predict

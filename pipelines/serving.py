@@ -362,11 +362,10 @@ def check_batch_input(frame: pl.DataFrame, source: str) -> None:
 
 def check_batch_contract(frame: pl.DataFrame, model: Any, params: Params, source: str) -> None:
     """Ranges and code sets (the scoring contract, with the model's trained categories)."""
-    try:
-        bundle = getattr(model.unwrap_python_model(), "bundle", None)
-    except Exception:  # not a python_model flavour: the contract's own code sets
-        bundle = None
-    trained = sc.trained_categories(bundle) if isinstance(bundle, dict) else None
+    from pipelines.model.pyfunc_model import loaded_bundle
+
+    bundle = loaded_bundle(model)  # None (another flavour): the contract's own code sets
+    trained = sc.trained_categories(bundle) if bundle is not None else None
     try:
         sc.check_frame(sc.scoring_contract(params, trained), frame)
     except sc.ScoringContractError as exc:

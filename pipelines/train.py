@@ -38,16 +38,18 @@ import math
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import joblib
 import mlflow
 import numpy as np
 import optuna
 import pandas as pd
 from mlflow.models import ModelSignature
+from mlflow.tracking import MlflowClient
 from mlflow.types import ColSpec, Schema, TensorSpec
 from sklearn.metrics import average_precision_score, roc_auc_score
 
@@ -57,9 +59,18 @@ from pipelines.figures.export import combined_html
 from pipelines.metrics_io import DIGITS, rounded
 from pipelines.model import data as fdata
 from pipelines.model import scaling, tracking
-from pipelines.model.artifacts import META_FILE, MODEL_FILE, load_model
+from pipelines.model.artifacts import (
+    META_FILE,
+    MODEL_FILE,
+    ModelBundle,
+    ModelMeta,
+    load_model,
+    write_bundle,
+    write_meta,
+)
 from pipelines.model.metrics import probability_metrics
 from pipelines.model.preprocessing import forest_pipeline, set_forest_jobs
+from pipelines.model.pyfunc_model import BUNDLE_ARTIFACT
 from pipelines.model.thresholds import OperatingPoint, ThresholdError, choose_threshold, recall_at_precision
 
 log = logging.getLogger(__name__)
@@ -252,192 +263,310 @@ def _pip_requirements() -> list[str]:
     return [f"{n}=={metadata.version(n)}" for n in names]
 
 
-def run_train(paths: Paths, params: Params) -> dict[str, Any]:
-    started = time.perf_counter()
-    tp = params.train
-    seed = train_seed(params, tp)
+# ---- the stage as steps: data -> tuning sample -> study -> refit -> register -> outputs -----------
 
-    features_file = fdata.features_path(paths)
+@dataclass(frozen=True)
+class Windows:
+    """The training and validation windows as model input (the test window is left to `evaluate`)."""
+
+    x_train: pd.DataFrame
+    y_train: np.ndarray
+    train_dates: np.ndarray
+    x_valid: pd.DataFrame
+    y_valid: np.ndarray
+    rows: dict[str, int]  # train / valid / test sizes
+    features_md5: str
+
+
+@dataclass(frozen=True)
+class TuningSample:
+    """Optuna's rows: positions in the training window (date order) and the CV folds over them."""
+
+    index: np.ndarray
+    x: pd.DataFrame
+    y: np.ndarray
+    folds: list[tuple[np.ndarray, np.ndarray]]
+    fold_starts: list[date]
+
+
+@dataclass(frozen=True)
+class StudyResult:
+    study: optuna.Study
+    best_params: dict[str, Any]
+    best_value: float
+    n_complete: int
+    n_pruned: int
+    timeout_hit: bool
+    seconds: float
+
+    @property
+    def n_run(self) -> int:
+        return len(self.study.trials)
+
+
+@dataclass(frozen=True)
+class Refit:
+    """The best params fitted on the whole training window, at the validation threshold."""
+
+    bundle: ModelBundle
+    point: OperatingPoint
+    valid_metrics: dict[str, float]
+    bootstrap_rows: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Tracking:
+    client: MlflowClient
+    experiment_id: str
+    git_commit: str
+
+
+@dataclass(frozen=True)
+class Registered:
+    version: str
+    run_id: str
+    tags: dict[str, str]  # set on the registered version
+
+
+def load_windows(paths: Paths, tp: TrainParams) -> Windows:
     frame = fdata.load_features(paths)
-    features_md5 = fdata.file_md5(features_file)
     split = fdata.temporal_split(frame, tp.train_end, tp.valid_end)
     log.info("split rows %s (train < %s <= valid < %s <= test)", split.sizes(), tp.train_end, tp.valid_end)
+    return Windows(
+        x_train=fdata.to_model_input(split.train), y_train=fdata.labels(split.train),
+        train_dates=split.train[fdata.DATE].to_numpy(),
+        x_valid=fdata.to_model_input(split.valid), y_valid=fdata.labels(split.valid),
+        rows=split.sizes(), features_md5=fdata.file_md5(fdata.features_path(paths)),
+    )
 
-    x_train, y_train = fdata.to_model_input(split.train), fdata.labels(split.train)
-    x_valid, y_valid = fdata.to_model_input(split.valid), fdata.labels(split.valid)
-    train_dates = split.train[fdata.DATE].to_numpy()
-    # Optuna's rows: a bounded, seeded sample of the window (all of it when small), still in date order.
-    tune_idx = scaling.time_stratified_sample(train_dates, y_train, tp.tune_max_rows, seed)
-    x_tune, y_tune, tune_dates = x_train.iloc[tune_idx], y_train[tune_idx], train_dates[tune_idx]
-    folds = fdata.time_folds(tune_dates, tp.cv_folds, tp.cv_gap_days)
-    fold_starts = fdata.cut_dates(tune_dates, tp.cv_folds)
-    log.info("tuning on %d of %d training rows (tune_max_rows %d)", tune_idx.size, len(x_train), tp.tune_max_rows)
 
+def tuning_sample(windows: Windows, tp: TrainParams, seed: int) -> TuningSample:
+    """A bounded, seeded sample of the training window (all of it when small), still in date order."""
+    index = scaling.time_stratified_sample(windows.train_dates, windows.y_train, tp.tune_max_rows, seed)
+    dates = windows.train_dates[index]
+    log.info("tuning on %d of %d training rows (tune_max_rows %d)", index.size, len(windows.x_train), tp.tune_max_rows)
+    return TuningSample(index=index, x=windows.x_train.iloc[index], y=windows.y_train[index],
+                        folds=fdata.time_folds(dates, tp.cv_folds, tp.cv_gap_days),
+                        fold_starts=fdata.cut_dates(dates, tp.cv_folds))
+
+
+def open_tracking(paths: Paths, tp: TrainParams) -> Tracking:
     client = tracking.connect(paths)
     experiment_id = tracking.ensure_experiment(client, paths, tp.experiment)
     stale = tracking.mark_stale_runs(client, experiment_id)
     if stale:
         log.warning("train: %d run(s) of a killed train marked FAILED: %s", len(stale), ", ".join(stale))
-    commit = tracking.git_commit(paths.root)
+    return Tracking(client, experiment_id, tracking.git_commit(paths.root))
 
+
+def log_setup(tp: TrainParams, seed: int, windows: Windows, sample: TuningSample) -> None:
+    """The parent run's params: the budget, the windows, the folds and the search space."""
+    mlflow.log_params({
+        "seed": seed, "n_trials": tp.n_trials, "timeout_s": tp.timeout_s, "cv_folds": tp.cv_folds,
+        "cv_gap_days": tp.cv_gap_days, "min_precision": tp.min_precision,
+        "threshold_fallback": tp.threshold_fallback, "pruning": tp.pruning,
+        "train_end": tp.train_end.isoformat(), "valid_end": tp.valid_end.isoformat(),
+        "cv_fold_starts": ",".join(d.isoformat() for d in sample.fold_starts),
+        "n_train": windows.rows["train"], "n_valid": windows.rows["valid"], "n_test": windows.rows["test"],
+        "n_tune": int(sample.index.size), "tune_max_rows": tp.tune_max_rows,
+        "max_samples_rows": tp.max_samples_rows, "learning_curve_points": tp.learning_curve_points,
+        **{f"space_{k}": str(list(v)) for k, v in tp.search.model_dump().items()},
+    })
+
+
+def run_study(sample: TuningSample, tp: TrainParams, seed: int, experiment_id: str) -> StudyResult:
+    """The seeded TPE study, one trial at a time (each a nested run of the active MLflow run)."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    sampler = optuna.samplers.TPESampler(seed=seed)
     pruner: optuna.pruners.BasePruner = (
         optuna.pruners.MedianPruner(n_startup_trials=tp.pruning_startup_trials, n_warmup_steps=tp.pruning_warmup_folds)
         if tp.pruning
         else optuna.pruners.NopPruner()
     )
-    study = optuna.create_study(direction="maximize", sampler=sampler, pruner=pruner,
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed), pruner=pruner,
                                 study_name=f"{tp.model_name}-rf-recall-at-precision")
+    objective = _Objective(tp, seed, sample.x, sample.y, sample.folds, experiment_id)
+    clock = time.perf_counter()
+    study.optimize(objective, n_trials=tp.n_trials, timeout=tp.timeout_s, n_jobs=1, gc_after_trial=False)
+    seconds = round(time.perf_counter() - clock, 1)
+
+    states = [t.state for t in study.trials]
+    n_complete = states.count(optuna.trial.TrialState.COMPLETE)
+    if n_complete == 0:
+        raise RuntimeError("no Optuna trial completed (raise train.timeout_s)")
+    timeout_hit = len(study.trials) < tp.n_trials
+    if timeout_hit:
+        log.warning("timeout reached after %d of %d trials: the result depends on machine speed",
+                    len(study.trials), tp.n_trials)
+    best = study.best_trial
+    return StudyResult(study=study, best_params=dict(best.params), best_value=best.value or 0.0,
+                       n_complete=n_complete, n_pruned=states.count(optuna.trial.TrialState.PRUNED),
+                       timeout_hit=timeout_hit, seconds=seconds)
+
+
+def log_study(result: StudyResult, tp: TrainParams, seed: int) -> None:
+    """Best params and counts on the parent run; the Optuna plots and trials table when asked."""
+    study = result.study
+    mlflow.log_params({f"best_{k}": v for k, v in result.best_params.items()})
+    mlflow.log_metrics({"best_cv_recall_at_floor": rounded(result.best_value, DIGITS),
+                        "trials_complete": result.n_complete, "trials_pruned": result.n_pruned,
+                        "best_trial": study.best_trial.number})
+    if not tp.optuna_plots:
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        figures = _study_figures(study, seed)
+        if figures:
+            page = combined_html(figures, f"Optuna study {study.study_name}")
+            (Path(tmp) / "optuna_study.html").write_text(page, encoding="utf-8")
+        trials = study.trials_dataframe(attrs=("number", "value", "params", "state", "duration"))
+        trials["duration"] = trials["duration"].dt.total_seconds().round(3)
+        trials.to_csv(Path(tmp) / "optuna_trials.csv", index=False)
+        mlflow.log_artifacts(tmp, artifact_path="optuna")
+
+
+def learning_curve_step(windows: Windows, tp: TrainParams, seed: int, hp: dict[str, Any]) -> int | None:
+    """The learning curve of the best params, logged on the active run; its plateau size (None: off)."""
+    if not tp.learning_curve_points:
+        return None
+    curve = learning_curve(tp, seed, hp, windows.x_train, windows.y_train, windows.train_dates,
+                           windows.x_valid, windows.y_valid)
+    return log_learning_curve(curve, tp.learning_curve_tolerance)
+
+
+def refit(windows: Windows, tp: TrainParams, seed: int, best_params: dict[str, Any]) -> Refit:
+    """Refit on the whole training window (bootstrap capped); operating threshold on validation."""
+    clock = time.perf_counter()
+    forest_params = scaling.capped_forest_params(best_params, len(windows.x_train), tp.max_samples_rows)
+    pipeline = forest_pipeline(forest_params, seed, tp.n_jobs)
+    pipeline.fit(windows.x_train, windows.y_train)
+    p_valid = scaling.predict_positive(pipeline, windows.x_valid)
+    seconds = round(time.perf_counter() - clock, 1)
+    point = choose_threshold(windows.y_valid, p_valid, tp.min_precision, tp.threshold_fallback)
+    if point.rule != "min_precision":
+        log.warning("validation: no threshold reaches precision >= %.3f; using the max-F2 threshold %.4f",
+                    tp.min_precision, point.threshold)
+    valid_metrics = probability_metrics(windows.y_valid, p_valid, point.threshold)
+    set_forest_jobs(pipeline, 1)  # serving: single rows, no thread pool
+    bundle = ModelBundle(pipeline=pipeline, threshold=float(point.threshold),
+                         numeric=tuple(fdata.NUMERIC), categorical=tuple(fdata.CATEGORICAL))
+    return Refit(bundle=bundle, point=point, valid_metrics=valid_metrics,
+                 bootstrap_rows=int(forest_params["max_samples"]), seconds=seconds)
+
+
+def log_refit(fitted: Refit, timings: dict[str, float]) -> None:
+    mlflow.log_params({"refit_bootstrap_rows": fitted.bootstrap_rows})
+    # Timings go to MLflow and the printed summary, never to train.json (same inputs, same bytes).
+    mlflow.log_metrics({f"time_{k}": v for k, v in timings.items()})
+    mlflow.log_metrics({f"valid_{k}": v for k, v in fitted.valid_metrics.items()})
+    mlflow.log_metrics({"threshold": rounded(fitted.point.threshold, DIGITS)})
+    mlflow.set_tag("threshold_rule", fitted.point.rule)
+
+
+def version_tags(fitted: Refit, tp: TrainParams, features_md5: str, git_commit: str, run_id: str) -> dict[str, str]:
+    """The registered version's tags: what promote and a reader of the registry need without the files."""
+    valid = fitted.valid_metrics
+    return {
+        "features_md5": features_md5,
+        "git_commit": git_commit,
+        "threshold": f"{fitted.point.threshold:.6f}",
+        "threshold_rule": fitted.point.rule,
+        "min_precision": f"{tp.min_precision}",
+        "valid_recall": f"{valid['recall']:.6f}",
+        "valid_precision": f"{valid['precision']:.6f}",
+        "valid_roc_auc": f"{valid['roc_auc']:.6f}",
+        "train_end": tp.train_end.isoformat(),
+        "valid_end": tp.valid_end.isoformat(),
+        "run_id": run_id,
+    }
+
+
+def register(model_file: Path, fitted: Refit, windows: Windows, tp: TrainParams, tracker: Tracking,
+             run_id: str) -> Registered:
+    """The written bundle logged as the pyfunc on the active run, a new registered version, tagged."""
+    interrupts.checkpoint()  # registering a version cannot be undone: not after a swallowed Ctrl-C
+    info = mlflow.pyfunc.log_model(
+        name="model",
+        python_model=str(PYFUNC_CODE),
+        artifacts={BUNDLE_ARTIFACT: str(model_file)},
+        signature=model_signature(),
+        input_example=input_example(windows.x_train),
+        registered_model_name=tp.model_name,
+        pip_requirements=_pip_requirements(),
+    )
+    version = str(info.registered_model_version)
+    tags = version_tags(fitted, tp, windows.features_md5, tracker.git_commit, run_id)
+    for key, value in tags.items():
+        tracker.client.set_model_version_tag(tp.model_name, version, key, value)
+    return Registered(version=version, run_id=run_id, tags=tags)
+
+
+def model_meta(tp: TrainParams, seed: int, study: StudyResult, fitted: Refit, registered: Registered,
+               windows: Windows, git_commit: str) -> ModelMeta:
+    return ModelMeta(
+        model_name=tp.model_name, version=registered.version,
+        model_uri=f"models:/{tp.model_name}/{registered.version}", run_id=registered.run_id,
+        experiment=tp.experiment, threshold=rounded(fitted.point.threshold, DIGITS), threshold_rule=fitted.point.rule,
+        min_precision=tp.min_precision, numeric_features=fitted.bundle.numeric,
+        categorical_features=fitted.bundle.categorical, train_end=tp.train_end, valid_end=tp.valid_end,
+        best_params=study.best_params, seed=seed, features_md5=windows.features_md5, git_commit=git_commit,
+    )
+
+
+def train_summary(tp: TrainParams, study: StudyResult, fitted: Refit, registered: Registered,
+                  windows: Windows, sample: TuningSample, plateau: int | None) -> dict[str, Any]:
+    """reports/metrics/train.json: no timings (same inputs, same bytes)."""
+    return {
+        "best_cv_objective": rounded(study.best_value, DIGITS),
+        "best_params": study.best_params,
+        "n_trials_run": study.n_run,
+        "n_trials_completed": study.n_complete,
+        "n_trials_pruned": study.n_pruned,
+        "timeout_hit": study.timeout_hit,
+        "threshold": rounded(fitted.point.threshold, DIGITS),
+        "threshold_rule": fitted.point.rule,
+        "min_precision": tp.min_precision,
+        "valid": fitted.valid_metrics,
+        "rows": windows.rows,
+        "tune_rows": int(sample.index.size),
+        "refit_bootstrap_rows": fitted.bootstrap_rows,
+        "learning_curve_plateau_rows": plateau,
+        "model_version": registered.version,
+    }
+
+
+def write_outputs(paths: Paths, summary: dict[str, Any]) -> None:
+    metrics_io.write_json(paths.metrics / "train.json", summary)
+
+
+def run_train(paths: Paths, params: Params) -> dict[str, Any]:
+    started = time.perf_counter()
+    tp = params.train
+    seed = train_seed(params, tp)
+    windows = load_windows(paths, tp)
+    sample = tuning_sample(windows, tp, seed)
+    tracker = open_tracking(paths, tp)
 
     # models/ is built in a temporary folder beside it and swapped in once the run is finished:
     # model.joblib and model_meta.json appear together or not at all.
     with atomic.atomic_folder(paths.models) as staging:
-        with mlflow.start_run(run_name=f"{tp.model_name}-study", experiment_id=experiment_id) as parent:
-            run_id = parent.info.run_id
-            mlflow.set_tags({"features_md5": features_md5, "git_commit": commit, "stage": "train",
-                             **tracking.process_tags()})
-            space = tp.search
-            mlflow.log_params({
-                "seed": seed, "n_trials": tp.n_trials, "timeout_s": tp.timeout_s, "cv_folds": tp.cv_folds,
-                "cv_gap_days": tp.cv_gap_days, "min_precision": tp.min_precision,
-                "threshold_fallback": tp.threshold_fallback, "pruning": tp.pruning,
-                "train_end": tp.train_end.isoformat(), "valid_end": tp.valid_end.isoformat(),
-                "cv_fold_starts": ",".join(d.isoformat() for d in fold_starts),
-                "n_train": split.train.height, "n_valid": split.valid.height, "n_test": split.test.height,
-                "n_tune": int(tune_idx.size), "tune_max_rows": tp.tune_max_rows,
-                "max_samples_rows": tp.max_samples_rows, "learning_curve_points": tp.learning_curve_points,
-                **{f"space_{k}": str(list(v)) for k, v in space.model_dump().items()},
-            })
-            objective = _Objective(tp, seed, x_tune, y_tune, folds, experiment_id)
+        with mlflow.start_run(run_name=f"{tp.model_name}-study", experiment_id=tracker.experiment_id) as parent:
+            mlflow.set_tags({"features_md5": windows.features_md5, "git_commit": tracker.git_commit,
+                             "stage": "train", **tracking.process_tags()})
+            log_setup(tp, seed, windows, sample)
+            study = run_study(sample, tp, seed, tracker.experiment_id)
+            log_study(study, tp, seed)
             clock = time.perf_counter()
-            study.optimize(objective, n_trials=tp.n_trials, timeout=tp.timeout_s, n_jobs=1, gc_after_trial=False)
-
-            timings = {"tuning_s": round(time.perf_counter() - clock, 1)}
-            states = [t.state for t in study.trials]
-            n_complete = states.count(optuna.trial.TrialState.COMPLETE)
-            n_pruned = states.count(optuna.trial.TrialState.PRUNED)
-            if n_complete == 0:
-                raise RuntimeError("no Optuna trial completed (raise train.timeout_s)")
-            timeout_hit = len(study.trials) < tp.n_trials
-            if timeout_hit:
-                log.warning("timeout reached after %d of %d trials: the result depends on machine speed",
-                            len(study.trials), tp.n_trials)
-            best = study.best_trial
-            best_params = dict(best.params)
-            mlflow.log_params({f"best_{k}": v for k, v in best_params.items()})
-            mlflow.log_metrics({"best_cv_recall_at_floor": rounded(best.value or 0.0, DIGITS),
-                                "trials_complete": n_complete, "trials_pruned": n_pruned, "best_trial": best.number})
-
-            if tp.optuna_plots:
-                with tempfile.TemporaryDirectory() as tmp:
-                    figures = _study_figures(study, seed)
-                    if figures:
-                        page = combined_html(figures, f"Optuna study {study.study_name}")
-                        (Path(tmp) / "optuna_study.html").write_text(page, encoding="utf-8")
-                    trials = study.trials_dataframe(attrs=("number", "value", "params", "state", "duration"))
-                    trials["duration"] = trials["duration"].dt.total_seconds().round(3)
-                    trials.to_csv(Path(tmp) / "optuna_trials.csv", index=False)
-                    mlflow.log_artifacts(tmp, artifact_path="optuna")
-
-            plateau: int | None = None
-            clock = time.perf_counter()
-            if tp.learning_curve_points:
-                curve = learning_curve(tp, seed, best_params, x_train, y_train, train_dates, x_valid, y_valid)
-                plateau = log_learning_curve(curve, tp.learning_curve_tolerance)
-            timings["learning_curve_s"] = round(time.perf_counter() - clock, 1)
-            clock = time.perf_counter()
-
-            # Refit on the whole training window (bootstrap capped); operating threshold on validation.
-            refit_params = scaling.capped_forest_params(best_params, len(x_train), tp.max_samples_rows)
-            mlflow.log_params({"refit_bootstrap_rows": refit_params["max_samples"]})
-            pipeline = forest_pipeline(refit_params, seed, tp.n_jobs)
-            pipeline.fit(x_train, y_train)
-            p_valid = scaling.predict_positive(pipeline, x_valid)
-            timings["refit_s"] = round(time.perf_counter() - clock, 1)
-            # Timings go to MLflow and the printed summary, never to train.json (same inputs, same bytes).
-            mlflow.log_metrics({f"time_{k}": v for k, v in timings.items()})
-            point: OperatingPoint = choose_threshold(y_valid, p_valid, tp.min_precision, tp.threshold_fallback)
-            if point.rule != "min_precision":
-                log.warning("validation: no threshold reaches precision >= %.3f; using the max-F2 threshold %.4f",
-                            tp.min_precision, point.threshold)
-            valid_metrics = probability_metrics(y_valid, p_valid, point.threshold)
-            mlflow.log_metrics({f"valid_{k}": v for k, v in valid_metrics.items()})
-            mlflow.log_metrics({"threshold": rounded(point.threshold, DIGITS)})
-            mlflow.set_tag("threshold_rule", point.rule)
-
-            set_forest_jobs(pipeline, 1)  # serving: single rows, no thread pool
-            bundle = {"format": 1, "pipeline": pipeline, "threshold": float(point.threshold),
-                      "numeric": list(fdata.NUMERIC), "categorical": list(fdata.CATEGORICAL)}
-            model_file = staging / MODEL_FILE
-            joblib.dump(bundle, model_file, compress=3)
-
-            interrupts.checkpoint()  # registering a version cannot be undone: not after a swallowed Ctrl-C
-            info = mlflow.pyfunc.log_model(
-                name="model",
-                python_model=str(PYFUNC_CODE),
-                artifacts={"bundle": str(model_file)},
-                signature=model_signature(),
-                input_example=input_example(x_train),
-                registered_model_name=tp.model_name,
-                pip_requirements=_pip_requirements(),
-            )
-            version = str(info.registered_model_version)
-            version_tags = {
-                "features_md5": features_md5,
-                "git_commit": commit,
-                "threshold": f"{point.threshold:.6f}",
-                "threshold_rule": point.rule,
-                "min_precision": f"{tp.min_precision}",
-                "valid_recall": f"{valid_metrics['recall']:.6f}",
-                "valid_precision": f"{valid_metrics['precision']:.6f}",
-                "valid_roc_auc": f"{valid_metrics['roc_auc']:.6f}",
-                "train_end": tp.train_end.isoformat(),
-                "valid_end": tp.valid_end.isoformat(),
-                "run_id": run_id,
-            }
-            for key, value in version_tags.items():
-                client.set_model_version_tag(tp.model_name, version, key, value)
-
-        meta = {
-            "model_name": tp.model_name,
-            "version": version,
-            "model_uri": f"models:/{tp.model_name}/{version}",
-            "run_id": run_id,
-            "experiment": tp.experiment,
-            "threshold": rounded(point.threshold, DIGITS),
-            "threshold_rule": point.rule,
-            "min_precision": tp.min_precision,
-            "numeric_features": list(fdata.NUMERIC),
-            "categorical_features": list(fdata.CATEGORICAL),
-            "train_end": tp.train_end.isoformat(),
-            "valid_end": tp.valid_end.isoformat(),
-            "best_params": best_params,
-            "seed": seed,
-            "features_md5": features_md5,
-            "git_commit": commit,
-        }
-        metrics_io.write_json(staging / META_FILE, meta)
-    result = {
-        "best_cv_objective": rounded(best.value or 0.0, DIGITS),
-        "best_params": best_params,
-        "n_trials_run": len(study.trials),
-        "n_trials_completed": n_complete,
-        "n_trials_pruned": n_pruned,
-        "timeout_hit": timeout_hit,
-        "threshold": rounded(point.threshold, DIGITS),
-        "threshold_rule": point.rule,
-        "min_precision": tp.min_precision,
-        "valid": valid_metrics,
-        "rows": split.sizes(),
-        "tune_rows": int(tune_idx.size),
-        "refit_bootstrap_rows": int(refit_params["max_samples"]),
-        "learning_curve_plateau_rows": plateau,
-        "model_version": version,
-    }
-    metrics_io.write_json(paths.metrics / "train.json", result)  # no timings: same inputs, same bytes
-    result["duration_s"] = round(time.perf_counter() - started, 1)
-    result["timings"] = timings
-    log.info("train: version %s, threshold %.4f (%s), valid recall %.3f precision %.3f",
-             version, point.threshold, point.rule, valid_metrics["recall"], valid_metrics["precision"])
-    return result
+            plateau = learning_curve_step(windows, tp, seed, study.best_params)
+            timings = {"tuning_s": study.seconds, "learning_curve_s": round(time.perf_counter() - clock, 1)}
+            fitted = refit(windows, tp, seed, study.best_params)
+            timings["refit_s"] = fitted.seconds
+            log_refit(fitted, timings)
+            write_bundle(staging / MODEL_FILE, fitted.bundle)
+            registered = register(staging / MODEL_FILE, fitted, windows, tp, tracker, parent.info.run_id)
+        write_meta(staging / META_FILE, model_meta(tp, seed, study, fitted, registered, windows, tracker.git_commit))
+    summary = train_summary(tp, study, fitted, registered, windows, sample, plateau)
+    write_outputs(paths, summary)
+    log.info("train: version %s, threshold %.4f (%s), valid recall %.3f precision %.3f", registered.version,
+             fitted.point.threshold, fitted.point.rule, fitted.valid_metrics["recall"],
+             fitted.valid_metrics["precision"])
+    return {**summary, "duration_s": round(time.perf_counter() - started, 1), "timings": timings}

@@ -9,12 +9,10 @@ models/model_meta.json in the train stage's format, so `run_monitor` can run wit
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
-import joblib
 import numpy as np
 import polars as pl
 from sklearn.compose import ColumnTransformer
@@ -24,6 +22,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder
 
 from pipelines import contracts
+from pipelines.model.artifacts import META_FILE, MODEL_FILE, ModelBundle, ModelMeta, write_bundle, write_meta
 
 POVERTY = {"93": 27.6, "95": 17.0, "94": 16.6, "75": 15.4, "91": 13.2, "92": 11.9, "77": 11.7, "78": 9.7}
 DIAGNOSES = ("COPD", "HEART_FAILURE", "DIABETES", "CKD", "CANCER", "STROKE", "PNEUMONIA", "OTHER")
@@ -133,10 +132,9 @@ def write_model(root: Path, train: pl.DataFrame, train_end: date, valid_end: dat
     """models/model.joblib (bundle format 1) and models/model_meta.json, like the train stage."""
     models = root / "models"
     models.mkdir(parents=True, exist_ok=True)
-    bundle = {"format": 1, "pipeline": fit_pipeline(train), "threshold": threshold,
-              "numeric": NUMERIC, "categorical": CATEGORICAL}
-    joblib.dump(bundle, models / "model.joblib")
-    meta = {"model_name": "test-model", "version": version, "threshold": threshold,
-            "train_end": train_end.isoformat(), "valid_end": valid_end.isoformat(),
-            "numeric_features": NUMERIC, "categorical_features": CATEGORICAL, "seed": 0}
-    (models / "model_meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True), encoding="utf-8")
+    write_bundle(models / MODEL_FILE, ModelBundle(fit_pipeline(train), threshold, tuple(NUMERIC), tuple(CATEGORICAL)))
+    write_meta(models / META_FILE, ModelMeta(
+        model_name="test-model", version=version, model_uri=f"models:/test-model/{version}", run_id="run",
+        experiment="test", threshold=threshold, threshold_rule="min_precision", min_precision=0.25,
+        numeric_features=tuple(NUMERIC), categorical_features=tuple(CATEGORICAL), train_end=train_end,
+        valid_end=valid_end, best_params={}, seed=0, features_md5="md5", git_commit="unknown"))

@@ -109,7 +109,7 @@ def check_consistent(root: Path) -> None:
     import duckdb
 
     from pipelines.config import Paths
-    from pipelines.train import load_model
+    from pipelines.model.artifacts import load_model
 
     con = duckdb.connect(str(root / "data" / "warehouse.duckdb"), read_only=True)
     try:
@@ -122,8 +122,8 @@ def check_consistent(root: Path) -> None:
     assert n_kpis is not None
     assert n_kpis[0] > 0
     bundle, meta = load_model(Paths(root))
-    assert 0 < bundle["threshold"] < 1
-    assert meta["model_name"] == "idf-readmission-rf"
+    assert 0 < bundle.threshold < 1
+    assert meta.model_name == "idf-readmission-rf"
     assert running_runs(root) == []
     assert leftovers(root) == []
     status = dvc(root, "status")

@@ -24,9 +24,10 @@ from pipelines.config import Params, Paths
 from pipelines.evaluate import run_evaluate
 from pipelines.model import data as fdata
 from pipelines.model import tracking
+from pipelines.model.artifacts import load_model, read_meta
 from pipelines.model.pyfunc_model import predict_frame
 from pipelines.model.thresholds import RULE_F2, ThresholdError, choose_threshold
-from pipelines.train import load_model, run_train
+from pipelines.train import run_train
 
 REMOTE_SCRIPT = re.compile(r"<script[^>]*src=[\"']https?://")
 ROWS = 4000
@@ -51,7 +52,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     train = run_train(paths, params)
     evaluation = run_evaluate(paths, params)
     bundle, meta = load_model(paths)
-    split = fdata.temporal_split(fdata.load_features(paths), date_of(meta["train_end"]), date_of(meta["valid_end"]))
+    split = fdata.temporal_split(fdata.load_features(paths), meta.train_end, meta.valid_end)
     return {"paths": paths, "params": params, "train": train, "evaluate": evaluation, "bundle": bundle,
             "meta": meta, "split": split}
 
@@ -73,19 +74,19 @@ def test_train_outputs(project: dict[str, Any]) -> None:
     assert 0 < train["best_cv_objective"] <= 1
     assert set(train["valid"]) >= {"recall", "precision", "f2", "pr_auc", "roc_auc", "brier"}
     meta = project["meta"]
-    assert meta["threshold"] == train["threshold"]
-    assert meta["numeric_features"] + meta["categorical_features"] == fdata.FEATURES
+    assert meta.threshold == train["threshold"]
+    assert [*meta.numeric_features, *meta.categorical_features] == fdata.FEATURES
     assert (paths.models / "model.joblib").exists()
 
 
 def test_threshold_is_the_validation_rule(project: dict[str, Any]) -> None:
     split, bundle, meta = project["split"], project["bundle"], project["meta"]
     p_valid = predict_frame(bundle, fdata.to_model_input(split.valid))["probability"].to_numpy()
-    point = choose_threshold(fdata.labels(split.valid), p_valid, meta["min_precision"], "f2")
-    assert point.threshold == pytest.approx(bundle["threshold"])
-    assert point.rule == meta["threshold_rule"]
+    point = choose_threshold(fdata.labels(split.valid), p_valid, meta.min_precision, "f2")
+    assert point.threshold == pytest.approx(bundle.threshold)
+    assert point.rule == meta.threshold_rule
     if point.rule == "min_precision":
-        assert project["train"]["valid"]["precision"] >= meta["min_precision"]
+        assert project["train"]["valid"]["precision"] >= meta.min_precision
 
 
 def test_evaluate_outputs(project: dict[str, Any]) -> None:
@@ -141,25 +142,25 @@ def test_runs_and_registered_version(project: dict[str, Any]) -> None:
     meta = project["meta"]
     client = tracking.connect(paths)
     assert (paths.mlruns / "mlflow.db").exists()
-    parent = client.get_run(meta["run_id"])
+    parent = client.get_run(meta.run_id)
     assert parent.data.metrics["best_cv_recall_at_floor"] == project["train"]["best_cv_objective"]
     assert "test_rf_roc_auc" in parent.data.metrics
     children = client.search_runs([parent.info.experiment_id],
-                                  filter_string=f"tags.mlflow.parentRunId = '{meta['run_id']}'")
+                                  filter_string=f"tags.mlflow.parentRunId = '{meta.run_id}'")
     assert len(children) == 3
     assert all("fold0_recall_at_floor" in c.data.metrics for c in children)
-    artifacts = {a.path for a in client.list_artifacts(meta["run_id"], "evaluation")}
+    artifacts = {a.path for a in client.list_artifacts(meta.run_id, "evaluation")}
     assert "evaluation/evaluation.html" in artifacts
-    assert any(a.path == "optuna" for a in client.list_artifacts(meta["run_id"]))
+    assert any(a.path == "optuna" for a in client.list_artifacts(meta.run_id))
     experiment = client.get_experiment(parent.info.experiment_id)
     assert Path(experiment.artifact_location.removeprefix("file://")).is_relative_to(paths.mlruns)
 
-    version = client.get_model_version(meta["model_name"], meta["version"])
+    version = client.get_model_version(meta.model_name, meta.version)
     tags = version.tags
-    assert tags["features_md5"] == fdata.file_md5(fdata.features_path(paths)) == meta["features_md5"]
+    assert tags["features_md5"] == fdata.file_md5(fdata.features_path(paths)) == meta.features_md5
     assert tags["git_commit"]
-    assert float(tags["threshold"]) == pytest.approx(meta["threshold"])
-    assert float(tags["min_precision"]) == meta["min_precision"]
+    assert float(tags["threshold"]) == pytest.approx(meta.threshold)
+    assert float(tags["min_precision"]) == meta.min_precision
     assert float(tags["valid_recall"]) == pytest.approx(project["train"]["valid"]["recall"])
     assert float(tags["valid_precision"]) == pytest.approx(project["train"]["valid"]["precision"])
     assert tags["test_roc_auc"]
@@ -169,14 +170,14 @@ def test_registered_model_loads_and_predicts_like_in_process(project: dict[str, 
     paths: Paths = project["paths"]
     meta, bundle, split = project["meta"], project["bundle"], project["split"]
     tracking.connect(paths)
-    loaded = mlflow.pyfunc.load_model(f"models:/{meta['model_name']}/{meta['version']}")
+    loaded = mlflow.pyfunc.load_model(f"models:/{meta.model_name}/{meta.version}")
     served = loaded.predict(fdata.to_serving_input(split.test))
     local = predict_frame(bundle, fdata.to_model_input(split.test))
     assert list(served.columns) == ["probability", "high_risk"]
     np.testing.assert_allclose(served["probability"].to_numpy(), local["probability"].to_numpy(), rtol=0, atol=1e-12)
     assert (served["high_risk"].to_numpy() == local["high_risk"].to_numpy()).all()
-    assert ((local["probability"] >= bundle["threshold"]).astype(int) == local["high_risk"]).all()
-    assert bundle["pipeline"].named_steps["rf"].n_jobs == 1  # saved for serving
+    assert ((local["probability"] >= bundle.threshold).astype(int) == local["high_risk"]).all()
+    assert bundle.pipeline.named_steps["rf"].n_jobs == 1  # saved for serving
 
     # JSON-like records: Python ints, a null or an int for the nullable column, an extra key
     records = split.test.head(3).drop(fdata.LABEL, fdata.DATE).to_dicts()
@@ -273,6 +274,6 @@ def test_unreachable_precision_floor(tmp_path: Path) -> None:
     assert result["threshold_rule"] == RULE_F2
     assert result["valid"]["precision"] < 0.9
     client = tracking.connect(Paths(tmp_path))
-    meta = json.loads((tmp_path / "models" / "model_meta.json").read_text())
-    assert meta["threshold_rule"] == RULE_F2
-    assert client.get_model_version(meta["model_name"], meta["version"]).tags["threshold_rule"] == RULE_F2
+    meta = read_meta(tmp_path / "models" / "model_meta.json")
+    assert meta.threshold_rule == RULE_F2
+    assert client.get_model_version(meta.model_name, meta.version).tags["threshold_rule"] == RULE_F2

@@ -19,7 +19,7 @@ from pipelines import monitor
 from pipelines.config import Params, Paths
 from pipelines.model import data as fdata
 from pipelines.model import scaling, tracking
-from pipelines.model.artifacts import load_model
+from pipelines.model.artifacts import ModelBundle, load_model
 from pipelines.model.preprocessing import forest_pipeline
 from pipelines.model.pyfunc_model import predict_frame
 from pipelines.train import run_train
@@ -151,17 +151,16 @@ def test_learning_curve_sizes() -> None:
 
 
 @pytest.fixture(scope="module")
-def fitted() -> tuple[Any, pd.DataFrame, dict[str, Any]]:
+def fitted() -> tuple[Any, pd.DataFrame, ModelBundle]:
     features, _ = make_features(n_rows=2000, seed=8)
     x, y = fdata.to_model_input(features), fdata.labels(features)
     pipeline = forest_pipeline({"n_estimators": 20, "max_depth": 8, "min_samples_leaf": 5}, 3, 1).fit(x, y)
-    bundle = {"format": 1, "pipeline": pipeline, "threshold": 0.5, "numeric": list(fdata.NUMERIC),
-              "categorical": list(fdata.CATEGORICAL)}
+    bundle = ModelBundle(pipeline, 0.5, tuple(fdata.NUMERIC), tuple(fdata.CATEGORICAL))
     return pipeline, x, bundle
 
 
 @pytest.mark.parametrize("chunk_rows", [1, 7, 333, 2000, 10_000])
-def test_chunked_prediction_equals_unchunked(fitted: tuple[Any, pd.DataFrame, dict[str, Any]],
+def test_chunked_prediction_equals_unchunked(fitted: tuple[Any, pd.DataFrame, ModelBundle],
                                              chunk_rows: int) -> None:
     pipeline, x, bundle = fitted
     whole = pipeline.predict_proba(x)[:, 1]
@@ -173,7 +172,7 @@ def test_chunked_prediction_equals_unchunked(fitted: tuple[Any, pd.DataFrame, di
         scaling.predict_positive(pipeline, x, 0)
 
 
-def test_monitor_scores_in_chunks(fitted: tuple[Any, pd.DataFrame, dict[str, Any]],
+def test_monitor_scores_in_chunks(fitted: tuple[Any, pd.DataFrame, ModelBundle],
                                   monkeypatch: pytest.MonkeyPatch) -> None:
     _, _, bundle = fitted
     features, _ = make_features(n_rows=2000, seed=8)
@@ -201,26 +200,26 @@ def test_train_tunes_on_the_sample_and_caps_the_refit(tmp_path: Path) -> None:
     assert written["tune_rows"] == 900
     assert written["refit_bootstrap_rows"] == 250
     bundle, meta = load_model(paths)
-    assert bundle["pipeline"].named_steps["rf"].max_samples == 250
+    assert bundle.pipeline.named_steps["rf"].max_samples == 250
     n_train = written["rows"]["train"]
     assert n_train > 900
 
     client = tracking.connect(paths)
-    run = client.get_run(meta["run_id"])
+    run = client.get_run(meta.run_id)
     assert run.data.params["n_tune"] == "900"
     assert run.data.params["refit_bootstrap_rows"] == "250"
-    history = client.get_metric_history(meta["run_id"], "lc_roc_auc")
+    history = client.get_metric_history(meta.run_id, "lc_roc_auc")
     steps = sorted(m.step for m in history)
     assert steps == scaling.learning_curve_sizes(n_train, 3, 200)
     assert all(0.5 < m.value <= 1 for m in history)
     assert result["learning_curve_plateau_rows"] in steps
-    artifacts = {a.path for a in client.list_artifacts(meta["run_id"], "learning_curve")}
+    artifacts = {a.path for a in client.list_artifacts(meta.run_id, "learning_curve")}
     assert artifacts == {"learning_curve/learning_curve.csv", "learning_curve/learning_curve.html"}
-    csv_path = client.download_artifacts(meta["run_id"], "learning_curve/learning_curve.csv", str(tmp_path))
+    csv_path = client.download_artifacts(meta.run_id, "learning_curve/learning_curve.csv", str(tmp_path))
     curve = pl.read_csv(csv_path)
     assert curve["rows"].to_list() == steps
     assert curve["bootstrap_rows"].max() <= 250
     # trials train on the sample's folds: fold training sets are smaller than the sample
-    trials = client.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{meta['run_id']}'")
+    trials = client.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{meta.run_id}'")
     assert len(trials) == 2
-    assert date.fromisoformat(meta["train_end"]) == date(2023, 10, 1)
+    assert meta.train_end == date(2023, 10, 1)

@@ -14,7 +14,6 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-import joblib
 import mlflow
 import numpy as np
 import pytest
@@ -23,6 +22,7 @@ from feature_fixtures import write_fixture
 from pipelines.config import Params, Paths, PromoteParams
 from pipelines.model import data as fdata
 from pipelines.model import tracking
+from pipelines.model.artifacts import META_FILE, ModelBundle, ModelMeta, write_bundle, write_meta
 from pipelines.model.preprocessing import forest_pipeline, set_forest_jobs
 from pipelines.model.pyfunc_model import predict_frame
 from pipelines.model.thresholds import RULE_F2, RULE_FLOOR, recall_at_precision
@@ -59,7 +59,7 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> Base:
     hp = {"n_estimators": 30, "max_depth": 6, "min_samples_leaf": 20, "max_features": "sqrt", "max_samples": 0.9}
     pipeline = forest_pipeline(hp, 7, 1).fit(fdata.to_model_input(split.train), fdata.labels(split.train))
     set_forest_jobs(pipeline, 1)
-    bundle = {"pipeline": pipeline, "threshold": 0.5, "numeric": fdata.NUMERIC, "categorical": fdata.CATEGORICAL}
+    bundle = ModelBundle(pipeline, 0.5, tuple(fdata.NUMERIC), tuple(fdata.CATEGORICAL))
     p_test = predict_frame(bundle, fdata.to_model_input(split.test))["probability"].to_numpy()
     y_test = fdata.labels(split.test)
     # The operating threshold of the "good" versions: the most recall at precision >= 0.28 on the
@@ -92,8 +92,8 @@ class Store:
         """A new registered version of the base forest at `threshold`; it becomes the stage's challenger."""
         tracking.connect(self.paths)
         bundle_file = self.root / "bundle.joblib"
-        joblib.dump({"format": 1, "pipeline": self.base.pipeline, "threshold": float(threshold),
-                     "numeric": fdata.NUMERIC, "categorical": fdata.CATEGORICAL}, bundle_file)
+        write_bundle(bundle_file, ModelBundle(self.base.pipeline, float(threshold), tuple(fdata.NUMERIC),
+                                              tuple(fdata.CATEGORICAL)))
         with mlflow.start_run(experiment_id=self.experiment_id) as run:
             info = mlflow.pyfunc.log_model(name="model", python_model=str(PYFUNC_CODE),
                                            artifacts={"bundle": str(bundle_file)}, signature=model_signature(),
@@ -108,10 +108,19 @@ class Store:
 
     def challenge(self, version: str, ratio: float | None = 0.9) -> None:
         """Point the stage inputs at `version`, as train / evaluate / monitor would."""
-        self._write(self.paths.models / "model_meta.json", {"model_name": NAME, "version": version})
+        self.write_meta(version)
         self._write(self.paths.metrics / "evaluate.json", {"model_version": version})
         self._write(self.paths.metrics / "monitoring.json", {"department_recall_ratio": ratio})
         self._write(self.paths.reports / "monitoring" / "fairness.json", {"model": {"version": version}})
+
+    def write_meta(self, version: str) -> None:
+        """models/model_meta.json as train writes it (promote reads the name and version)."""
+        self.paths.models.mkdir(parents=True, exist_ok=True)
+        write_meta(self.paths.models / META_FILE, ModelMeta(
+            model_name=NAME, version=version, model_uri=f"models:/{NAME}/{version}", run_id="run", experiment="exp",
+            threshold=0.5, threshold_rule=RULE_FLOOR, min_precision=FLOOR, numeric_features=tuple(fdata.NUMERIC),
+            categorical_features=tuple(fdata.CATEGORICAL), train_end=TRAIN_END, valid_end=VALID_END,
+            best_params={}, seed=0, features_md5="md5", git_commit="unknown"))
 
     @staticmethod
     def _write(path: Path, payload: dict[str, Any]) -> None:
@@ -358,7 +367,7 @@ def test_stale_inputs_are_refused_with_a_clear_error(store: Store) -> None:
     with pytest.raises(PromoteError, match=r"monitoring\.json: monitoring summary"):
         run_promote(store.paths, store.params())
     store.challenge(version)
-    store._write(store.paths.models / "model_meta.json", {"model_name": NAME, "version": "97"})
+    store.write_meta("97")
     store._write(store.paths.metrics / "evaluate.json", {"model_version": "97"})
     store._write(store.paths.reports / "monitoring" / "fairness.json", {"model": {"version": "97"}})
     with pytest.raises(PromoteError, match="has no version 97"):

@@ -8,6 +8,7 @@ alias `champion` is set on it (promotion itself is tested in test_promote.py).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -33,6 +34,7 @@ from pipelines import contracts
 from pipelines.config import Params, Paths
 from pipelines.model import data as fdata
 from pipelines.model import pyfunc_model, tracking
+from pipelines.model.artifacts import load_model
 from pipelines.model.pyfunc_model import CompiledPipeline, InputError, check_input, predict_frame
 from pipelines.serving import (
     ScoringClient,
@@ -49,7 +51,7 @@ from pipelines.serving import (
     split_payload,
     venv_bin,
 )
-from pipelines.train import load_model, run_train
+from pipelines.train import run_train
 
 NAME = "idf-readmission-rf"
 TRAIN: dict[str, Any] = {
@@ -73,8 +75,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     client = tracking.connect(paths)
     client.set_registered_model_alias(NAME, "champion", result["model_version"])
     bundle, meta = load_model(paths)
-    split = fdata.temporal_split(fdata.load_features(paths), pd.Timestamp(meta["train_end"]).date(),
-                                 pd.Timestamp(meta["valid_end"]).date())
+    split = fdata.temporal_split(fdata.load_features(paths), meta.train_end, meta.valid_end)
     info = mlflow.models.get_model_info(f"models:/{NAME}@champion")
     return {"paths": paths, "params": params, "bundle": bundle, "meta": meta, "split": split,
             # MLflow drops undeclared columns and casts types before the model sees them when the
@@ -185,7 +186,7 @@ def test_compiled_pipeline_gives_sklearn_bits(project: dict[str, Any]) -> None:
     records.loc[5, "department"] = "99"
     np.testing.assert_array_equal(predict_frame(bundle, records, compiled)["probability"].to_numpy(),
                                   predict_frame(bundle, records)["probability"].to_numpy())
-    assert CompiledPipeline.build({**bundle, "pipeline": object()}) is None  # another shape: sklearn path
+    assert CompiledPipeline.build(dataclasses.replace(bundle, pipeline=object())) is None  # another shape: sklearn path
 
 
 def test_logged_signature_lets_the_model_check_its_input(project: dict[str, Any]) -> None:
@@ -583,7 +584,7 @@ def test_score_batch_equals_in_process(project: dict[str, Any], tmp_path: Path) 
     np.testing.assert_array_equal(scores["high_risk"].to_numpy(), expected["high_risk"].to_numpy())
     assert summary["rows"] == discharges.height
     assert summary["flagged"] == int(expected["high_risk"].sum())
-    assert summary["model_version"] == project["meta"]["version"]
+    assert summary["model_version"] == project["meta"].version
     first = out.read_bytes()
     score_batch(paths, params, source, out)
     assert out.read_bytes() == first  # deterministic

@@ -2,11 +2,15 @@
 
 This file is logged as MLflow "model code" (mlflow.pyfunc.log_model(python_model=<this file>)),
 so it must stay self-contained: it imports numpy, pandas, joblib and mlflow only, never the
-`pipelines` package. The pipeline and threshold come from the `bundle` artifact, a joblib dict
-written by the train stage (the same file as models/model.joblib):
+`pipelines` package (but for its error base class). The pipeline and threshold come from the
+`bundle` artifact, a joblib dict written by the train stage (the same file as models/model.joblib):
 
     {"format": 1, "pipeline": Pipeline, "threshold": float,
      "numeric": [...], "categorical": [...]}
+
+In memory it is a `ModelBundle`, read and written by `read_bundle` / `write_bundle` only. The file
+stays a plain dict: every registered version holds one, and a pickled class would tie the file to
+a module name (MLflow loads this file as a fresh module per version).
 
 predict(frame) -> DataFrame[probability: float64, high_risk: int64 (probability >= threshold)].
 
@@ -25,7 +29,10 @@ scoring (pipelines/model/scoring_contract.py), which this file may not import.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from dataclasses import dataclass
 from numbers import Real
+from pathlib import Path
 from typing import Any
 
 import joblib
@@ -38,6 +45,8 @@ from mlflow.pyfunc.model import PythonModel
 from pipelines.errors import PipelineInputError
 
 BUNDLE_ARTIFACT = "bundle"
+BUNDLE_FORMAT = 1  # the joblib dict's layout; read_bundle refuses any other
+BUNDLE_KEYS = ("format", "pipeline", "threshold", "numeric", "categorical")  # the dict's keys, in file order
 
 # Copies of pipelines.contracts facts (this file may not import the package; a test checks them).
 LABEL = "readmitted_30d"
@@ -54,36 +63,90 @@ class InputError(PipelineInputError, ValueError):
         self.column = column
 
 
-def load_bundle(path: str) -> dict[str, Any]:
-    bundle: dict[str, Any] = joblib.load(path)
-    if bundle.get("format") != 1:
-        raise ValueError(f"{path}: unknown model bundle format {bundle.get('format')!r}")
-    return bundle
+class BundleError(PipelineInputError, ValueError):
+    """models/model.joblib (or a version's bundle artifact) is not a format-1 bundle."""
 
 
-def model_frame(bundle: dict[str, Any], frame: pd.DataFrame) -> pd.DataFrame:
+@dataclass(frozen=True)
+class ModelBundle:
+    """The fitted pipeline, its operating threshold and its input columns (models/model.joblib)."""
+
+    pipeline: Any  # sklearn Pipeline: "prep" (ColumnTransformer) then "rf" for the train stage's
+    threshold: float  # high_risk = probability >= threshold
+    numeric: tuple[str, ...]
+    categorical: tuple[str, ...]
+
+    @property
+    def features(self) -> list[str]:
+        return [*self.numeric, *self.categorical]
+
+    def to_payload(self) -> dict[str, Any]:
+        """The joblib dict (format 1), keys in the order train has always written them."""
+        return {"format": BUNDLE_FORMAT, "pipeline": self.pipeline, "threshold": float(self.threshold),
+                "numeric": list(self.numeric), "categorical": list(self.categorical)}
+
+    @classmethod
+    def from_payload(cls, payload: object, source: str = "model bundle") -> ModelBundle:
+        """The bundle of a format-1 dict; BundleError names `source` and what is wrong."""
+        if not isinstance(payload, Mapping):
+            raise BundleError(f"{source}: not a model bundle (a {type(payload).__name__}, expected a dict)")
+        if payload.get("format") != BUNDLE_FORMAT:
+            raise BundleError(f"{source}: unknown model bundle format {payload.get('format')!r} "
+                              f"(this code reads format {BUNDLE_FORMAT}; re-run the train stage)")
+        missing = [key for key in BUNDLE_KEYS if key not in payload]
+        if missing:
+            raise BundleError(f"{source}: model bundle lacks key(s) {', '.join(missing)} (re-run the train stage)")
+        return cls(payload["pipeline"], float(payload["threshold"]), tuple(payload["numeric"]),
+                   tuple(payload["categorical"]))
+
+
+def read_bundle(path: str | Path) -> ModelBundle:
+    return ModelBundle.from_payload(joblib.load(path), str(path))
+
+
+def write_bundle(path: str | Path, bundle: ModelBundle) -> None:
+    joblib.dump(bundle.to_payload(), path, compress=3)
+
+
+def loaded_bundle(pyfunc: Any) -> ModelBundle | None:
+    """The bundle of a model loaded by mlflow.pyfunc.load_model; None for another flavour or format.
+
+    Versions logged before ModelBundle hold the plain dict; newer ones hold a ModelBundle of their
+    own copy of this file, a class MLflow loaded under another module name: both are accepted."""
+    try:
+        held = getattr(pyfunc.unwrap_python_model(), "bundle", None)
+    except Exception:  # not a python_model flavour
+        return None
+    to_payload = getattr(held, "to_payload", None)
+    try:
+        return ModelBundle.from_payload(to_payload() if callable(to_payload) else held)
+    except (BundleError, TypeError, ValueError):
+        return None
+
+
+def model_frame(bundle: ModelBundle, frame: pd.DataFrame) -> pd.DataFrame:
     """The feature columns, numerics as float64 (None/ints from JSON become NaN/floats)."""
-    missing = [c for c in bundle["numeric"] + bundle["categorical"] if c not in frame.columns]
+    missing = [c for c in bundle.features if c not in frame.columns]
     if missing:
         raise ValueError(f"input lacks feature column(s): {', '.join(missing)}")
     columns: dict[str, np.ndarray] = {}
-    for col in bundle["numeric"]:
+    for col in bundle.numeric:
         columns[col] = pd.to_numeric(frame[col], errors="raise").to_numpy(dtype="float64", na_value=np.nan)
-    for col in bundle["categorical"]:
-        values = frame[col].astype("object")
+    for col in bundle.categorical:
+        values: Any = frame[col].astype("object")  # pandas-stubs: no where(..., None) overload
         columns[col] = values.where(values.notna(), None).to_numpy(dtype=object)
     return pd.DataFrame(columns, index=frame.index)  # one constructor: column inserts cost ~0.5 ms each
 
 
-def predict_frame(bundle: dict[str, Any], frame: pd.DataFrame, compiled: CompiledPipeline | None = None
+def predict_frame(bundle: ModelBundle, frame: pd.DataFrame, compiled: CompiledPipeline | None = None
                   ) -> pd.DataFrame:
     """probability and high_risk per row. `compiled` (the pipeline as arrays, see CompiledPipeline)
     computes the same bits faster; it expects input that passed `check_input`."""
     if compiled is None:
-        probability = bundle["pipeline"].predict_proba(model_frame(bundle, frame))[:, 1].astype("float64")
+        probability = bundle.pipeline.predict_proba(model_frame(bundle, frame))[:, 1].astype("float64")
     else:
         probability = compiled.predict_positive(frame)
-    high_risk = (probability >= bundle["threshold"]).astype(np.int64)
+    high_risk = (probability >= bundle.threshold).astype(np.int64)
     return pd.DataFrame({"probability": probability, "high_risk": high_risk}, index=frame.index)
 
 
@@ -169,9 +232,9 @@ class CompiledPipeline:
     sklearn on generated rows (every category, an unseen one, NaN) and returns None on any
     difference, or for a pipeline of another shape: predict_frame then uses sklearn."""
 
-    def __init__(self, bundle: dict[str, Any], forest: CompiledForest) -> None:
-        prep = bundle["pipeline"].named_steps["prep"]
-        self.numeric, self.categorical = list(bundle["numeric"]), list(bundle["categorical"])
+    def __init__(self, bundle: ModelBundle, forest: CompiledForest) -> None:
+        prep = bundle.pipeline.named_steps["prep"]
+        self.numeric, self.categorical = list(bundle.numeric), list(bundle.categorical)
         steps = [(trans, list(cols)) for name, trans, cols in prep.transformers_ if name != "remainder"]
         if len(steps) != 2 or steps[0][1] != self.numeric or steps[1][1] != self.categorical:
             raise ValueError("unexpected column layout")
@@ -201,8 +264,8 @@ class CompiledPipeline:
         return self.forest.predict_positive(np.hstack(blocks))
 
     @classmethod
-    def build(cls, bundle: dict[str, Any], n_check: int = 256, seed: int = 1) -> CompiledPipeline | None:
-        forest = CompiledForest.build(bundle["pipeline"])
+    def build(cls, bundle: ModelBundle, n_check: int = 256, seed: int = 1) -> CompiledPipeline | None:
+        forest = CompiledForest.build(bundle.pipeline)
         if forest is None:
             return None
         try:
@@ -216,10 +279,10 @@ class CompiledPipeline:
                 pool = [c for c in categories if isinstance(c, str)] + ["__unseen__"]
                 check[col] = rng.choice(np.asarray(pool, dtype=object), n_check)
             frame = pd.DataFrame(check)
-            sklearn_x = bundle["pipeline"].named_steps["prep"].transform(model_frame(bundle, frame))
+            sklearn_x = bundle.pipeline.named_steps["prep"].transform(model_frame(bundle, frame))
             if not np.array_equal(np.asarray(sklearn_x, dtype=np.float64), compiled.matrix(frame), equal_nan=True):
                 return None
-            expected = bundle["pipeline"].predict_proba(model_frame(bundle, frame))[:, 1]
+            expected = bundle.pipeline.predict_proba(model_frame(bundle, frame))[:, 1]
             if not np.array_equal(compiled.predict_positive(frame), expected):
                 return None
         except Exception:  # a pipeline of another shape: sklearn's own path
@@ -275,9 +338,9 @@ def _check_categorical(name: str, values: pd.Series) -> None:
                 f"column '{name}': expected a string, got {type(value).__name__} (row {row})", name)
 
 
-def check_input(bundle: dict[str, Any], frame: pd.DataFrame) -> None:
+def check_input(bundle: ModelBundle, frame: pd.DataFrame) -> None:
     """Refuse what the model must not score (see the module docstring); InputError names the column."""
-    numeric, categorical = list(bundle["numeric"]), list(bundle["categorical"])
+    numeric, categorical = list(bundle.numeric), list(bundle.categorical)
     features = numeric + categorical
     if len(frame) == 0:
         raise InputError("no rows to score: send at least one feature row")
@@ -305,7 +368,7 @@ class ReadmissionModel(PythonModel):  # type: ignore[misc]
     """30-day readmission risk: probability and high_risk flag at the validation threshold."""
 
     def load_context(self, context: Any) -> None:
-        self.bundle = load_bundle(context.artifacts[BUNDLE_ARTIFACT])
+        self.bundle = read_bundle(context.artifacts[BUNDLE_ARTIFACT])
         self.compiled = CompiledPipeline.build(self.bundle)
 
     # pd.DataFrame is a type hint MLflow accepts without inferring a schema from it; the input

@@ -17,10 +17,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+
+if TYPE_CHECKING:  # at run time pyfunc_model (and mlflow) load only when predicting
+    from pipelines.model.pyfunc_model import ModelBundle
 
 # Rows per prediction slice: ~65 k rows x ~60 one-hot columns x 8 bytes ~ 30 MB per slice.
 PREDICT_CHUNK_ROWS = 65_536
@@ -105,7 +108,7 @@ def predict_positive(model: Any, x: pd.DataFrame, chunk_rows: int = PREDICT_CHUN
     return _chunked(lambda part: model.predict_proba(part)[:, 1].astype("float64"), x, chunk_rows)
 
 
-def predict_frame_chunked(bundle: dict[str, Any], frame: pd.DataFrame,
+def predict_frame_chunked(bundle: ModelBundle, frame: pd.DataFrame,
                           chunk_rows: int = PREDICT_CHUNK_ROWS) -> pd.DataFrame:
     """pyfunc_model.predict_frame (probability, high_risk) in slices of `chunk_rows` rows."""
     from pipelines.model.pyfunc_model import predict_frame

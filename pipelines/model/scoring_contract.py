@@ -18,7 +18,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
@@ -26,6 +26,9 @@ import polars as pl
 from pipelines import contracts
 from pipelines.config import Params
 from pipelines.errors import PipelineInputError
+
+if TYPE_CHECKING:  # the contract itself never loads the model code (nor MLflow)
+    from pipelines.model.pyfunc_model import ModelBundle
 
 INT32_MAX = 2**31 - 1
 FLOAT32_MAX = float(np.finfo(np.float32).max)  # the forest compares float32 inputs: larger is inf
@@ -112,12 +115,12 @@ class ScoringContract:
         raise KeyError(name)
 
 
-def trained_categories(bundle: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
+def trained_categories(bundle: ModelBundle) -> dict[str, tuple[str, ...]]:
     """The categories the fitted one-hot encoder knows, per categorical column ({} if not found)."""
     try:
-        prep = bundle["pipeline"].named_steps["prep"]
+        prep = bundle.pipeline.named_steps["prep"]
         for _, transformer, columns in prep.transformers_:
-            if list(columns) == list(bundle["categorical"]) and hasattr(transformer, "categories_"):
+            if list(columns) == list(bundle.categorical) and hasattr(transformer, "categories_"):
                 return {col: tuple(str(v) for v in cats if isinstance(v, str))
                         for col, cats in zip(columns, transformer.categories_, strict=True)}
     except (AttributeError, KeyError, TypeError):
