@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import date
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ from sklearn.metrics import classification_report as sk_report
 
 from pipelines.dashboard import figures as dash
 from pipelines.dashboard.data import MonthStat, Trend
+from pipelines.figures import export
 from pipelines.figures import model as figs
 from pipelines.figures.fairness import fairness_figure
 from pipelines.figures.theme import TEMPLATE
@@ -78,3 +80,16 @@ def test_fairness_figure_hides_suppressed_groups() -> None:
     notes = [a.text for a in fig.layout.annotations]
     assert notes == ["suppressed<br>(<10 patients)"]
     assert fig.layout.annotations[0].x == 1
+
+
+def test_figure_files_have_the_same_bytes_on_every_run(tmp_path: Path) -> None:
+    """plotly names each figure's div with a random uuid unless told: the files are DVC outputs."""
+    fig = fairness_figure([{"group": "75", "recall": 0.7, "precision": 0.3, "selection_rate": 0.2,
+                            "suppressed": False}], 10, title="t")
+    pages = []
+    for run in ("a", "b"):
+        export.write_figures({"fairness by dept": fig}, tmp_path / run)
+        pages.append((tmp_path / run / "fairness by dept.html").read_bytes())
+    assert pages[0] == pages[1]
+    assert b'id="fig-fairness-by-dept"' in pages[0]
+    assert export.combined_html({"x y": fig}, "t") == export.combined_html({"x y": fig}, "t")

@@ -129,3 +129,20 @@ def test_model_quality_refuses_flags_that_are_not_the_threshold():
     frame.loc[0, "high_risk"] = 1 - int(frame["high_risk"].iloc[0])
     with pytest.raises(ev.MonitorError, match="high_risk"):
         ev.model_quality(frame, LABEL, 0.3)
+
+
+def test_drift_page_has_the_same_bytes_for_the_same_data():
+    """Evidently names widgets with fresh uuids; the page renumbers them (a DVC output must be stable)."""
+    rng = np.random.default_rng(1)
+    ref, cur = pd.Series(rng.beta(2, 8, 500)), pd.Series(rng.beta(3, 7, 500))
+    pages = [ev.combined_html([ev.prediction_drift(ref, cur, MonitorParams(), "validation")[0]]) for _ in range(2)]
+    assert pages[0] == pages[1]
+    assert "root_metric_00000000000000000000000000000001" in pages[0]
+
+
+def test_stable_ids_keeps_every_reference():
+    page = ('{"id": "01a23bc7-b45e-7985-9e2e-b9ceb470a981", "links": ["57623447e5064258aea249148b49a72b"]} '
+            'root_57623447e5064258aea249148b49a72b 01a23bc7-b45e-7985-9e2e-b9ceb470a981 deadbeef')
+    assert ev.stable_ids(page) == (
+        '{"id": "00000000-0000-0000-0000-000000000001", "links": ["00000000000000000000000000000002"]} '
+        "root_00000000000000000000000000000002 00000000-0000-0000-0000-000000000001 deadbeef")

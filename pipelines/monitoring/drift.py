@@ -11,6 +11,7 @@ Evidently is imported inside the functions: it takes ~20 s to import.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -279,4 +280,23 @@ def combined_html(sections: Sequence[Section]) -> str:
     widgets = [group_widget(title=s.title, widgets=list(s.snapshot._widgets) + list(s.snapshot._tests_widgets))
                for s in sections]
     html: str = render_widgets(widgets, as_iframe=False)
-    return html
+    return stable_ids(html)
+
+
+_RANDOM_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+                        r"|(?<![0-9a-f])[0-9a-f]{32}(?![0-9a-f])")
+
+
+def stable_ids(html: str) -> str:
+    """Evidently names widgets and metrics with fresh uuids: number them in order of first appearance
+    instead (same shape, every reference kept), so the same data gives the same bytes."""
+    mapping: dict[str, str] = {}
+
+    def renumber(match: re.Match[str]) -> str:
+        token = match.group(0)
+        if token not in mapping:
+            n = f"{len(mapping) + 1:032x}"
+            mapping[token] = f"{n[:8]}-{n[8:12]}-{n[12:16]}-{n[16:20]}-{n[20:]}" if "-" in token else n
+        return mapping[token]
+
+    return _RANDOM_ID.sub(renumber, html)
