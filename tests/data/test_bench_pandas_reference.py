@@ -20,16 +20,16 @@ from polars.testing import assert_frame_equal
 from pipelines.clean import TABLE_ORDER
 from pipelines.config import Paths
 from pipelines.contracts import CLEAN_SCHEMAS
-from tests.data.dirty_extract import generate_and_clean
+from tests.data.dirty_extract import DIRTY_CHUNK_PATIENTS, DIRTY_PATIENTS, dirty_params
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 import pandas_clean
 
 
 @pytest.fixture(scope="module")
-def both(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
-    root = tmp_path_factory.mktemp("pandas-ref")
-    params = generate_and_clean(root, patients=3000, chunk_patients=1500)
+def both(dirty_extract_root: Path) -> tuple[Path, Any]:
+    root = dirty_extract_root
+    params = dirty_params(DIRTY_PATIENTS, DIRTY_CHUNK_PATIENTS)
     period = params.clean.extract
     ref = pandas_clean.run(Paths(root).raw, pandas_clean.Params(start=period.start_date, end=period.end_date))
     return root, ref

@@ -20,7 +20,6 @@ from pipelines.contracts import (
     SOURCES,
     TRUTH_CORRUPTIONS_FILE,
 )
-from tests.data.dirty_extract import generate_and_clean
 
 # Raw key -> clean key expression, per table (RSA_NUM is written as 10 digits).
 _RSA = pl.col("rsa_num").cast(pl.String).str.zfill(10)
@@ -46,10 +45,8 @@ REPAIRED_COLUMN: dict[str, str] = {
 
 
 @pytest.fixture(scope="module")
-def cleaned(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("roundtrip")
-    generate_and_clean(root, patients=5000, chunk_patients=2000)  # every corruption kind occurs many times
-    return root
+def cleaned(dirty_extract_root: Path) -> Path:
+    return dirty_extract_root  # 5,000 patients, dirt x4: every corruption kind occurs many times
 
 
 def _quarantine_keys(root: Path, table: str) -> pl.DataFrame:

@@ -63,3 +63,33 @@ def make_project(root: Path, params: dict[str, Any] | None = None) -> Path:
     shutil.copy2(ROOT / ".dvcignore", root / ".dvcignore")  # over the one `dvc init` wrote
     dvc(root, "config", "core.analytics", "false")
     return root
+
+
+def copy_project(source: Path, target: Path) -> Path:
+    """A copy of a built project (outputs, DVC cache, MLflow store) that owns everything it holds.
+
+    MLflow records absolute artifact locations in mlruns/mlflow.db: they are rewritten from `source`
+    to `target`, so a run in the copy never writes into the source. DVC's state and locks
+    (.dvc/tmp) are left behind; DVC rebuilds them (it hashes the copied outputs once).
+    """
+    import sqlite3
+
+    def ignore(folder: str, names: list[str]) -> list[str]:
+        return ["tmp"] if Path(folder).name == ".dvc" and "tmp" in names else []
+
+    shutil.copytree(source, target, symlinks=True, ignore=ignore)
+    db = target / "mlruns" / "mlflow.db"
+    if db.exists():
+        old, new = f"{source.resolve()}/", f"{target.resolve()}/"
+        con = sqlite3.connect(db)
+        try:
+            tables = [r[0] for r in con.execute("select name from sqlite_master where type = 'table'")]
+            for table in tables:
+                for _, column, kind, *_ in con.execute(f'pragma table_info("{table}")').fetchall():
+                    if any(t in str(kind).upper() for t in ("CHAR", "TEXT", "CLOB")):
+                        con.execute(f'update "{table}" set "{column}" = replace("{column}", ?, ?) '
+                                    f'where instr("{column}", ?) > 0', (old, new, old))
+            con.commit()
+        finally:
+            con.close()
+    return target

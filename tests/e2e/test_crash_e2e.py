@@ -1,6 +1,6 @@
 """Fault injection: kill `warehouse` and `train` half-way, then `dvc repro` must end consistent.
 
-In a small copy of the project (tests/e2e/project_copy.py): a full `dvc repro`; then, with params changed
+In a copy of the shared small project after its `dvc repro` (tests/e2e/conftest.py): then, with params changed
 so that warehouse and train are out of date, the stages are started as subprocesses and stopped
 half-way with SIGINT and SIGKILL, once directly and once under `dvc repro`. After each stop the
 previous outputs must be intact; after a final `dvc repro` every output must open (DuckDB read-only
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.project_copy import dvc, make_project, small_params, tool_env, write_params
+from tests.e2e.project_copy import copy_project, dvc, small_params, tool_env, write_params
 
 pytestmark = pytest.mark.slow
 
@@ -132,11 +132,12 @@ def check_consistent(root: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = make_project(tmp_path_factory.mktemp("crash"))
-    first = dvc(root, "repro")
+def project(reproduced: tuple[Path, subprocess.CompletedProcess[str]],
+            tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the shared `dvc repro` (tests/e2e/conftest.py): this module stops stages in it."""
+    source, first = reproduced
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
-    return root
+    return copy_project(source, tmp_path_factory.mktemp("crash") / "project")
 
 
 def test_kills_then_repro_end_consistent(project: Path) -> None:

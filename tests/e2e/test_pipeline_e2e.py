@@ -13,15 +13,13 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.project_copy import dvc as _dvc
-from tests.e2e.project_copy import make_project
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def repro(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess[str]]:
-    root = make_project(tmp_path_factory.mktemp("e2e"))
-    return root, _dvc(root, "repro")
+def repro(reproduced: tuple[Path, subprocess.CompletedProcess[str]]) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    return reproduced  # the shared `dvc repro` of tests/e2e/conftest.py
 
 
 def test_dvc_repro_succeeds(repro: tuple[Path, subprocess.CompletedProcess[str]]) -> None:

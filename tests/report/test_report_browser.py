@@ -30,9 +30,10 @@ pytestmark = pytest.mark.skipif(not CHROMIUM.exists(),
 
 
 @pytest.fixture(scope="module")
-def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    sync_api = pytest.importorskip("playwright.sync_api", reason="python package playwright not installed")
-    paths = Paths(rfx.small_project(tmp_path_factory.getbasetemp()))
+def rendered(report_project: Paths, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    from playwright import sync_api
+
+    paths = report_project
     numbers = run_report(paths, Params())
     page_file = paths.reports / DASHBOARD_FILE
     shots = tmp_path_factory.mktemp("screenshots")

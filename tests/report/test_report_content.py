@@ -1,7 +1,7 @@
 """The dashboard's content, without a browser: numbers equal the marts, suppression, offline HTML.
 
 The main fixture is a real small warehouse (generate -> clean -> warehouse at 3,000 patients,
-built once per session by report_fixtures.small_project) plus model/monitoring/promotion
+built once per run: the `small_project` of tests/conftest.py) plus model/monitoring/promotion
 inputs in the shapes those stages write. A hand-made tiny warehouse checks what the real one
 cannot pin down: a department that stands out, small cells, a missing input.
 """
@@ -30,8 +30,8 @@ PROJECT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory) -> Paths:
-    return Paths(rfx.small_project(tmp_path_factory.getbasetemp()))
+def project(report_project: Paths) -> Paths:
+    return report_project
 
 
 @pytest.fixture(scope="module")

@@ -30,13 +30,13 @@ PARAMS: dict[str, Any] = {
 
 
 @pytest.fixture(scope="module")
-def staged(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def staged(small_project: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     from pipelines.evaluate import run_evaluate
     from pipelines.features import run_features
     from pipelines.monitor import run_monitor
     from pipelines.train import run_train
 
-    source = Paths(rfx.small_project(tmp_path_factory.getbasetemp()))
+    source = Paths(small_project)
     root = tmp_path_factory.mktemp("staged")
     (root / "data").mkdir()
     shutil.copy2(source.warehouse, root / "data" / "warehouse.duckdb")
