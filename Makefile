@@ -26,10 +26,14 @@ $(VENV)/.installed: requirements.lock requirements/bootstrap.txt pyproject.toml
 repro: setup  ## run the whole pipeline with dvc repro (embedded defaults, no credentials)
 	$(RUN) dvc repro
 
-test: setup  ## lint, type-check and run the test suite
+# The whole suite in parallel (pytest-xdist): one worker per core, each module on one worker
+# (tests/conftest.py), the shared builds made once under a file lock. TEST_WORKERS=0: one process.
+TEST_WORKERS ?= auto
+
+test: setup  ## lint, type-check and run the whole test suite (TEST_WORKERS=auto)
 	$(RUN) ruff check pipelines tests benchmarks
 	$(RUN) mypy pipelines
-	$(RUN) python -m pytest
+	$(RUN) python -m pytest -n $(TEST_WORKERS) --dist loadscope
 
 lint: setup  ## ruff + mypy only
 	$(RUN) ruff check pipelines tests benchmarks

@@ -1,7 +1,7 @@
 """Reference implementation of the clean stage's rules in idiomatic pandas (benchmark only).
 
 Not part of the package: ``benchmarks/bench_clean.py`` runs it beside ``python -m pipelines clean``
-on the same raw files, and ``tests/test_bench_pandas_reference.py`` checks that both give the
+on the same raw files, and ``tests/data/test_bench_pandas_reference.py`` checks that both give the
 same clean tables, the same quarantined lines (file, line, reason) and the same accounting
 (per table and per file) on a small generated extract.
 

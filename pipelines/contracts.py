@@ -195,7 +195,7 @@ HOSPITAL_CATEGORY_VALUES: tuple[str, ...] = (*HOSPITAL_CATEGORIES.values(), OTHE
 
 # PMSI codes accepted by clean: every code of the nomenclatures MS_SOR_V / MS_PRV_V, unknown and
 # not-applicable included; the dbt seeds ref_exit_modes / ref_provenances hold exactly these
-# (tests/test_code_sets.py and tests/test_clean_dbt_contract.py check they agree).
+# (tests/unit/test_code_sets.py and tests/data/test_clean_dbt_contract.py check they agree).
 EXIT_MODES: tuple[str, ...] = ("-1", "-2", "0", "6", "7", "8", "9")  # ENT_MOD and SOR_MOD (MS_SOR_V)
 PROVENANCES: tuple[str, ...] = ("0", "1", "2", "3", "4", "5", "6", "7", "9")  # ENT_PRV and SOR_DES (MS_PRV_V)
 # T_MCOaaC control ("code retour") columns: a stay is chained reliably when all are '0'.
@@ -378,7 +378,7 @@ FEATURE_SCHEMA: dict[str, pl.DataType] = {
 # One dirty raw row must never stop the warehouse: every error-level dbt test that raw data can
 # reach has a clean quarantine rule keeping violating rows out of data/clean. A test can be reached
 # when its model is a staging model (a typed copy of a clean table) or its column carries a clean
-# column through (same name, or prefixed like previous_discharge_date). tests/test_clean_dbt_contract.py
+# column through (same name, or prefixed like previous_discharge_date). tests/data/test_clean_dbt_contract.py
 # derives the tests from dbt/models/**/*.yml, checks that each is in exactly one of the two mappings
 # below, then feeds a violating row per rule.
 # Key: (dbt model, column or "" for a model-level test, test name); value: (raw table, reason).

@@ -3,7 +3,7 @@
 #
 # It cannot share the project's .venv: it pins duckdb==1.5.6 and the project pins duckdb 2.x.
 # The exact pins are in requirements/emulators.lock. Idempotent: does nothing when the venv was
-# built from the current lock. Called by the cloud tests on first use (tests/emulators.py) and
+# built from the current lock. Called by the cloud tests on first use (tests/e2e/emulators.py) and
 # usable by hand or from CI:  bash scripts/install-emulators.sh
 # gcp-storage-emulator (Cloud Storage) needs no such venv: it is in the project's test pins.
 set -euo pipefail
