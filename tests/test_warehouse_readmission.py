@@ -52,7 +52,8 @@ def recompute_readmissions(
     s = stays.sort("patient_id", "admission_date", "discharge_date", "stay_id")
     prev = {c: pl.col(c).shift(1).over("patient_id") for c in ("discharge_mode", "hospital_id", "icd10_code")}
     gap = (pl.col("admission_date") - pl.col("discharge_date").shift(1).over("patient_id")).dt.total_days()
-    transfer = (prev["discharge_mode"].is_in(["0", "6", "7"]) & gap.is_between(0, wp.transfer_gap_days)).fill_null(False)
+    transfer = prev["discharge_mode"].is_in(["0", "6", "7"]) & gap.is_between(0, wp.transfer_gap_days)
+    transfer = transfer.fill_null(False)
     same_day = (
         (prev["discharge_mode"] == "8") & (gap == 0) & (pl.col("hospital_id") == prev["hospital_id"])
         & (pl.col("icd10_code").str.slice(0, 3) == prev["icd10_code"].str.slice(0, 3))
@@ -214,7 +215,8 @@ def test_department_kpis_suppress_small_cells(built: dict[str, Any]) -> None:
     assert cell["readmission_rate_ci_low"] is None
     assert cell["total_cost"] == pytest.approx(sum(1000.0 + 100 * i for i in range(12)) + 3 * 3000.0)
     # Every suppressed cell really has fewer than 10 patients.
-    ours = recompute_readmissions(built["tables"]["stays"], WarehouseParams(), built["tables"]["diagnoses"]).filter(pl.col("is_index"))
+    ours = recompute_readmissions(built["tables"]["stays"], WarehouseParams(), built["tables"]["diagnoses"])
+    ours = ours.filter(pl.col("is_index"))
     small = (
         ours.join(built["tables"]["stays"].select("stay_id", "patient_id"), on="stay_id")
         .join(read_marts(built["paths"].warehouse,
@@ -285,7 +287,8 @@ def test_dim_patients_keeps_quarantined_beneficiaries(built: dict[str, Any]) -> 
 
 def test_figures(built: dict[str, Any]) -> None:
     fig = built["figures"]
-    ours = recompute_readmissions(built["tables"]["stays"], WarehouseParams(), built["tables"]["diagnoses"]).filter(pl.col("is_index"))
+    ours = recompute_readmissions(built["tables"]["stays"], WarehouseParams(), built["tables"]["diagnoses"])
+    ours = ours.filter(pl.col("is_index"))
     assert fig["index_stays"] == ours.height
     assert fig["readmissions"] == ours["readmitted_30d"].sum()
     assert fig["feature_rows"] == ours.height

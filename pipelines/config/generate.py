@@ -72,7 +72,8 @@ class ReturnParams(Strict):
 
     delay_decay_days: float = Field(12, gt=0)  # readmission delay weights exp(-(d - 1) / this), d = 1..30
     same_day_weight: float = Field(0.3, ge=0)  # weight of day 0 (home discharges only) relative to day 1
-    same_day_continuation: float = Field(0.01, ge=0, le=1)  # home discharges back the same day, same hospital and diagnosis
+    # home discharges back the same day to the same hospital with the same diagnosis (one stay continued)
+    same_day_continuation: float = Field(0.01, ge=0, le=1)
     against_medical_advice: float = Field(0.012, ge=0, le=1)  # share of home discharges at 65 (x2 under 50, x1.5 men)
     planned_heart_failure: float = Field(0.1, ge=0, le=1)  # elective coronary angioplasty scheduled at discharge
     planned_cancer: float = Field(0.2, ge=0, le=1)  # elective cancer surgery scheduled at discharge

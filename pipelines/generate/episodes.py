@@ -84,7 +84,8 @@ def readmission_logit(
     """The planted readmission model (README "Planted effects").
 
     Observable at discharge: age, cost, poverty, prior episodes, ED entry, Charlson, sex, length
-    of stay, days since the last unplanned discharge (-1: none), condition, rehabilitation. Unobserved: living alone, frailty.
+    of stay, days since the last unplanned discharge (-1: none), condition, rehabilitation.
+    Unobserved: living alone, frailty.
     """
     decades = (age - 65) / 10
     short = (los <= eff.short_stay_days) & (age >= 18) & ~ACUTE_AMBULATORY[cond]
@@ -475,7 +476,8 @@ def _add_planned(
     proc = (
         proc.join(clashing, on="index_seq", how="anti")
         .join(death, on="patient_idx")
-        .filter((pl.col("discharge") <= n_days) & ((pl.col("death_day") < 0) | (pl.col("discharge") < pl.col("death_day"))))
+        .filter(pl.col("discharge") <= n_days)
+        .filter((pl.col("death_day") < 0) | (pl.col("discharge") < pl.col("death_day")))
         .sort("patient_idx", "admission", "index_seq")
         # two procedures of one patient never overlap (nor touch): keep the earlier one
         .filter((pl.col("admission") > pl.col("discharge").shift(1).over("patient_idx") + 1).fill_null(True))

@@ -146,7 +146,8 @@ def stays_tables(
         EXE_SOI_DTD=_dates(pl.col("admission"), start, SAS_DATETIME_FORMAT),
         EXE_SOI_DTF=_dates(pl.col("discharge"), start, SAS_DATETIME_FORMAT),
         # Empty for sessions, as the schema says (SEJ_NBJ: "vide si séance").
-        SEJ_NBJ=pl.when(pl.col("kind") == "planned_session").then(pl.lit(None)).otherwise(pl.col("discharge") - pl.col("admission")),
+        SEJ_NBJ=pl.when(pl.col("kind") == "planned_session").then(pl.lit(None))
+        .otherwise(pl.col("discharge") - pl.col("admission")),
         DGN_PAL=pl.col("icd10"),
         DGN_REL=pl.when(pl.col("icd10") == "Z511").then(pl.lit("C349")).otherwise(pl.lit("")),
         ENT_MOD=pl.col("entry_mode"), ENT_PRV=pl.col("entry_source"),
