@@ -340,7 +340,7 @@ TRUTH_STAY_COLUMNS: dict[str, pl.DataType] = {
     "return_reason": pl.String(),  # why, when readmitted_30d: readmission (the draw) | unrelated (background)
     "return_days": pl.Int64(),  # days from the episode's discharge to that return
     "planned_return_days": pl.Int64(),  # a planned procedure scheduled at discharge that took place, days after
-    "against_medical_advice": pl.Boolean(),  # the episode ended against medical advice (SOR_MOD 8 + Z53.2)
+    "against_medical_advice": pl.Boolean(),  # this stay, its episode's last, ended against medical advice
     "planned": pl.Boolean(),  # planned care: a session (chemotherapy, dialysis, radiotherapy) or procedure
 }
 
