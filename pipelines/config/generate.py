@@ -37,7 +37,7 @@ class EffectParams(Strict):
     intercept: float = -3.7
     age_per_decade: float = 0.4  # centred on 65 years
     log_cost: float = 0.65  # per log-euro, centred on 4,000 euros
-    poverty_per_point: float = 0.02  # per point of department poverty rate above 15.5%
+    poverty_per_point: float = 0.018  # per point of department poverty rate above 15.5%
     prior_stay: float = 0.0  # per unplanned episode in the 365 days before, up to 5
     prior_step: float = 0.7  # added once the patient had `prior_step_at` or more of them
     prior_step_at: int = Field(3, ge=1)
