@@ -330,10 +330,18 @@ TRUTH_CORRUPTION_COLUMNS: dict[str, pl.DataType] = {
 # Columns of data/truth/stay_outcomes.parquet: one row per generated stay.
 TRUTH_STAY_COLUMNS: dict[str, pl.DataType] = {
     "stay_id": pl.String(),
-    "episode_id": pl.String(),  # stay_id of the first stay of its transfer chain
-    "true_probability": pl.Float64(),  # probability the episode is followed by a readmission
-    "readmitted_30d": pl.Boolean(),  # the draw: an unplanned stay 1-30 days after the episode
-    "planned": pl.Boolean(),  # planned session (chemotherapy, dialysis, radiotherapy)
+    "episode_id": pl.String(),  # stay_id of the first stay of its episode (transfer / same-day chain)
+    # unplanned (first stay of an episode), transfer, same_day_return (same hospital and diagnosis,
+    # back the day of a home discharge: one stay for the definition), planned_procedure, planned_session
+    "stay_kind": pl.String(),
+    "true_probability": pl.Float64(),  # P(an unplanned episode 0-30 days after the episode): the oracle
+    "readmission_probability": pl.Float64(),  # the planted model's readmission probability alone
+    "readmitted_30d": pl.Boolean(),  # what the definition must find: an unplanned episode 0-30 days after
+    "return_reason": pl.String(),  # why, when readmitted_30d: readmission (the draw) | unrelated (background)
+    "return_days": pl.Int64(),  # days from the episode's discharge to that return
+    "planned_return_days": pl.Int64(),  # a planned procedure scheduled at discharge that took place, days after
+    "against_medical_advice": pl.Boolean(),  # this stay, its episode's last, ended against medical advice
+    "planned": pl.Boolean(),  # planned care: a session (chemotherapy, dialysis, radiotherapy) or procedure
 }
 
 # The ML feature mart (dbt model ml_readmission_features, exported to

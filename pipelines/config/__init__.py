@@ -16,7 +16,14 @@ from pydantic import BaseModel, ValidationError, model_validator
 
 from pipelines.config.base import Strict
 from pipelines.config.clean import EXTRACT_KEYS, CleanParams, ExtractPeriod
-from pipelines.config.generate import DirtRates, DriftParams, EffectParams, GenerateParams
+from pipelines.config.generate import (
+    DirtRates,
+    DriftParams,
+    EffectParams,
+    GenerateParams,
+    LatentParams,
+    ReturnParams,
+)
 from pipelines.config.model import EvaluateParams, PromoteParams, SearchSpace, TrainParams
 from pipelines.config.monitor import MonitorParams
 from pipelines.config.paths import Paths
@@ -27,8 +34,9 @@ from pipelines.errors import PipelineInputError
 
 __all__ = [
     "EXTRACT_KEYS", "CleanParams", "DirtRates", "DriftParams", "DuckDBSettings", "EffectParams",
-    "EvaluateParams", "ExtractPeriod", "GenerateParams", "MonitorParams", "Params", "ParamsError",
-    "Paths", "PromoteParams", "ReportParams", "SearchSpace", "ServingParams", "Strict", "TrainParams",
+    "EvaluateParams", "ExtractPeriod", "GenerateParams", "LatentParams", "MonitorParams", "Params",
+    "ParamsError", "Paths", "PromoteParams", "ReportParams", "ReturnParams", "SearchSpace",
+    "ServingParams", "Strict", "TrainParams",
     "WarehouseParams", "describe_errors", "load_params",
 ]
 

@@ -27,16 +27,59 @@ class DirtRates(Strict):
 
 
 class EffectParams(Strict):
-    """Log-odds effects of the simulator's readmission model (the planted truth)."""
+    """Log-odds effects of the simulator's readmission model (the planted truth, README "Simulator").
 
-    intercept: float = -3.0
-    age_per_decade: float = 0.42  # centred on 65 years
-    log_cost: float = 0.85  # per log-euro, centred on 4,000 euros
-    poverty_per_point: float = 0.016  # per point of department poverty rate above 15.5%
-    prior_stay: float = 0.12  # per unplanned episode in the 365 days before, up to 5
-    emergency: float = 0.20
-    charlson_point: float = 0.08  # per Charlson point, up to 6
-    male: float = 0.10
+    Non-linear on purpose: a U-shaped length of stay (the short arm here, the long arm through
+    cost), age slopes of opposite sign by condition, a step at `prior_step_at` prior episodes,
+    and two unobserved factors (frailty, living alone) that the feature mart never sees.
+    """
+
+    intercept: float = -3.7
+    age_per_decade: float = 0.4  # centred on 65 years
+    log_cost: float = 0.65  # per log-euro, centred on 4,000 euros
+    poverty_per_point: float = 0.018  # per point of department poverty rate above 15.5%
+    prior_stay: float = 0.0  # per unplanned episode in the 365 days before, up to 5
+    prior_step: float = 0.7  # added once the patient had `prior_step_at` or more of them
+    prior_step_at: int = Field(3, ge=1)
+    emergency: float = 0.15
+    charlson_point: float = 0.06  # per Charlson point, up to 6
+    male: float = 0.1
+    short_stay: float = 1.3  # adult episodes of at most `short_stay_days` days (premature discharge)
+    short_stay_days: int = Field(1, ge=0)
+    recent_discharge: float = 0.3  # admitted at most `recent_discharge_days` after the last unplanned discharge
+    recent_discharge_days: int = Field(30, ge=0)
+    age_cardiorespiratory_per_decade: float = 0.75  # COPD, heart failure: extra slope per decade above 65
+    age_cancer_per_decade: float = -0.7  # cancer, diabetes, other acute: extra slope per decade above 65
+    rehab_discharge: float = -0.5  # discharged to rehabilitation (SSR)
+    lives_alone_home: float = 0.4  # unobserved: lives alone and discharged home
+    frailty: float = 0.35  # unobserved: per standard deviation of the patient's latent frailty
+    against_medical_advice: float = 0.7  # discharged against medical advice (excluded from index stays)
+
+
+class LatentParams(Strict):
+    """Unobserved patient traits (never written to the extract) and what they also drive."""
+
+    lives_alone_65: float = Field(0.35, ge=0, le=1)  # share living alone at 65+ (half of it under 65)
+    frailty_los: float = 0.15  # length of stay x exp(this x frailty)
+    frailty_gap: float = 0.2  # time between unplanned episodes x exp(-this x frailty)
+    frailty_comorbidity: float = 0.3  # extra comorbidities' rate x exp(this x frailty)
+    frailty_rehab: float = 0.4  # discharge-to-rehabilitation odds x exp(this x frailty)
+    frailty_death: float = 0.3  # in-hospital death rate x exp(this x frailty)
+
+
+class ReturnParams(Strict):
+    """Returns to hospital after a discharge besides the planted readmission (README "Returns")."""
+
+    delay_decay_days: float = Field(12, gt=0)  # readmission delay weights exp(-(d - 1) / this), d = 1..30
+    same_day_weight: float = Field(0.3, ge=0)  # weight of day 0 (home discharges only) relative to day 1
+    # home discharges back the same day to the same hospital with the same diagnosis (one stay continued)
+    same_day_continuation: float = Field(0.01, ge=0, le=1)
+    against_medical_advice: float = Field(0.012, ge=0, le=1)  # share of home discharges at 65 (x2 under 50, x1.5 men)
+    planned_heart_failure: float = Field(0.1, ge=0, le=1)  # elective coronary angioplasty scheduled at discharge
+    planned_cancer: float = Field(0.2, ge=0, le=1)  # elective cancer surgery scheduled at discharge
+    planned_gallstones: float = Field(0.3, ge=0, le=1)  # elective cholecystectomy after a gallstone (K802) episode
+    planned_delay_min: int = Field(7, ge=2)  # planned procedure: min + gamma(shape 3, mean 3 x scale) days
+    planned_delay_scale: float = Field(8.0, gt=0)
 
 
 class DriftParams(Strict):
@@ -59,6 +102,8 @@ class GenerateParams(Strict):
     chunk_patients: int = Field(20000, gt=0)
     dirt: DirtRates = DirtRates()
     effects: EffectParams = EffectParams()
+    latent: LatentParams = LatentParams()
+    returns: ReturnParams = ReturnParams()
     drift: DriftParams = DriftParams()
 
     @property

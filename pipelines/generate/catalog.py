@@ -45,9 +45,9 @@ CONDITIONS: dict[str, Condition] = {
     for c in (
         # COPD exacerbation: mean stay 10.9 days in France (2015-16, see README).
         Condition("COPD", (("J441", 0.6), ("J440", 0.2), ("J449", 0.2)), "04M05",
-                  10.9, 2600, 560, 0.70, 0.030, 0.10, 0.30),
+                  10.9, 2600, 560, 0.70, 0.030, 0.10, 0.00),
         Condition("HEART_FAILURE", (("I500", 0.5), ("I509", 0.4), ("I501", 0.1)), "05M09",
-                  9.0, 2300, 470, 0.70, 0.050, 0.10, 0.30),
+                  9.0, 2300, 470, 0.70, 0.050, 0.10, 0.00),
         Condition("DIABETES", (("E119", 0.5), ("E112", 0.2), ("E111", 0.1), ("E115", 0.2)),
                   "10M02", 6.0, 1700, 330, 0.40, 0.010, 0.03, 0.10),
         Condition("CKD", (("N184", 0.5), ("N185", 0.3), ("N183", 0.2)), "11M04",
@@ -161,3 +161,19 @@ DRUGS: dict[str, tuple[tuple[str, str, float], ...]] = {
     ),
 }
 HOSPITAL_CATEGORIES_SHORT: dict[str, str] = {"101": "CHU", "355": "CH", "365": "ESPIC", "128": "Clinique"}
+
+# Elective procedures scheduled at the discharge of an unplanned episode (planned readmissions
+# the definition must exclude): kind -> (main diagnosis or "" for the index episode's own code,
+# GHM, mean length of stay in days, mean cost in euros). GHM third character C = surgical,
+# K = interventional: CMS "potentially planned procedures", with a non-acute main diagnosis.
+PLANNED_PROCEDURES: dict[str, tuple[str, str, float, float]] = {
+    "angioplasty": ("I251", "05K061", 1.5, 4200.0),  # after heart failure: coronary disease, stent
+    "cholecystectomy": ("K802", "07C141", 2.0, 3900.0),  # after a gallstone (K802) episode
+    "cancer_surgery": ("", "", 6.0, 9000.0),  # after a cancer episode: GHM by site below
+}
+CANCER_SURGERY_GHM: dict[str, str] = {"C349": "04C021", "C509": "09C051", "C189": "06C041"}
+
+# A discharge against medical advice has no exit mode of its own in MS_SOR_V (SOR_MOD 8,
+# domicile): the simulator marks it, as coders do, with the associated diagnosis Z53.2
+# ("Acte non effectué par décision du sujet pour des raisons autres et non précisées").
+AGAINST_MEDICAL_ADVICE_CODE = "Z532"

@@ -120,13 +120,15 @@ def stays_tables(
         comorbidities=pl.Series(session_comorb[sessions["patient_idx"].to_numpy()]),
         probability=pl.lit(None, dtype=pl.Float64),
         readmitted=pl.lit(False),
+        kind=pl.lit("planned_session"),
+        against_medical_advice=pl.lit(False),
         # A session has no provenance: PMSI writes 0 ("sans objet", MS_PRV_V).
         entry_mode=pl.lit("8"), entry_source=pl.lit("0"), discharge_mode=pl.lit("8"),
         discharge_destination=pl.lit(""),
     )
     stays = (
-        pl.concat([unplanned.with_columns(planned=pl.lit(False)), sess.with_columns(planned=pl.lit(True))],
-                  how="diagonal_relaxed")
+        pl.concat([unplanned, sess], how="diagonal_relaxed")
+        .with_columns(planned=pl.col("kind").is_in(["planned_session", "planned_procedure"]))
         .sort("patient_idx", "admission", "stay_in_episode", "icd10")
         .with_row_index("row")
     )
@@ -144,7 +146,8 @@ def stays_tables(
         EXE_SOI_DTD=_dates(pl.col("admission"), start, SAS_DATETIME_FORMAT),
         EXE_SOI_DTF=_dates(pl.col("discharge"), start, SAS_DATETIME_FORMAT),
         # Empty for sessions, as the schema says (SEJ_NBJ: "vide si séance").
-        SEJ_NBJ=pl.when(pl.col("planned")).then(pl.lit(None)).otherwise(pl.col("discharge") - pl.col("admission")),
+        SEJ_NBJ=pl.when(pl.col("kind") == "planned_session").then(pl.lit(None))
+        .otherwise(pl.col("discharge") - pl.col("admission")),
         DGN_PAL=pl.col("icd10"),
         DGN_REL=pl.when(pl.col("icd10") == "Z511").then(pl.lit("C349")).otherwise(pl.lit("")),
         ENT_MOD=pl.col("entry_mode"), ENT_PRV=pl.col("entry_source"),
@@ -168,8 +171,13 @@ def stays_tables(
         stays.join(first_of_episode, on="episode_seq", how="left")
         .with_columns(episode_id=pl.coalesce("episode_id", "stay_id"))
         .select(
-            "stay_id", "episode_id", true_probability="probability",
-            readmitted_30d="readmitted", planned="planned",
+            "stay_id", "episode_id", stay_kind="kind", true_probability="probability",
+            readmission_probability="readmission_probability", readmitted_30d="readmitted",
+            return_reason=pl.when(pl.col("return_reason") != "").then(pl.col("return_reason")),
+            return_days=pl.when(pl.col("return_days") >= 0).then(pl.col("return_days")),
+            planned_return_days="planned_return_days",
+            against_medical_advice=pl.col("against_medical_advice").fill_null(False),
+            planned="planned",
         )
     )
     diagnoses = _diagnoses(stays, rng)
@@ -203,6 +211,9 @@ def _diagnoses(stays: pl.DataFrame, rng: np.random.Generator) -> pl.DataFrame:
         rows = np.flatnonzero((mask >> j) & 1)
         rows_l.append(rows)
         codes_l.append(np.full(rows.size, code))
+    ama_rows = np.flatnonzero(stays["against_medical_advice"].fill_null(False).to_numpy())
+    rows_l.append(ama_rows)
+    codes_l.append(np.full(ama_rows.size, catalog.AGAINST_MEDICAL_ADVICE_CODE))
     n_noise = rng.poisson(0.8, stays.height)
     noise_rows = np.repeat(np.arange(stays.height), n_noise)
     rows_l.append(noise_rows)

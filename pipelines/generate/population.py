@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from pipelines.config import LatentParams
 from pipelines.generate import catalog
 
 IntArray = npt.NDArray[np.int64]
@@ -46,7 +47,9 @@ class Patients:
     chronic: StrArray  # chronic condition name or ""
     comorbidity_mask: IntArray  # bit j set: the patient has COMORBIDITIES[j]
     has_stays: BoolArray
-    mean_gap_days: FloatArray  # mean time between unplanned episodes
+    mean_gap_days: FloatArray  # mean time between unplanned episodes (frailty included)
+    frailty: FloatArray  # latent frailty, standard normal: never written to the extract
+    lives_alone: BoolArray  # unobserved social isolation: never written to the extract
 
 
 def pseudonym(seed: int, index: int) -> str:
@@ -118,9 +121,16 @@ def _age_band_labels(age: IntArray) -> list[str]:
 
 
 def make_patients(
-    n: int, first_index: int, seed: int, start_year: int, rng: np.random.Generator
+    n: int, first_index: int, seed: int, start_year: int, rng: np.random.Generator,
+    latent: LatentParams | None = None,
 ) -> Patients:
-    """n beneficiaries with age, sex, residence, chronic condition and comorbidities."""
+    """n beneficiaries with age, sex, residence, chronic condition and comorbidities.
+
+    Two traits stay hidden from the extract: a latent frailty (standard normal) that also
+    lengthens stays, shortens the time between episodes and adds comorbidities (`latent`),
+    and living alone (more frequent at 65+).
+    """
+    latent = latent or LatentParams()
     band_p = np.array([b[0] for b in catalog.AGE_BANDS])
     band = rng.choice(len(catalog.AGE_BANDS), size=n, p=band_p / band_p.sum())
     lows = np.array([b[1] for b in catalog.AGE_BANDS])[band]
@@ -148,7 +158,9 @@ def make_patients(
     mask = np.zeros(n, dtype=np.int64)
     for name, code in catalog.CHRONIC_COMORBIDITY.items():
         mask[chronic_arr == name] |= 1 << COMORBIDITY_CODES.index(code)
-    lam = 0.15 + 0.5 * (age0 >= 65) + 0.5 * (age0 >= 80)
+    frailty = rng.standard_normal(n)
+    lives_alone = rng.random(n) < latent.lives_alone_65 * np.where(age0 >= 65, 1.0, 0.5)
+    lam = (0.15 + 0.5 * (age0 >= 65) + 0.5 * (age0 >= 80)) * np.exp(latent.frailty_comorbidity * frailty)
     extra = rng.poisson(lam)
     probs = _COMORBIDITY_WEIGHTS / _COMORBIDITY_WEIGHTS.sum()
     for k in range(int(extra.max(initial=0))):
@@ -156,9 +168,10 @@ def make_patients(
         mask[extra > k] |= (1 << pick[extra > k]).astype(np.int64)
 
     has_stays = rng.random(n) < 0.92
-    mean_gap = np.where(chronic_arr == "", 700.0, 240.0)
-    mean_gap[chronic_arr == "COPD"] = 170.0
-    mean_gap[chronic_arr == "HEART_FAILURE"] = 200.0
+    mean_gap = np.where(chronic_arr == "", 1000.0, 360.0)
+    mean_gap[chronic_arr == "COPD"] = 260.0
+    mean_gap[chronic_arr == "HEART_FAILURE"] = 300.0
+    mean_gap = mean_gap * np.exp(-latent.frailty_gap * frailty)
     ids = np.array([pseudonym(seed, first_index + i) for i in range(n)])
     return Patients(
         patient_id=ids,
@@ -170,6 +183,8 @@ def make_patients(
         comorbidity_mask=mask,
         has_stays=has_stays,
         mean_gap_days=mean_gap,
+        frailty=frailty,
+        lives_alone=lives_alone,
     )
 
 

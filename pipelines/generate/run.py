@@ -77,9 +77,10 @@ def run_generate(paths: Paths, params: Params, progress: bool = True) -> dict[st
     bar = tqdm(total=n_total, desc="generate", unit="patients", disable=not progress)
     for chunk, first in enumerate(starts):
         n = min(gen.chunk_patients, n_total - first)
-        pat = make_patients(n, first, seed, gen.start_date.year, _rng(seed, _STREAM_PATIENTS, chunk))
+        pat = make_patients(n, first, seed, gen.start_date.year, _rng(seed, _STREAM_PATIENTS, chunk), gen.latent)
         unplanned, death_day, _ = simulate_unplanned(
-            pat, hosp, gen.effects, _rng(seed, _STREAM_STAYS, chunk), start, n_days, gen.drift
+            pat, hosp, gen.effects, _rng(seed, _STREAM_STAYS, chunk), start, n_days, gen.drift,
+            gen.latent, gen.returns,
         )
         sessions = simulate_sessions(pat, hosp, unplanned, death_day, _rng(seed, _STREAM_SESSIONS, chunk), n_days)
         pharmacy = simulate_dispensings(pat, death_day, _rng(seed, _STREAM_PHARMACY, chunk), n_days)

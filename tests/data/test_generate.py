@@ -5,10 +5,11 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
 
-from pipelines.config import Params, Paths
+from pipelines.config import Params, Paths, ReturnParams
 from pipelines.contracts import (
     CORRUPTION_KINDS,
     RAW_SEPARATOR,
@@ -19,6 +20,7 @@ from pipelines.contracts import (
     TRUTH_STAYS_FILE,
 )
 from pipelines.generate import run_generate
+from pipelines.generate.episodes import delay_weights
 from pipelines.snds.discover import classify
 from pipelines.snds.ingest import Extract, ingest_table
 
@@ -166,15 +168,80 @@ def test_planted_effects_hold_in_the_truth(generated: Path) -> None:
     episodes = stays.join(truth, on="stay_id").filter(
         ~pl.col("planned"), pl.col("stay_id") == pl.col("episode_id"), pl.col("true_probability") > 0
     )
-    older = episodes.filter(pl.col("age") >= 75)["true_probability"].mean()
-    younger = episodes.filter(pl.col("age").is_between(18, 50))["true_probability"].mean()
+    # The planted model itself (readmission_probability); true_probability adds unrelated returns.
+    risk = "readmission_probability"
+    older = episodes.filter(pl.col("age") >= 75)[risk].mean()
+    younger = episodes.filter(pl.col("age").is_between(18, 50))[risk].mean()
     assert older > 1.5 * younger  # type: ignore[operator]
     q = episodes["cost"].quantile(0.5)
-    costly = episodes.filter(pl.col("cost") > q)["true_probability"].mean()
-    cheap = episodes.filter(pl.col("cost") <= q)["true_probability"].mean()
+    costly = episodes.filter(pl.col("cost") > q)[risk].mean()
+    cheap = episodes.filter(pl.col("cost") <= q)[risk].mean()
     assert costly > 1.3 * cheap  # type: ignore[operator]
     adults = episodes.filter(pl.col("age") >= 18)
-    rate_93 = adults.filter(pl.col("BDI_DEP") == "93")["true_probability"].mean()
-    assert rate_93 > 1.05 * adults["true_probability"].mean()  # type: ignore[operator]
+    rate_93 = adults.filter(pl.col("BDI_DEP") == "93")[risk].mean()
+    assert rate_93 > 1.08 * adults[risk].mean()  # type: ignore[operator]
+    # A return's probability is at least the readmission's: unrelated returns only add to it.
+    assert (episodes["true_probability"] >= episodes[risk] - 1e-12).all()
     # The draw follows the probability: observed rate within 2 points of the mean probability.
     assert abs(adults["readmitted_30d"].mean() - adults["true_probability"].mean()) < 0.02  # type: ignore[operator]
+
+
+def test_readmission_delay_weights_are_smooth() -> None:
+    """No pile at day 30: the weights decay geometrically from day 1 to day 30; day 0 only after a
+    home discharge, days 0-1 never after rehabilitation (they would chain as a transfer)."""
+    ret = ReturnParams(delay_decay_days=12.0, same_day_weight=0.3)
+    home, rehab = delay_weights(ret, home=True), delay_weights(ret, home=False)
+    assert home.sum() == pytest.approx(1.0)
+    assert rehab.sum() == pytest.approx(1.0)
+    assert home[0] == pytest.approx(0.3 * home[1])
+    assert (rehab[:2] == 0).all()
+    assert np.allclose(home[2:] / home[1:-1], np.exp(-1 / 12))  # every next day is exp(-1/12) as likely
+    assert home[30] / home[29] == pytest.approx(np.exp(-1 / 12))
+    assert home[30] == pytest.approx(np.exp(-29 / 12) * home[1])
+
+
+def test_truth_says_why_each_return_happened(generated: Path) -> None:
+    truth = pl.read_parquet(generated / "data" / "truth" / TRUTH_STAYS_FILE)
+    kinds = dict(truth["stay_kind"].value_counts().iter_rows())
+    assert set(kinds) == {"unplanned", "transfer", "same_day_return", "planned_procedure", "planned_session"}
+    assert kinds["same_day_return"] > 10
+    assert kinds["planned_procedure"] > 50
+    first = truth.filter(pl.col("stay_kind") == "unplanned")
+    # a return inside the window has a reason and a delay, and only then
+    assert (first["readmitted_30d"] == first["return_reason"].is_not_null()).all()
+    assert (first["readmitted_30d"] == first["return_days"].is_not_null()).all()
+    reasons = dict(first["return_reason"].drop_nulls().value_counts().iter_rows())
+    assert set(reasons) == {"readmission", "unrelated"}
+    assert reasons["unrelated"] > 0.2 * reasons["readmission"]  # background returns are common
+    returned = first.filter(pl.col("readmitted_30d"))
+    assert returned["return_days"].is_between(0, 30).all()
+    # day 0 happens (home discharges only), and day 30 is no pile: about as many as days 26-29
+    days = dict(returned["return_days"].value_counts().iter_rows())
+    assert days.get(0, 0) > 0
+    tail = np.mean([days.get(k, 0) for k in (26, 27, 28, 29)])
+    assert days.get(30, 0) < 1.6 * tail + 5
+    assert np.mean([days.get(k, 0) for k in range(1, 6)]) > 1.5 * tail  # earlier days more likely
+    # planned procedures are recorded on the index they were scheduled at, within or beyond 30 days
+    planned = first["planned_return_days"].drop_nulls()
+    assert planned.min() >= 7
+    assert (planned <= 30).sum() > 0
+    assert (planned > 30).sum() > 0
+    assert 0.002 < first["against_medical_advice"].mean() < 0.05  # type: ignore[operator]
+    # planned care carries no probability, unplanned episodes one that covers the planted readmission
+    assert truth.filter(pl.col("planned"))["true_probability"].is_null().all()
+
+
+def test_against_medical_advice_is_coded_z532_on_home_discharges(generated: Path) -> None:
+    truth = pl.read_parquet(generated / "data" / "truth" / TRUTH_STAYS_FILE)
+    stays = _raw(generated, "stays").with_columns(
+        stay_id=pl.concat_str(["ETA_NUM", pl.lit("-"), "PMSI_YEAR", pl.lit("-"),
+                               pl.col("RSA_NUM").cast(pl.Int64, strict=False).cast(pl.String)]))
+    diagnoses = _raw(generated, "diagnoses").with_columns(
+        stay_id=pl.concat_str(["ETA_NUM", pl.lit("-"), "PMSI_YEAR", pl.lit("-"),
+                               pl.col("RSA_NUM").cast(pl.Int64, strict=False).cast(pl.String)]))
+    z532 = set(diagnoses.filter(pl.col("ASS_DGN") == "Z532")["stay_id"].to_list())
+    ama = truth.filter(pl.col("against_medical_advice"))
+    # the last stay of each such episode carries Z532 and is a home discharge (SOR_MOD 8)
+    last = ama.join(stays.select("stay_id", "SOR_MOD"), on="stay_id").filter(pl.col("stay_id").is_in(list(z532)))
+    assert last.height > 0.9 * ama["episode_id"].n_unique()
+    assert (last["SOR_MOD"] == "8").all()

@@ -38,38 +38,64 @@ LABEL_COLUMNS = ["stay_id", "episode_id", "is_index", "exclusion_reason", "readm
 # Independent recomputation of the readmission definition (Polars, from the clean stays)
 
 
-def recompute_readmissions(stays: pl.DataFrame, wp: WarehouseParams) -> pl.DataFrame:
+ACUTE_PREFIXES = tuple(
+    pl.read_csv(PROJECT_DBT / "seeds" / "ref_acute_diagnoses.csv", schema_overrides={"icd10_prefix": pl.String})
+    ["icd10_prefix"].to_list()
+)
+AGAINST_MEDICAL_ADVICE_CODE = "Z532"
+
+
+def recompute_readmissions(
+    stays: pl.DataFrame, wp: WarehouseParams, diagnoses: pl.DataFrame | None = None
+) -> pl.DataFrame:
     """One row per stay: episode, index flag, exclusion reason, label, readmission id and delay."""
     s = stays.sort("patient_id", "admission_date", "discharge_date", "stay_id")
+    prev = {c: pl.col(c).shift(1).over("patient_id") for c in ("discharge_mode", "hospital_id", "icd10_code")}
     gap = (pl.col("admission_date") - pl.col("discharge_date").shift(1).over("patient_id")).dt.total_days()
-    chained = (
-        pl.col("discharge_mode").shift(1).over("patient_id").is_in(["0", "6", "7"])
-        & gap.is_between(0, wp.transfer_gap_days)
+    transfer = prev["discharge_mode"].is_in(["0", "6", "7"]) & gap.is_between(0, wp.transfer_gap_days)
+    transfer = transfer.fill_null(False)
+    same_day = (
+        (prev["discharge_mode"] == "8") & (gap == 0) & (pl.col("hospital_id") == prev["hospital_id"])
+        & (pl.col("icd10_code").str.slice(0, 3) == prev["icd10_code"].str.slice(0, 3))
     ).fill_null(False)
-    s = s.with_columns(chain_no=(~chained).cast(pl.Int32).cum_sum().over("patient_id"))
+    s = s.with_columns(
+        link=pl.when(transfer).then(pl.lit("transfer")).when(same_day).then(pl.lit("same_day_return"))
+    )
+    s = s.with_columns(chain_no=pl.col("link").is_null().cast(pl.Int32).cum_sum().over("patient_id"))
     s = s.with_columns(
         episode_id=pl.col("stay_id").first().over("patient_id", "chain_no"),
         rank=pl.int_range(1, pl.len() + 1).over("patient_id", "chain_no"),
+    )
+    ama_stays = set() if diagnoses is None else set(
+        diagnoses.filter(pl.col("icd10_code") == AGAINST_MEDICAL_ADVICE_CODE)["stay_id"].to_list()
     )
     episodes = s.group_by("episode_id", maintain_order=True).agg(
         pl.col("patient_id").first(),
         pl.col("admission_date").first(),
         pl.col("discharge_date").max(),
         pl.col("discharge_mode").last(),
+        pl.col("stay_id").last().alias("last_stay_id"),
         pl.col("icd10_code").first(),
         pl.col("ghm_code").first(),
         pl.col("age").first(),
     )
     icd, ghm = pl.col("icd10_code"), pl.col("ghm_code").fill_null("")
-    planned = (
+    planned_care = (
         icd.str.starts_with("Z49") | icd.str.starts_with("Z510") | icd.str.starts_with("Z511")
-        | ghm.str.starts_with("28")
+        | ghm.str.starts_with("28") | ghm.str.starts_with("27")
     )
+    acute = pl.any_horizontal([icd.str.starts_with(p) for p in ACUTE_PREFIXES])
+    planned_procedure = ~planned_care & ghm.str.slice(2, 1).is_in(["C", "K"]) & ~acute
+    against_advice = (pl.col("discharge_mode") == "8") & pl.col("last_stay_id").is_in(list(ama_stays))
     obstetric = icd.str.starts_with("O") | ghm.str.starts_with("14")
     censor_after = wp.data_end_date - timedelta(days=wp.readmission_window_days)
-    episodes = episodes.with_columns(planned=planned).with_columns(
+    episodes = episodes.with_columns(
+        planned_care=planned_care, planned=planned_care | planned_procedure
+    ).with_columns(
         reason=pl.when(pl.col("discharge_mode") == "9").then(pl.lit("death"))
-        .when(pl.col("planned")).then(pl.lit("planned_care"))
+        .when(pl.col("planned_care")).then(pl.lit("planned_care"))
+        .when(pl.col("planned")).then(pl.lit("planned_procedure"))
+        .when(against_advice).then(pl.lit("against_medical_advice"))
         .when(obstetric).then(pl.lit("obstetrics"))
         .when(pl.col("age") < wp.minor_age).then(pl.lit("minor"))
         .when(pl.col("admission_date") < pl.lit(wp.data_start_date + timedelta(days=wp.lookback_days)))
@@ -88,18 +114,19 @@ def recompute_readmissions(stays: pl.DataFrame, wp: WarehouseParams) -> pl.DataF
         .select("episode_id", "patient_id", "discharge_date")
         .join(later, on="patient_id")
         .with_columns(days_to_readmission=(pl.col("r_admission") - pl.col("discharge_date")).dt.total_days())
-        .filter(pl.col("days_to_readmission").is_between(1, wp.readmission_window_days))
+        .filter(pl.col("days_to_readmission").is_between(0, wp.readmission_window_days))
+        .filter(pl.col("readmission_stay_id") != pl.col("episode_id"))
         .sort("episode_id", "r_admission", "r_discharge", "readmission_stay_id")
         .group_by("episode_id", maintain_order=True)
         .first()
         .select("episode_id", "readmission_stay_id", "days_to_readmission")
     )
     out = (
-        s.select("stay_id", "episode_id", "rank")
+        s.select("stay_id", "episode_id", "rank", "link")
         .join(episodes.select("episode_id", "reason"), on="episode_id")
         .join(first_readmission, on="episode_id", how="left")
         .with_columns(
-            exclusion_reason=pl.when(pl.col("rank") > 1).then(pl.lit("transfer")).otherwise(pl.col("reason"))
+            exclusion_reason=pl.when(pl.col("rank") > 1).then(pl.col("link")).otherwise(pl.col("reason"))
         )
         .with_columns(is_index=pl.col("exclusion_reason").is_null())
         .with_columns(
@@ -151,7 +178,7 @@ def dbt_labels(built: dict[str, Any]) -> pl.DataFrame:
 
 
 def test_every_stay_matches_the_independent_recomputation(built: dict[str, Any]) -> None:
-    ours = recompute_readmissions(built["tables"]["stays"], WarehouseParams())
+    ours = recompute_readmissions(built["tables"]["stays"], WarehouseParams(), built["tables"]["diagnoses"])
     theirs = dbt_labels(built)
     assert theirs.height == built["tables"]["stays"].height
     assert_frame_equal(theirs, ours.with_columns(pl.col("days_to_readmission").cast(pl.Int64)))
@@ -188,7 +215,8 @@ def test_department_kpis_suppress_small_cells(built: dict[str, Any]) -> None:
     assert cell["readmission_rate_ci_low"] is None
     assert cell["total_cost"] == pytest.approx(sum(1000.0 + 100 * i for i in range(12)) + 3 * 3000.0)
     # Every suppressed cell really has fewer than 10 patients.
-    ours = recompute_readmissions(built["tables"]["stays"], WarehouseParams()).filter(pl.col("is_index"))
+    ours = recompute_readmissions(built["tables"]["stays"], WarehouseParams(), built["tables"]["diagnoses"])
+    ours = ours.filter(pl.col("is_index"))
     small = (
         ours.join(built["tables"]["stays"].select("stay_id", "patient_id"), on="stay_id")
         .join(read_marts(built["paths"].warehouse,
@@ -259,7 +287,8 @@ def test_dim_patients_keeps_quarantined_beneficiaries(built: dict[str, Any]) -> 
 
 def test_figures(built: dict[str, Any]) -> None:
     fig = built["figures"]
-    ours = recompute_readmissions(built["tables"]["stays"], WarehouseParams()).filter(pl.col("is_index"))
+    ours = recompute_readmissions(built["tables"]["stays"], WarehouseParams(), built["tables"]["diagnoses"])
+    ours = ours.filter(pl.col("is_index"))
     assert fig["index_stays"] == ours.height
     assert fig["readmissions"] == ours["readmitted_30d"].sum()
     assert fig["feature_rows"] == ours.height
@@ -294,3 +323,63 @@ def test_missing_clean_tables_are_reported(tmp_path: Path) -> None:
     cf.write_clean(tmp_path / "data" / "clean", {"stays": cf.build_clean()[0]["stays"]})
     with pytest.raises(WarehouseError, match=r"patients\.parquet, hospitals\.parquet"):
         check_clean_inputs(Paths(tmp_path))
+
+
+# ---------------------------------------------------------------------------------------------
+# The same recomputation on simulated data: planned procedures, unrelated returns, same-day
+# returns and discharges against medical advice all occur; the truth tells why each return happened.
+
+
+@pytest.fixture(scope="module")
+def simulated(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    from tests.dirty_extract import generate_and_clean
+
+    root = tmp_path_factory.mktemp("simulated")
+    params = generate_and_clean(root, patients=4000, chunk_patients=2000, dirt_factor=1.0)
+    shutil.copytree(PROJECT_DBT, root / "dbt", ignore=shutil.ignore_patterns("target", "logs", "dbt_packages"))
+    paths = Paths(root)
+    run_warehouse(paths, params)
+    clean = {t: pl.read_parquet(root / "data" / "clean" / f"{t}.parquet") for t in ("stays", "diagnoses")}
+    truth = pl.read_parquet(root / "data" / "truth" / contracts.TRUTH_STAYS_FILE)
+    return {"paths": paths, "clean": clean, "truth": truth, "params": params}
+
+
+def test_simulated_flags_match_the_independent_recomputation(simulated: dict[str, Any]) -> None:
+    clean = simulated["clean"]
+    wp = simulated["params"].warehouse
+    theirs = read_marts(simulated["paths"].warehouse, f"select {', '.join(LABEL_COLUMNS)} from marts.fct_readmissions")
+    # the stays the analyses use: clean ones minus what the standard PMSI filters drop in staging
+    kept = read_marts(simulated["paths"].warehouse, "select stay_id from staging.stg_stays")
+    ours = recompute_readmissions(clean["stays"].join(kept, on="stay_id", how="semi"), wp, clean["diagnoses"])
+    assert kept.height < clean["stays"].height  # the filters did drop some
+    theirs = theirs.with_columns(
+        pl.col("readmitted_30d").cast(pl.Int32), pl.col("days_to_readmission").cast(pl.Int64)
+    ).sort("stay_id")
+    assert_frame_equal(theirs, ours.with_columns(pl.col("days_to_readmission").cast(pl.Int64)))
+    reasons = dict(theirs["exclusion_reason"].value_counts().iter_rows())
+    # every new rule is exercised by the simulated data
+    for reason in ("planned_procedure", "against_medical_advice", "same_day_return", "planned_care", "transfer"):
+        assert reasons.get(reason, 0) > 0, reason
+    assert theirs.filter(pl.col("days_to_readmission") == 0).height > 0
+
+
+def test_simulated_labels_agree_with_the_truth(simulated: dict[str, Any]) -> None:
+    """The mart's label is the truth's (a return for the planted readmission or an unrelated one,
+    never a planned procedure), except where dirt removed a stay: a definition error would show
+    as thousands of disagreements, noise as a handful."""
+    marts = read_marts(simulated["paths"].warehouse,
+                       "select stay_id, readmitted_30d, days_to_readmission from marts.fct_readmissions where is_index")
+    truth = simulated["truth"]
+    joined = marts.join(truth, on="stay_id", how="inner")
+    assert joined.height > 0.99 * marts.height
+    agree = (joined["readmitted_30d"] == joined["readmitted_30d_right"].cast(pl.Int32))
+    assert agree.mean() > 0.995
+    returned = joined.filter(pl.col("readmitted_30d") == 1)
+    assert set(returned["return_reason"].drop_nulls().unique()) == {"readmission", "unrelated"}
+    # the delay the mart sees is the truth's for nearly every return
+    same_delay = returned.filter(pl.col("return_days").is_not_null())
+    assert (same_delay["days_to_readmission"] == same_delay["return_days"]).mean() > 0.99
+    # planned procedures inside the window never make a label on their own
+    planned_only = joined.filter(pl.col("planned_return_days").is_between(0, 30) & pl.col("return_reason").is_null())
+    assert planned_only.height > 0
+    assert (planned_only["readmitted_30d"] == 0).mean() > 0.99

@@ -179,13 +179,39 @@ def scenarios() -> Scenario:
     s.add(Stay("P_DAY31", d("2023-10-01"), d("2023-10-05"), tag="day31_a"), Expected(None, 0))
     s.add(Stay("P_DAY31", d("2023-11-05"), d("2023-11-07"), tag="day31_b"), index)
 
-    # Same-day (day 0) admission after a home discharge: neither chained nor a readmission;
-    # the next unplanned episode in the window is.
+    # Same-day (day 0) return after a home discharge, same hospital and same 3-character diagnosis:
+    # one stay continued (CMS-style), chained as 'same_day_return'; the window starts at its end.
     s.add(Stay("P_SAMEDAY", d("2023-10-01"), d("2023-10-05"), tag="sameday_a"),
-          Expected(None, 1, "sameday_c", 9))
-    s.add(Stay("P_SAMEDAY", d("2023-10-05"), d("2023-10-07"), entry_source="5", tag="sameday_b"),
           Expected(None, 1, "sameday_c", 7))
+    s.add(Stay("P_SAMEDAY", d("2023-10-05"), d("2023-10-07"), icd10="I500", entry_source="5", tag="sameday_b"),
+          Expected("same_day_return"))
     s.add(Stay("P_SAMEDAY", d("2023-10-14"), d("2023-10-15"), tag="sameday_c"), index)
+    # Same day but another hospital: a readmission on day 0.
+    s.add(Stay("P_SAMEDAY_ELSEWHERE", d("2023-10-01"), d("2023-10-05"), tag="elsewhere_a"),
+          Expected(None, 1, "elsewhere_b", 0))
+    s.add(Stay("P_SAMEDAY_ELSEWHERE", d("2023-10-05"), d("2023-10-07"), hospital="930000022", entry_source="5",
+               tag="elsewhere_b"), index)
+
+    # Planned procedure (coronary stent, interventional GHM, non-acute diagnosis) on day 10: neither
+    # an index nor a readmission; the unplanned episode of day 20 is the readmission.
+    s.add(Stay("P_PLANNED_PROC", d("2023-07-01"), d("2023-07-05"), tag="proc_index"),
+          Expected(None, 1, "proc_after", 20))
+    s.add(Stay("P_PLANNED_PROC", d("2023-07-15"), d("2023-07-16"), icd10="I251", ghm="05K061", tag="proc"),
+          Expected("planned_procedure"))
+    s.add(Stay("P_PLANNED_PROC", d("2023-07-25"), d("2023-07-28"), tag="proc_after"), index)
+    # Surgery for an acute diagnosis (hip fracture, surgical GHM): unplanned, a readmission.
+    s.add(Stay("P_ACUTE_SURGERY", d("2023-08-01"), d("2023-08-05"), tag="surgery_index"),
+          Expected(None, 1, "surgery", 15))
+    s.add(Stay("P_ACUTE_SURGERY", d("2023-08-20"), d("2023-08-30"), icd10="S720", ghm="08C472", age=82,
+               entry_source="5", tag="surgery"), index)
+    # Transplant (GHM CMD 27): always planned.
+    s.add(Stay("P_GRAFT", d("2023-05-01"), d("2023-05-20"), icd10="N185", ghm="27Z031", tag="graft"),
+          Expected("planned_care"))
+    # Discharge against medical advice (home, Z532 on the stay): not an index stay, but the
+    # readmission of the index before it.
+    s.add(Stay("P_AMA", d("2023-08-20"), d("2023-08-25"), tag="ama_index"), Expected(None, 1, "ama", 7))
+    s.add(Stay("P_AMA", d("2023-09-01"), d("2023-09-03"), diagnoses=("Z532", "I10"), entry_source="5",
+               tag="ama"), Expected("against_medical_advice"))
 
     # Only the FIRST readmission is reported.
     s.add(Stay("P_FIRST", d("2023-02-01"), d("2023-02-03"), tag="first_a"), Expected(None, 1, "first_b", 5))

@@ -132,7 +132,12 @@ def make_features(
                           "true_probability": np.full(n_planned, 0.05), "readmitted_30d": np.zeros(n_planned, bool),
                           "planned": np.ones(n_planned, bool)}),
         ]
-    ).cast(contracts.TRUTH_STAY_COLUMNS)  # type: ignore[arg-type]
+    )
+    # The columns this fixture does not model (return reasons, stay kinds...) are null.
+    truth = truth.select(
+        [pl.col(c).cast(t) if c in truth.columns else pl.lit(None, dtype=t).alias(c)
+         for c, t in contracts.TRUTH_STAY_COLUMNS.items()]
+    )
     # Shuffle so nothing downstream can rely on the file's row order.
     order = rng.permutation(features.height)
     return features[order.tolist()], truth.sample(fraction=1.0, shuffle=True, seed=seed)

@@ -1,6 +1,7 @@
 {#-
     What is known about the patient at each episode, from data strictly before its admission
-    (so never after its discharge): unplanned episodes admitted in the 182 / 365 days before
+    (so never after its discharge): unplanned episodes (neither planned care nor planned
+    procedures) admitted in the 182 / 365 days before
     (and those through the ED), days since the last discharge, distinct ATC level-3 classes
     dispensed in the 90 days before admission. One row per episode. `history_as_of_date` is
     the latest date any of these used (tested not after the episode's discharge).
@@ -24,16 +25,16 @@ prior_episodes as (
 
     select
         episodes.episode_id,
-        count(case when not earlier.is_planned_care
+        count(case when not (earlier.is_planned_care or earlier.is_planned_procedure)
             and {{ days_between('earlier.admission_date', 'episodes.admission_date') }}
                 <= {{ var('history_short_days') }} then 1 end) as prior_stays_6m,
-        count(case when not earlier.is_planned_care then 1 end) as prior_stays_12m,
-        count(case when not earlier.is_planned_care and earlier.is_emergency
+        count(case when not (earlier.is_planned_care or earlier.is_planned_procedure) then 1 end) as prior_stays_12m,
+        count(case when not (earlier.is_planned_care or earlier.is_planned_procedure) and earlier.is_emergency
             and {{ days_between('earlier.admission_date', 'episodes.admission_date') }}
                 <= {{ var('history_short_days') }} then 1 end) as prior_emergency_6m,
-        count(case when not earlier.is_planned_care and earlier.is_emergency then 1 end)
+        count(case when not (earlier.is_planned_care or earlier.is_planned_procedure) and earlier.is_emergency then 1 end)
             as prior_emergency_12m,
-        max(case when not earlier.is_planned_care then earlier.admission_date end)
+        max(case when not (earlier.is_planned_care or earlier.is_planned_procedure) then earlier.admission_date end)
             as last_prior_admission_date
 
     from episodes

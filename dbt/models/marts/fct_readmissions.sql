@@ -6,19 +6,25 @@
 }}
 
 {#-
-    The 30-day readmission definition, in one place (French RH30 / CMS hospital-wide style).
+    The 30-day readmission definition, in one place (CMS hospital-wide style, RH30-inspired;
+    README "The 30-day readmission definition" says where it differs from both).
 
-    One row per stay. Index stays are the first stays of episodes (transfer chains), except,
-    in this order of precedence: death at discharge ('death'), planned care ('planned_care':
-    dialysis, chemotherapy, radiotherapy sessions), obstetrics ('obstetrics'), minors ('minor'),
-    episodes admitted less than `lookback_days` after the data start, whose history features
-    would be truncated ('lookback'), and episodes discharged less than `readmission_window_days` before the data end, whose
-    follow-up is incomplete ('censored'). Later stays of a chain are 'transfer'.
+    One row per stay. Index stays are the first stays of episodes (transfer or same-day chains,
+    int_stay_episodes), except, in this order of precedence: death at discharge ('death'),
+    always-planned care ('planned_care': dialysis, chemotherapy, radiotherapy, sessions,
+    transplants), planned procedures ('planned_procedure': surgical / interventional GHM without
+    an acute main diagnosis), discharges against medical advice ('against_medical_advice'),
+    obstetrics ('obstetrics'), minors ('minor'), episodes admitted less than `lookback_days`
+    after the data start, whose history features would be truncated ('lookback'), and episodes
+    discharged less than `readmission_window_days` before the data end, whose follow-up is
+    incomplete ('censored'). Later stays of a chain are 'transfer' or 'same_day_return'.
 
-    The readmission of an index episode is the FIRST unplanned episode (any episode not
-    planned care) of the same patient admitted 1 to `readmission_window_days` days after the
-    index discharge (day 30 counts, day 31 does not; a same-day admission is not one).
-    readmitted_30d, readmission_stay_id and days_to_readmission are null for non-index stays.
+    The readmission of an index episode is the FIRST unplanned episode (neither planned care
+    nor a planned procedure) of the same patient admitted 0 to `readmission_window_days` days
+    after the index discharge (day 30 counts, day 31 does not). A same-day admission counts,
+    unless it is the same hospital and the same diagnosis after a home discharge: that one was
+    chained into the index episode. readmitted_30d, readmission_stay_id and days_to_readmission
+    are null for non-index stays.
 -#}
 
 with
@@ -42,6 +48,8 @@ classified as (
         case
             when is_death then 'death'
             when is_planned_care then 'planned_care'
+            when is_planned_procedure then 'planned_procedure'
+            when is_against_medical_advice then 'against_medical_advice'
             when is_obstetric then 'obstetrics'
             when is_minor then 'minor'
             when {{ days_between(data_start_date(), 'admission_date') }}
@@ -70,8 +78,9 @@ readmission_candidates as (
         on index_episodes.patient_id = later.patient_id
         and later.episode_id <> index_episodes.episode_id
         and not later.is_planned_care
+        and not later.is_planned_procedure
         and {{ days_between('index_episodes.discharge_date', 'later.admission_date') }}
-            between 1 and {{ var('readmission_window_days') }}
+            between 0 and {{ var('readmission_window_days') }}
     where index_episodes.episode_exclusion_reason is null
 
 ),
@@ -97,7 +106,8 @@ stays as (
         classified.diagnosis_group,
         classified.stay_cost as episode_cost,
         case
-            when stay_episodes.stay_rank_in_episode > 1 then 'transfer'
+            when stay_episodes.stay_rank_in_episode > 1
+                then coalesce(stay_episodes.episode_link, 'transfer')
             else classified.episode_exclusion_reason
         end as exclusion_reason
 
