@@ -332,7 +332,7 @@ def test_missing_clean_tables_are_reported(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def simulated(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    from tests.dirty_extract import generate_and_clean
+    from tests.data.dirty_extract import generate_and_clean
 
     root = tmp_path_factory.mktemp("simulated")
     params = generate_and_clean(root, patients=4000, chunk_patients=2000, dirt_factor=1.0)
