@@ -46,7 +46,7 @@ STAGES: dict[str, tuple[str, str, str]] = {
     "serve": ("pipelines.serving", "run_serve",
               "serve models:/<name>@champion over REST (MLflow protocol, uvicorn workers; --host, --port)"),
     "score": ("pipelines.serving", "run_score",
-              "batch-score a Parquet file of discharges with the champion (--input, --output)"),
+              "batch-score a Parquet file of discharges with the champion (--input, --output, --reasons K)"),
     "publish": ("pipelines.cloud.publish", "run_publish",
                 "load data/clean into BigQuery (Parquet via GCS; PUBLISH_VIA=csv for emulators); see docs/cloud.md"),
 }
@@ -57,7 +57,7 @@ def _run_stage(name: str, paths: Paths, params: Params, quiet: bool, args: argpa
     if name == "serve":  # runs the server until interrupted
         return func(paths, params, host=args.host, port=args.port)
     if name == "score":
-        return func(paths, params, args.input.resolve(), args.output.resolve())
+        return func(paths, params, args.input.resolve(), args.output.resolve(), reasons=args.reasons)
     if name == "generate":
         return func(paths, params, progress=not quiet)
     if name == "clean":
@@ -99,6 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
             stage.add_argument("--input", type=Path, required=True, help="Parquet file of discharges (feature rows)")
             stage.add_argument("--output", type=Path, required=True,
                                help="Parquet file to write: stay_id, probability, high_risk")
+            stage.add_argument("--reasons", type=int, default=0, choices=range(0, 11), metavar="K",
+                               help="also write each row's K main reasons (reason_i: the feature, "
+                                    "reason_i_contribution: its share of the forest score; 0-10, default 0)")
     return parser
 
 

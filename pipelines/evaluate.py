@@ -4,7 +4,8 @@ Reads   models/model.joblib + models/model_meta.json (train stage; no MLflow nee
         data/features/ml_readmission_features.parquet
         data/truth/stay_outcomes.parquet (optional: the simulator's truth, for the Bayes oracle;
         a real extract has none and the oracle is then left out)
-Writes  reports/metrics/evaluate.json      rf / lace / logreg / oracle metrics (DVC metrics)
+Writes  reports/metrics/evaluate.json      rf / rf_uncalibrated / lace / logreg / oracle metrics (DVC
+                                           metrics; rf is the served, calibrated probability)
         reports/plots/{pr_curve,roc_curve,calibration}.csv   <= max_curve_points per model (DVC plots)
         reports/figures/*.html (+ one shared plotly.min.js, offline), a few *.png (kaleido),
         reports/figures/evaluation.html    every figure in one self-contained page
@@ -50,7 +51,7 @@ from pipelines.metrics_io import DIGITS, rounded
 from pipelines.model import data as fdata
 from pipelines.model import handoffs
 from pipelines.model.artifacts import ModelBundle, ModelMeta, load_model
-from pipelines.model.metrics import f2, flag_metrics, probability_metrics
+from pipelines.model.metrics import calibration_metrics, f2, flag_metrics, probability_metrics
 from pipelines.model.preprocessing import logreg_pipeline, set_forest_jobs
 from pipelines.model.pyfunc_model import model_frame
 from pipelines.model.scaling import predict_frame_chunked, predict_positive, time_stratified_sample
@@ -175,6 +176,12 @@ def forest_scoring(bundle: ModelBundle, windows: EvalWindows) -> Scoring:
     return Scoring(p_rf, rf)
 
 
+def uncalibrated_scoring(bundle: ModelBundle, windows: EvalWindows) -> Scoring:
+    """The forest's raw score (before the bundle's calibration map): what calibration changed."""
+    raw = predict_positive(bundle.pipeline, model_frame(bundle, windows.x_test))
+    return Scoring(raw, {"calibration": bundle.calibration.method, **calibration_metrics(windows.y_test, raw)})
+
+
 def lace_scoring(windows: EvalWindows, cutoff: int) -> Scoring:
     """LACE: the score itself for the AUCs, LACE >= cutoff as the flag."""
     y_test = windows.y_test
@@ -242,10 +249,11 @@ def importance_step(bundle: ModelBundle, windows: EvalWindows, ep: EvaluateParam
                       dict(zip(names, result.importances_std.tolist(), strict=True)))
 
 
-def evaluation_result(rf: Scoring, lace: Scoring, logreg: Scoring, oracle: Oracle | None, importance: Importance,
-                      windows: EvalWindows, meta: ModelMeta) -> dict[str, Any]:
+def evaluation_result(rf: Scoring, raw: Scoring, lace: Scoring, logreg: Scoring, oracle: Oracle | None,
+                      importance: Importance, windows: EvalWindows, meta: ModelMeta) -> dict[str, Any]:
     """reports/metrics/evaluate.json."""
-    result: dict[str, Any] = {"rf": rf.metrics, "lace": lace.metrics, "logreg": logreg.metrics}
+    result: dict[str, Any] = {"rf": rf.metrics, "rf_uncalibrated": raw.metrics, "lace": lace.metrics,
+                              "logreg": logreg.metrics}
     if oracle is not None:
         result["oracle"] = oracle.metrics
         result["gap"] = oracle.gap
@@ -259,13 +267,15 @@ def evaluation_result(rf: Scoring, lace: Scoring, logreg: Scoring, oracle: Oracl
     return result
 
 
-def write_curves(paths: Paths, scores: Scored, ep: EvaluateParams) -> tuple[Scored, Scored, Scored]:
-    """reports/plots/{pr_curve,roc_curve,calibration}.csv (DVC plots); (pr, roc, calibration) per model."""
+def write_curves(paths: Paths, scores: Scored, raw: Scoring, ep: EvaluateParams) -> tuple[Scored, Scored, Scored]:
+    """reports/plots/{pr_curve,roc_curve,calibration}.csv (DVC plots); (pr, roc, calibration) per model.
+    The reliability curve also shows the forest's raw score (`raw`), before calibration."""
     pr_curves, roc_curves = _curves(scores, ep.max_curve_points)
     calibration = {}
-    for model in ("rf", "logreg", "oracle"):
-        if model in scores:
-            observed, predicted = calibration_curve(*scores[model], n_bins=ep.calibration_bins,
+    reliability = {**scores, "rf_uncalibrated": (scores["rf"][0], raw.scores)}
+    for model in ("rf", "rf_uncalibrated", "logreg", "oracle"):
+        if model in reliability:
+            observed, predicted = calibration_curve(*reliability[model], n_bins=ep.calibration_bins,
                                                     strategy=ep.calibration_strategy)
             calibration[model] = (predicted, observed)
     _write_csv(paths.reports / "plots" / "pr_curve.csv", ("model", "recall", "precision"), pr_curves)
@@ -310,17 +320,18 @@ def run_evaluate(paths: Paths, params: Params) -> dict[str, Any]:
     set_forest_jobs(bundle.pipeline, ep.n_jobs)  # in memory only; the saved model keeps 1
 
     rf = forest_scoring(bundle, windows)
+    raw = uncalibrated_scoring(bundle, windows)
     lace = lace_scoring(windows, ep.lace_cutoff)
     logreg = logreg_scoring(windows, ep, meta.min_precision)
     oracle = oracle_scoring(paths.truth / contracts.TRUTH_STAYS_FILE, windows, rf.scores, meta.min_precision)
     importance = importance_step(bundle, windows, ep, meta.seed)
-    result = evaluation_result(rf, lace, logreg, oracle, importance, windows, meta)
+    result = evaluation_result(rf, raw, lace, logreg, oracle, importance, windows, meta)
 
     y_test = windows.y_test
     scores: Scored = {"rf": (y_test, rf.scores), "logreg": (y_test, logreg.scores), "lace": (y_test, lace.scores)}
     if oracle is not None:
         scores["oracle"] = (oracle.y, oracle.scores)
-    curves = write_curves(paths, scores, ep)
+    curves = write_curves(paths, scores, raw, ep)
     figures_dir = write_figures(paths, params, result, bundle.threshold, scores, curves, importance, meta)
     metrics_file = paths.metrics / "evaluate.json"
     handoffs.write_evaluation(metrics_file, result)
@@ -332,8 +343,9 @@ def run_evaluate(paths: Paths, params: Params) -> dict[str, Any]:
             _log_to_mlflow(paths, meta, result, figures_dir, metrics_file)
         except MlflowException as exc:  # e.g. models/ restored by DVC without its mlruns/ store
             log.warning("evaluation not logged to MLflow run %s: %s", meta.run_id, exc)
-    log.info("evaluate: test recall %.3f precision %.3f ROC-AUC %.3f (LACE %.3f, logreg %.3f%s)",
-             rf.metrics["recall"], rf.metrics["precision"], rf.metrics["roc_auc"], lace.metrics["roc_auc"],
+    log.info("evaluate: test recall %.3f precision %.3f ROC-AUC %.3f Brier %.4f (raw %.4f) (LACE %.3f, logreg %.3f%s)",
+             rf.metrics["recall"], rf.metrics["precision"], rf.metrics["roc_auc"], rf.metrics["brier"],
+             raw.metrics["brier"], lace.metrics["roc_auc"],
              logreg.metrics["roc_auc"], f", oracle {oracle.metrics['roc_auc']:.3f}" if oracle else "")
     return result
 
@@ -353,7 +365,7 @@ def _log_to_mlflow(paths: Paths, meta: ModelMeta, result: dict[str, Any], figure
     timestamp = int(time.time() * 1000)
     metrics = [
         Metric(f"test_{model}_{name}", float(value), timestamp, 0)
-        for model in ("rf", "lace", "logreg", "oracle") if model in result
+        for model in ("rf", "rf_uncalibrated", "lace", "logreg", "oracle") if model in result
         for name, value in result[model].items() if isinstance(value, int | float)
     ]
     client.log_batch(run_id, metrics=metrics)

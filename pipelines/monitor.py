@@ -188,6 +188,10 @@ def flat_metrics(drift: dict[str, Any], fairness: dict[str, Any]) -> dict[str, A
     for group, block in fairness["groups"].items():
         for metric, entry in block["parity"].items():
             out[f"{group}_{metric}_ratio"] = entry["ratio"]
+        ratios = [r["observed_to_expected"] for r in block["groups"]
+                  if not r["suppressed"] and r["observed_to_expected"] is not None]
+        # the group whose readmissions stray most from the served probabilities (1 = calibrated)
+        out[f"{group}_worst_observed_to_expected"] = max(ratios, key=lambda v: abs(v - 1.0)) if ratios else None
     return out
 
 
@@ -281,6 +285,7 @@ def fairness_step(current: pl.DataFrame, mp: MonitorParams, has_patient_id: bool
     return fair.fairness_report(
         current, mp.fairness_groups, mp.age_band_edges, mp.min_cell_patients, mp.four_fifths_threshold,
         label=LABEL, patient_id=PATIENT_ID if has_patient_id else None,
+        reliability_groups=mp.reliability_groups, n_bins=mp.reliability_bins,
     )
 
 

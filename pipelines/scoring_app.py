@@ -6,7 +6,10 @@ alias pointed to when `serve` started. It speaks the same protocol as `mlflow mo
 
     POST /invocations  Content-Type: application/json
         {"dataframe_split": {"columns": [...], "data": [[...], ...]}}  or  {"dataframe_records": [{...}, ...]}
+        optionally with "params": {"reasons": k} (k = 0..10) beside it
     -> 200 {"predictions": [{"probability": p, "high_risk": 0|1}, ...]}  (request order)
+       p is the calibrated probability; with reasons, each prediction also has
+       "reasons": [{"feature": name, "contribution": c}, ...] (at most k, largest first)
     GET /ping, /health -> 200;  GET /version -> the MLflow version
 
 and refuses, before any model code runs, with a JSON body {"error_code", "message"} that names
@@ -32,7 +35,7 @@ import json
 import logging
 import os
 from collections.abc import Awaitable, Callable, MutableMapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -42,7 +45,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from pipelines import contracts
 from pipelines.config import Params
 from pipelines.model import scoring_contract as sc
-from pipelines.model.pyfunc_model import CompiledPipeline, loaded_bundle
+from pipelines.model.pyfunc_model import MAX_REASONS, Calibration, CompiledPipeline, loaded_bundle
 
 log = logging.getLogger(__name__)
 
@@ -177,13 +180,28 @@ def _check_names(names: list[str]) -> None:
         raise RequestError(400, f"missing feature column(s): {', '.join(missing)}")
 
 
+def request_reasons(payload: Any) -> int:
+    """The optional "params": {"reasons": k} of the body: 0 without it."""
+    if not isinstance(payload, dict) or "params" not in payload:
+        return 0
+    params = payload["params"]
+    if not isinstance(params, dict) or set(params) - {"reasons"}:
+        raise RequestError(400, 'the "params" field must be an object whose only key is "reasons"')
+    value = params.get("reasons", 0)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_REASONS:
+        raise RequestError(400, f'params "reasons" must be a whole number from 0 to {MAX_REASONS}')
+    return int(value)
+
+
 def request_columns(payload: Any) -> dict[str, list[Any]]:
     """The decoded body -> column name -> values (rows in request order)."""
-    if not isinstance(payload, dict) or len(payload) != 1 or next(iter(payload)) not in TOP_LEVEL_KEYS:
+    data_keys = [k for k in payload if k != "params"] if isinstance(payload, dict) else []
+    if not isinstance(payload, dict) or len(data_keys) != 1 or data_keys[0] not in TOP_LEVEL_KEYS:
         shown = _shown(sorted(payload), KNOWN_NAMES) if isinstance(payload, dict) else ""
         raise RequestError(400, "the body must be a JSON object with exactly one of the fields "
-                           f"{' or '.join(TOP_LEVEL_KEYS)}" + (f" (got: {shown})" if shown else ""))
-    key, value = next(iter(payload.items()))
+                           f"{' or '.join(TOP_LEVEL_KEYS)} (and optionally params)"
+                           + (f" (got: {shown})" if shown else ""))
+    key, value = data_keys[0], payload[data_keys[0]]
     columns = _columns_from_split(value) if key == "dataframe_split" else _columns_from_records(value)
     if not columns or not next(iter(columns.values())):
         raise RequestError(400, "no rows to score: send at least one feature row")
@@ -201,6 +219,7 @@ class Scorer:
     threshold: float | None
     compiled: CompiledPipeline | None
     model_uri: str
+    calibration: Calibration = field(default_factory=Calibration)
 
     @classmethod
     def load(cls, model_uri: str, params: Params) -> Scorer:
@@ -214,18 +233,27 @@ class Scorer:
         if compiled is not None and list(compiled.numeric) + list(compiled.categorical) != \
                 [r.name for r in sc.scoring_contract(params).numeric] + list(contracts.CATEGORICAL_FEATURES):
             compiled = None  # the model's column order differs from the contract's: use its own predict
-        return cls(pyfunc, sc.scoring_contract(params, trained), threshold, compiled, model_uri)
+        calibration = bundle.calibration if bundle is not None else Calibration()
+        return cls(pyfunc, sc.scoring_contract(params, trained), threshold, compiled, model_uri, calibration)
 
-    def score(self, columns: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    def score(self, columns: dict[str, list[Any]], reasons: int = 0) -> list[dict[str, Any]]:
         try:
             numeric, categorical = sc.check_columns(self.contract, columns)
         except sc.ScoringContractError as exc:
             raise RequestError(400, f"invalid input: {exc}", "INVALID_PARAMETER_VALUE") from None
+        if reasons and self.compiled is None:
+            raise RequestError(400, "reasons are not available for this model version (its pipeline does not "
+                               "compile to the fast path)", "INVALID_PARAMETER_VALUE")
         if self.compiled is not None and self.threshold is not None:
-            probability = self.compiled.predict_arrays(numeric, categorical)
+            matrix = self.compiled.array_matrix(numeric, categorical)
+            probability = self.calibration.apply(self.compiled.forest.predict_positive(matrix))
             high_risk = probability >= self.threshold
-            return [{"probability": float(p), "high_risk": int(h)}
-                    for p, h in zip(probability.tolist(), high_risk.tolist(), strict=True)]
+            predictions: list[dict[str, Any]] = [{"probability": float(p), "high_risk": int(h)}
+                                                 for p, h in zip(probability.tolist(), high_risk.tolist(), strict=True)]
+            if reasons:
+                for prediction, row in zip(predictions, self._reasons(matrix, reasons), strict=True):
+                    prediction["reasons"] = row
+            return predictions
         from mlflow.exceptions import MlflowException
 
         frame = pd.DataFrame({name: columns[name] for name in self.contract.features})
@@ -241,6 +269,15 @@ class Scorer:
         return [{"probability": float(p), "high_risk": int(h)} for p, h in
                 zip(np.asarray(predicted["probability"], dtype=np.float64).tolist(),
                     np.asarray(predicted["high_risk"]).tolist(), strict=True)]
+
+    def _reasons(self, matrix: np.ndarray, k: int) -> list[list[dict[str, Any]]]:
+        """Per row, up to k features with a positive contribution to the forest score, largest first."""
+        assert self.compiled is not None
+        contributions = self.compiled.forest.contributions(matrix) @ self.compiled.column_owner
+        names = self.compiled.feature_names
+        order = np.argsort(-contributions, axis=1, kind="stable")[:, :k]
+        return [[{"feature": names[j], "contribution": round(float(row[j]), 6)} for j in top if row[j] > 0]
+                for row, top in zip(contributions, order, strict=True)]
 
 
 # ---- the ASGI app -----------------------------------------------------------------------------------
@@ -309,8 +346,9 @@ class ScoringApp:
                                    "(serving.max_request_bytes)", "REQUEST_LIMIT_EXCEEDED")
             body = await self._read_body(receive)
             body_read = True
-            columns = request_columns(decode_body(body, self.max_json_depth))
-            predictions = self.scorer.score(columns)
+            payload = decode_body(body, self.max_json_depth)
+            columns = request_columns(payload)
+            predictions = self.scorer.score(columns, request_reasons(payload))
         except RequestError as exc:  # refused before the body was read: close, the client may still be sending
             await _error(send, exc, close=not body_read)
             return

@@ -302,9 +302,13 @@ class ScoringClient:
         return self.session.post(f"{self.url}/invocations", data=data, headers={"Content-Type": content_type},
                                  timeout=self.timeout_s)
 
-    def score(self, frame: pd.DataFrame | pl.DataFrame) -> pd.DataFrame:
-        """probability, high_risk per row (request order); ServingError with the server's message on 4xx/5xx."""
-        response = self.post(split_payload(frame))
+    def score(self, frame: pd.DataFrame | pl.DataFrame, reasons: int = 0) -> pd.DataFrame:
+        """probability, high_risk per row (request order), and with `reasons` = k a `reasons` column
+        (lists of {"feature", "contribution"}); ServingError with the server's message on 4xx/5xx."""
+        payload = split_payload(frame)
+        if reasons:
+            payload["params"] = {"reasons": reasons}
+        response = self.post(payload)
         if response.status_code != 200:
             raise ServingError(f"HTTP {response.status_code}: {response.text[:2000]}")
         predictions = pd.DataFrame(response.json()["predictions"])
@@ -384,8 +388,10 @@ def check_output_path(input_parquet: Path, output_parquet: Path) -> None:
         raise ScoringInputError(f"--output {output_parquet}: folder {output_parquet.parent} does not exist")
 
 
-def score_batch(paths: Paths, params: Params, input_parquet: Path, output_parquet: Path) -> dict[str, Any]:
-    """Score a Parquet file with the champion; write stay_id, probability, high_risk (input order)."""
+def score_batch(paths: Paths, params: Params, input_parquet: Path, output_parquet: Path,
+                reasons: int = 0) -> dict[str, Any]:
+    """Score a Parquet file with the champion; write stay_id, probability, high_risk (input order) and,
+    with `reasons` = k, reason_1..k / reason_i_contribution (the pyfunc's reason columns)."""
     import mlflow
 
     input_parquet, output_parquet = Path(input_parquet), Path(output_parquet)
@@ -404,21 +410,25 @@ def score_batch(paths: Paths, params: Params, input_parquet: Path, output_parque
     check_batch_contract(frame, model, params, str(input_parquet))
     features = frame.with_columns(pl.col(fdata.CATEGORICAL).cast(pl.String))
     # In slices of rows: memory bounded by the slice, not the file (same values as one call).
-    probability, high_risk = [], []
+    probability, high_risk, reason_parts = [], [], []
     for part in features.iter_slices(PREDICT_CHUNK_ROWS):
         try:
-            scored = model.predict(fdata.to_serving_input(part))
+            scored = model.predict(fdata.to_serving_input(part), params={"reasons": reasons} if reasons else None)
         except mlflow.exceptions.MlflowException as exc:  # the model's own input check: one line, no values
             if exc.get_http_status_code() != 400:  # type: ignore[no-untyped-call]
                 raise
             raise ScoringInputError(f"{input_parquet}: refused by the model's own input check") from None
         probability.append(scored["probability"].to_numpy(dtype="float64"))
         high_risk.append(scored["high_risk"].to_numpy().astype("int8"))
+        if reasons:
+            reason_parts.append(reason_frame(scored, reasons, input_parquet))
     out = pl.DataFrame({
         fdata.KEY: frame[fdata.KEY].cast(pl.String),
         "probability": np.concatenate(probability),
         "high_risk": np.concatenate(high_risk),
     })
+    if reasons:
+        out = pl.concat([out, pl.concat(reason_parts)], how="horizontal")
     with atomic.atomic_file(output_parquet) as tmp:
         out.write_parquet(tmp, statistics=False)
     summary = {"model_name": name, "model_version": version, "rows": out.height,
@@ -428,9 +438,20 @@ def score_batch(paths: Paths, params: Params, input_parquet: Path, output_parque
     return summary
 
 
-def run_score(paths: Paths, params: Params, input_path: Path, output_path: Path) -> dict[str, Any]:
-    """The `score` CLI command (--input, --output)."""
-    return score_batch(paths, params, input_path, output_path)
+def reason_frame(scored: pd.DataFrame, k: int, source: Path) -> pl.DataFrame:
+    """The pyfunc's reason_i / reason_i_contribution columns (String / Float64); an error if absent."""
+    names = [name for i in range(1, k + 1) for name in (f"reason_{i}", f"reason_{i}_contribution")]
+    missing = [n for n in names if n not in scored.columns]
+    if missing:
+        raise ScoringInputError(f"{source}: the champion gives no reasons (a version registered before "
+                                "reason codes, or its pipeline does not compile); score without --reasons")
+    return pl.DataFrame({n: scored[n].tolist() for n in names},
+                        schema={n: pl.Float64 if n.endswith("_contribution") else pl.String for n in names})
+
+
+def run_score(paths: Paths, params: Params, input_path: Path, output_path: Path, reasons: int = 0) -> dict[str, Any]:
+    """The `score` CLI command (--input, --output, --reasons)."""
+    return score_batch(paths, params, input_path, output_path, reasons)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

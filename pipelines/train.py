@@ -26,9 +26,12 @@ Method
 4. Learning curve: the best params fitted on `learning_curve_points` log-spaced, stratified
    samples of the training window and scored on the validation window (MLflow metrics
    lc_* with step = rows, learning_curve.csv and .html under learning_curve/).
-5. The best params are refit on the whole training window; the operating threshold is chosen on
-   the validation window by the same rule (fallback: max-F2 threshold, or an error, per
-   `threshold_fallback`; see pipelines/model/thresholds.py).
+5. The best params are refit on the whole training window. The forest's score is calibrated on
+   the validation window (`calibration`: Platt scaling on the logit by default; the class-balanced
+   forest's raw score overstates risk about twofold), and the operating threshold is chosen on
+   the calibrated validation probabilities by the same rule (fallback: max-F2 threshold, or an
+   error, per `threshold_fallback`; see pipelines/model/thresholds.py). The calibration map is
+   part of the bundle, so the served and batch probability is the calibrated one.
 """
 
 from __future__ import annotations
@@ -50,7 +53,7 @@ import optuna
 import pandas as pd
 from mlflow.models import ModelSignature
 from mlflow.tracking import MlflowClient
-from mlflow.types import ColSpec, Schema, TensorSpec
+from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema, TensorSpec
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from pipelines import atomic, contracts, interrupts, metrics_io
@@ -68,7 +71,8 @@ from pipelines.model.artifacts import (
     write_bundle,
     write_meta,
 )
-from pipelines.model.metrics import probability_metrics
+from pipelines.model.calibration import fit_calibration
+from pipelines.model.metrics import calibration_metrics, probability_metrics
 from pipelines.model.preprocessing import forest_pipeline, set_forest_jobs
 from pipelines.model.pyfunc_model import BUNDLE_ARTIFACT
 from pipelines.model.thresholds import OperatingPoint, ThresholdError, choose_threshold, recall_at_precision
@@ -77,6 +81,8 @@ log = logging.getLogger(__name__)
 
 PYFUNC_CODE = Path(__file__).parent / "model" / "pyfunc_model.py"
 __all__ = ["META_FILE", "MODEL_FILE", "load_model", "probability_metrics", "run_train"]
+
+
 
 
 
@@ -244,7 +250,9 @@ def model_signature() -> ModelSignature:
     would make MLflow drop undeclared columns and cast 65.5 or true to integers before those
     checks run. The input contract is documented by the logged input example."""
     outputs: list[ColSpec | TensorSpec] = [ColSpec("double", "probability"), ColSpec("long", "high_risk")]
-    return ModelSignature(inputs=None, outputs=Schema(outputs))
+    # `reasons: k` adds k reason columns (pyfunc_model.reason_columns); MLflow drops undeclared params
+    params = ParamSchema([ParamSpec("reasons", "long", 0)])
+    return ModelSignature(inputs=None, outputs=Schema(outputs), params=params)
 
 
 def input_example(x_train: pd.DataFrame) -> pd.DataFrame:
@@ -313,6 +321,7 @@ class Refit:
     valid_metrics: dict[str, float]
     bootstrap_rows: int
     seconds: float
+    valid_uncalibrated: dict[str, Any]  # brier, calibration slope / intercept of the raw forest score
 
 
 @dataclass(frozen=True)
@@ -439,26 +448,33 @@ def refit(windows: Windows, tp: TrainParams, seed: int, best_params: dict[str, A
     forest_params = scaling.capped_forest_params(best_params, len(windows.x_train), tp.max_samples_rows)
     pipeline = forest_pipeline(forest_params, seed, tp.n_jobs)
     pipeline.fit(windows.x_train, windows.y_train)
-    p_valid = scaling.predict_positive(pipeline, windows.x_valid)
+    set_forest_jobs(pipeline, 1)  # serving: single rows, no thread pool; and the same bits below
+    score_valid = scaling.predict_positive(pipeline, windows.x_valid, threads=tp.n_jobs)
+    calibration = fit_calibration(tp.calibration, windows.y_valid, score_valid)
+    p_valid = calibration.apply(score_valid)  # the threshold is on the served (calibrated) scale
     seconds = round(time.perf_counter() - clock, 1)
     point = choose_threshold(windows.y_valid, p_valid, tp.min_precision, tp.threshold_fallback)
     if point.rule != "min_precision":
         log.warning("validation: no threshold reaches precision >= %.3f; using the max-F2 threshold %.4f",
                     tp.min_precision, point.threshold)
     valid_metrics = probability_metrics(windows.y_valid, p_valid, point.threshold)
-    set_forest_jobs(pipeline, 1)  # serving: single rows, no thread pool
     bundle = ModelBundle(pipeline=pipeline, threshold=float(point.threshold),
-                         numeric=tuple(fdata.NUMERIC), categorical=tuple(fdata.CATEGORICAL))
+                         numeric=tuple(fdata.NUMERIC), categorical=tuple(fdata.CATEGORICAL), calibration=calibration)
     return Refit(bundle=bundle, point=point, valid_metrics=valid_metrics,
-                 bootstrap_rows=int(forest_params["max_samples"]), seconds=seconds)
+                 bootstrap_rows=int(forest_params["max_samples"]), seconds=seconds,
+                 valid_uncalibrated=calibration_metrics(windows.y_valid, score_valid))
 
 
 def log_refit(fitted: Refit, timings: dict[str, float]) -> None:
     mlflow.log_params({"refit_bootstrap_rows": fitted.bootstrap_rows})
     # Timings go to MLflow and the printed summary, never to train.json (same inputs, same bytes).
     mlflow.log_metrics({f"time_{k}": v for k, v in timings.items()})
-    mlflow.log_metrics({f"valid_{k}": v for k, v in fitted.valid_metrics.items()})
+    mlflow.log_metrics({f"valid_{k}": v for k, v in fitted.valid_metrics.items() if v is not None})
     mlflow.log_metrics({"threshold": rounded(fitted.point.threshold, DIGITS)})
+    mlflow.log_metrics({f"valid_uncalibrated_{k}": v for k, v in fitted.valid_uncalibrated.items() if v is not None})
+    mlflow.log_params({"calibration": fitted.bundle.calibration.method,
+                       **{f"calibration_{k}": v for k, v in fitted.bundle.calibration.to_payload().items()
+                          if k in ("slope", "intercept")}})
     mlflow.set_tag("threshold_rule", fitted.point.rule)
 
 
@@ -470,6 +486,7 @@ def version_tags(fitted: Refit, tp: TrainParams, features_md5: str, git_commit: 
         "git_commit": git_commit,
         "threshold": f"{fitted.point.threshold:.6f}",
         "threshold_rule": fitted.point.rule,
+        "calibration": fitted.bundle.calibration.method,
         "min_precision": f"{tp.min_precision}",
         "valid_recall": f"{valid['recall']:.6f}",
         "valid_precision": f"{valid['precision']:.6f}",
@@ -526,6 +543,7 @@ def train_summary(tp: TrainParams, study: StudyResult, fitted: Refit, registered
         "threshold_rule": fitted.point.rule,
         "min_precision": tp.min_precision,
         "valid": fitted.valid_metrics,
+        "calibration": {"method": fitted.bundle.calibration.method, "valid_uncalibrated": fitted.valid_uncalibrated},
         "rows": windows.rows,
         "tune_rows": int(sample.index.size),
         "refit_bootstrap_rows": fitted.bootstrap_rows,

@@ -48,6 +48,9 @@ class TrainParams(Strict):
     # No validation threshold reaches min_precision: "f2" takes the threshold that maximises F2
     # (recorded as threshold_rule="f2_fallback"); "error" stops the stage.
     threshold_fallback: Literal["f2", "error"] = "f2"
+    # The served probability: the forest's score mapped by a calibration fitted on the validation
+    # window (sigmoid = Platt scaling on the logit, keeps the ranking; isotonic; none = the score).
+    calibration: Literal["sigmoid", "isotonic", "none"] = "sigmoid"
     pruning: bool = True  # MedianPruner on the running mean of the per-fold objective
     pruning_startup_trials: int = Field(5, ge=0)  # trials never pruned (the median needs a base)
     pruning_warmup_folds: int = Field(1, ge=0)  # folds always run before a trial can be pruned

@@ -40,6 +40,9 @@ class MonitorParams(Strict):
     age_band_edges: tuple[int, ...] = (18, 45, 65, 80)
     min_cell_patients: int = Field(10, ge=1)
     four_fifths_threshold: float = Field(0.8, gt=0, le=1)  # heuristic screening rule, not a legal test
+    # Reliability (calibration) curves per group of these groupings, in quantile bins of the probability.
+    reliability_groups: tuple[str, ...] = ("department",)
+    reliability_bins: int = Field(5, ge=2, le=20)
 
     @model_validator(mode="after")
     def _check(self) -> MonitorParams:
@@ -51,6 +54,9 @@ class MonitorParams(Strict):
             if len(set(self.columns)) != len(self.columns):
                 raise ValueError("columns: duplicates")
         allowed = {*FEATURES, AGE_BAND}
+        if not set(self.reliability_groups) <= set(self.fairness_groups):
+            raise ValueError(f"reliability_groups: {sorted(set(self.reliability_groups) - set(self.fairness_groups))} "
+                             "are not in fairness_groups")
         bad_groups = sorted(set(self.fairness_groups) - allowed)
         if bad_groups:
             raise ValueError(f"fairness_groups: unknown {bad_groups} (features or '{AGE_BAND}')")

@@ -84,7 +84,7 @@ def classification_report_figure(tn: int, fp: int, fn: int, tp: int) -> go.Figur
 
 def _line(model: str) -> dict[str, Any]:
     return {"color": MODEL_COLORS.get(model, SIMILAR), "width": 2.5 if model == "rf" else 1.6,
-            "dash": "dot" if model == "oracle" else "solid"}
+            "dash": {"oracle": "dot", "rf_uncalibrated": "dash"}.get(model, "solid")}
 
 
 def pr_figure(curves: Mapping[str, Sequence[tuple[float, float]]], pr_aucs: Mapping[str, float | None],
@@ -143,7 +143,8 @@ def calibration_figure(curves: Mapping[str, Curve]) -> go.Figure:
                              line={"color": "#adb5bd", "dash": "dash", "width": 1}, hoverinfo="skip"))
     fig.update_xaxes(title="mean predicted probability")
     fig.update_yaxes(title="observed readmission rate")
-    return layout(fig, "Calibration, test window (the forest is class-weighted: scores above rates)", 360)
+    return layout(fig, "Calibration (reliability), test window: the served probability against the observed rate",
+                  360)
 
 
 def importance_figure(importance: Mapping[str, float], top: int,

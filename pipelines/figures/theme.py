@@ -13,10 +13,11 @@ BELOW = "#2e86ab"
 SIMILAR = "#8d99ae"
 GRID = "#e6e9ef"
 VERDICT_COLORS = {"above": ABOVE, "below": BELOW, "similar": SIMILAR, "suppressed": "#d9d9d9", "masked": "#d9d9d9"}
-MODEL_COLORS = {"rf": "#1f3a5f", "logreg": "#f4a259", "lace": "#5b8e7d", "oracle": "#8d99ae"}
-MODEL_LABELS = {"rf": "Random Forest", "logreg": "Logistic regression", "lace": "LACE index",
-                "oracle": "Bayes oracle (simulator truth)"}
-MODEL_ORDER = ("oracle", "rf", "logreg", "lace")  # legend order; other names follow, sorted
+MODEL_COLORS = {"rf": "#1f3a5f", "rf_uncalibrated": "#9fb3c8", "logreg": "#f4a259", "lace": "#5b8e7d",
+                "oracle": "#8d99ae"}
+MODEL_LABELS = {"rf": "Random Forest", "rf_uncalibrated": "Random Forest, raw score (before calibration)",
+                "logreg": "Logistic regression", "lace": "LACE index", "oracle": "Bayes oracle (simulator truth)"}
+MODEL_ORDER = ("oracle", "rf", "rf_uncalibrated", "logreg", "lace")  # legend order; other names follow, sorted
 CATEGORY_COLORS = {"AP-HP/CHU": "#1f3a5f", "CH": "#2e86ab", "ESPIC": "#5b8e7d", "Private clinic": "#f4a259"}
 RATE_SCALE = [[0.0, "#f1f5f9"], [0.5, "#f4a259"], [1.0, "#9c2a1b"]]
 

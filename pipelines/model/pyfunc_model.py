@@ -5,14 +5,23 @@ so it must stay self-contained: it imports numpy, pandas, joblib and mlflow only
 `pipelines` package (but for its error base class). The pipeline and threshold come from the
 `bundle` artifact, a joblib dict written by the train stage (the same file as models/model.joblib):
 
-    {"format": 1, "pipeline": Pipeline, "threshold": float,
-     "numeric": [...], "categorical": [...]}
+    {"format": 2, "pipeline": Pipeline, "threshold": float,
+     "numeric": [...], "categorical": [...],
+     "calibration": {"method": "sigmoid", "slope": a, "intercept": b}
+                  | {"method": "isotonic", "x": [...], "y": [...]} | {"method": "none"}}
+
+Format 1 (versions registered before calibration) has no "calibration" and reads as "none".
 
 In memory it is a `ModelBundle`, read and written by `read_bundle` / `write_bundle` only. The file
 stays a plain dict: every registered version holds one, and a pickled class would tie the file to
 a module name (MLflow loads this file as a fresh module per version).
 
 predict(frame) -> DataFrame[probability: float64, high_risk: int64 (probability >= threshold)].
+`probability` is calibrated: the forest's score passed through the bundle's calibration map,
+fitted by train on the validation window; the threshold is on that scale. With the param
+`reasons: k` (REST: {"params": {"reasons": k}}), k pairs of columns follow: reason_i (a feature
+name) and reason_i_contribution, the features that raise this row's forest score the most
+(see `CompiledForest.contributions`).
 
 Input contract of the pyfunc (`check_input`, applied by `ReadmissionModel.predict`, so by the REST
 server and by batch scoring; in-process `predict_frame` does not check): the rows of the feature
@@ -45,8 +54,12 @@ from mlflow.pyfunc.model import PythonModel
 from pipelines.errors import PipelineInputError
 
 BUNDLE_ARTIFACT = "bundle"
-BUNDLE_FORMAT = 1  # the joblib dict's layout; read_bundle refuses any other
-BUNDLE_KEYS = ("format", "pipeline", "threshold", "numeric", "categorical")  # the dict's keys, in file order
+BUNDLE_FORMAT = 2  # the joblib dict's layout written today; read_bundle also reads format 1
+READ_FORMATS = (1, 2)
+BUNDLE_KEYS = ("format", "pipeline", "threshold", "numeric", "categorical", "calibration")  # file order
+CALIBRATION_METHODS = ("sigmoid", "isotonic", "none")
+LOGIT_EPS = 1e-6  # the sigmoid map reads logit(clip(score, eps, 1 - eps)): a forest score can be 0 or 1
+MAX_REASONS = 10
 
 # Copies of pipelines.contracts facts (this file may not import the package; a test checks them).
 LABEL = "readmitted_30d"
@@ -67,37 +80,96 @@ class BundleError(PipelineInputError, ValueError):
     """models/model.joblib (or a version's bundle artifact) is not a format-1 bundle."""
 
 
+def logit(score: np.ndarray) -> np.ndarray:
+    clipped = np.clip(np.asarray(score, dtype=np.float64), LOGIT_EPS, 1.0 - LOGIT_EPS)
+    return np.log(clipped) - np.log1p(-clipped)
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """The monotone map from the forest's score to a probability (fitted on the validation window).
+
+    sigmoid: 1 / (1 + exp(-(slope x logit(score) + intercept))), Platt scaling on the logit: keeps
+    the ranking, so every AUC and the flagged rows are the forest's own. isotonic: the step-wise
+    linear map through (x, y), as sklearn's IsotonicRegression(out_of_bounds="clip") predicts.
+    none: the score itself."""
+
+    method: str = "none"
+    slope: float = 1.0
+    intercept: float = 0.0
+    x: tuple[float, ...] = ()
+    y: tuple[float, ...] = ()
+
+    def apply(self, score: np.ndarray) -> np.ndarray:
+        score = np.asarray(score, dtype=np.float64)
+        if self.method == "sigmoid":
+            return 1.0 / (1.0 + np.exp(-(self.slope * logit(score) + self.intercept)))
+        if self.method == "isotonic":
+            return np.asarray(np.interp(score, np.asarray(self.x), np.asarray(self.y)), dtype=np.float64)
+        return score
+
+    def to_payload(self) -> dict[str, Any]:
+        if self.method == "sigmoid":
+            return {"method": "sigmoid", "slope": float(self.slope), "intercept": float(self.intercept)}
+        if self.method == "isotonic":
+            return {"method": "isotonic", "x": [float(v) for v in self.x], "y": [float(v) for v in self.y]}
+        return {"method": "none"}
+
+    @classmethod
+    def from_payload(cls, payload: object, source: str) -> Calibration:
+        if not isinstance(payload, Mapping) or payload.get("method") not in CALIBRATION_METHODS:
+            raise BundleError(f"{source}: calibration must be a dict with method one of "
+                              f"{', '.join(CALIBRATION_METHODS)}")
+        method = str(payload["method"])
+        try:
+            if method == "sigmoid":
+                return cls(method, slope=float(payload["slope"]), intercept=float(payload["intercept"]))
+            if method == "isotonic":
+                x, y = tuple(float(v) for v in payload["x"]), tuple(float(v) for v in payload["y"])
+                if len(x) != len(y) or not x or bool(np.any(np.diff(x) < 0)):
+                    raise ValueError("x and y must be equally long, x increasing")
+                return cls(method, x=x, y=y)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise BundleError(f"{source}: {method} calibration is malformed ({exc})") from None
+        return cls()
+
+
 @dataclass(frozen=True)
 class ModelBundle:
     """The fitted pipeline, its operating threshold and its input columns (models/model.joblib)."""
 
     pipeline: Any  # sklearn Pipeline: "prep" (ColumnTransformer) then "rf" for the train stage's
-    threshold: float  # high_risk = probability >= threshold
+    threshold: float  # high_risk = probability >= threshold (the calibrated probability)
     numeric: tuple[str, ...]
     categorical: tuple[str, ...]
+    calibration: Calibration = Calibration()
 
     @property
     def features(self) -> list[str]:
         return [*self.numeric, *self.categorical]
 
     def to_payload(self) -> dict[str, Any]:
-        """The joblib dict (format 1), keys in the order train has always written them."""
+        """The joblib dict (format 2), keys in BUNDLE_KEYS order."""
         return {"format": BUNDLE_FORMAT, "pipeline": self.pipeline, "threshold": float(self.threshold),
-                "numeric": list(self.numeric), "categorical": list(self.categorical)}
+                "numeric": list(self.numeric), "categorical": list(self.categorical),
+                "calibration": self.calibration.to_payload()}
 
     @classmethod
     def from_payload(cls, payload: object, source: str = "model bundle") -> ModelBundle:
-        """The bundle of a format-1 dict; BundleError names `source` and what is wrong."""
+        """The bundle of a format-1 or -2 dict; BundleError names `source` and what is wrong."""
         if not isinstance(payload, Mapping):
             raise BundleError(f"{source}: not a model bundle (a {type(payload).__name__}, expected a dict)")
-        if payload.get("format") != BUNDLE_FORMAT:
-            raise BundleError(f"{source}: unknown model bundle format {payload.get('format')!r} "
-                              f"(this code reads format {BUNDLE_FORMAT}; re-run the train stage)")
-        missing = [key for key in BUNDLE_KEYS if key not in payload]
+        fmt = payload.get("format")
+        if fmt not in READ_FORMATS:
+            raise BundleError(f"{source}: unknown model bundle format {fmt!r} "
+                              f"(this code reads formats {', '.join(map(str, READ_FORMATS))}; re-run the train stage)")
+        needed = BUNDLE_KEYS if fmt == 2 else BUNDLE_KEYS[:-1]
+        missing = [key for key in needed if key not in payload]
         if missing:
             raise BundleError(f"{source}: model bundle lacks key(s) {', '.join(missing)} (re-run the train stage)")
+        calibration = Calibration.from_payload(payload["calibration"], source) if fmt == 2 else Calibration()
         return cls(payload["pipeline"], float(payload["threshold"]), tuple(payload["numeric"]),
-                   tuple(payload["categorical"]))
+                   tuple(payload["categorical"]), calibration)
 
 
 def read_bundle(path: str | Path) -> ModelBundle:
@@ -140,14 +212,39 @@ def model_frame(bundle: ModelBundle, frame: pd.DataFrame) -> pd.DataFrame:
 
 def predict_frame(bundle: ModelBundle, frame: pd.DataFrame, compiled: CompiledPipeline | None = None
                   ) -> pd.DataFrame:
-    """probability and high_risk per row. `compiled` (the pipeline as arrays, see CompiledPipeline)
-    computes the same bits faster; it expects input that passed `check_input`."""
-    if compiled is None:
-        probability = bundle.pipeline.predict_proba(model_frame(bundle, frame))[:, 1].astype("float64")
-    else:
-        probability = compiled.predict_positive(frame)
+    """probability (calibrated) and high_risk per row. `compiled` (the pipeline as arrays, see
+    CompiledPipeline) computes the same bits faster; it expects input that passed `check_input`."""
+    probability = bundle.calibration.apply(forest_score(bundle, frame, compiled))
     high_risk = (probability >= bundle.threshold).astype(np.int64)
     return pd.DataFrame({"probability": probability, "high_risk": high_risk}, index=frame.index)
+
+
+def forest_score(bundle: ModelBundle, frame: pd.DataFrame, compiled: CompiledPipeline | None = None
+                 ) -> np.ndarray:
+    """The pipeline's uncalibrated positive-class score per row."""
+    if compiled is None:
+        return np.asarray(bundle.pipeline.predict_proba(model_frame(bundle, frame))[:, 1], dtype=np.float64)
+    return compiled.predict_positive(frame)
+
+
+def reason_columns(compiled: CompiledPipeline, frame: pd.DataFrame, k: int) -> pd.DataFrame:
+    """reason_1..k (feature names, largest contribution first) and reason_i_contribution per row.
+
+    A row's reasons are its features with the largest positive contributions to the forest score;
+    a slot with no positive contribution left holds None and 0.0."""
+    contributions = compiled.contributions(frame)
+    names = np.asarray(compiled.feature_names, dtype=object)
+    k = min(k, len(names))
+    order = np.argsort(-contributions, axis=1, kind="stable")[:, :k]
+    top = np.take_along_axis(contributions, order, axis=1)
+    out: dict[str, Any] = {}
+    for i in range(k):
+        positive = top[:, i] > 0
+        reason = names[order[:, i]]
+        reason[~positive] = None
+        out[f"reason_{i + 1}"] = reason
+        out[f"reason_{i + 1}_contribution"] = np.where(positive, np.round(top[:, i], 6), 0.0)
+    return pd.DataFrame(out, index=frame.index)
 
 
 class CompiledForest:
@@ -203,6 +300,36 @@ class CompiledForest:
         out /= len(self.roots)
         return out
 
+    def contributions(self, x: Any, chunk_rows: int = 2048) -> np.ndarray:
+        """Per row and input column, the column's share of the forest score (rows x columns).
+
+        Each split on the way down moves the node's positive-class value; the move is credited to
+        the split's column (the decision-path attribution of Saabas / treeinterpreter, not SHAP),
+        averaged over trees. bias + the row's sum is its score, bias being the mean root value."""
+        x64 = np.asarray(x, dtype=np.float32).astype(np.float64)
+        if x64.shape[0] > chunk_rows:
+            return np.concatenate([self.contributions(x64[i:i + chunk_rows], chunk_rows)
+                                   for i in range(0, x64.shape[0], chunk_rows)])
+        n, trees = x64.shape[0], len(self.roots)
+        node = np.repeat(self.roots[:, None], n, axis=1)
+        rows = np.arange(n)[None, :]
+        out = np.zeros(n * self.n_features, dtype=np.float64)
+        row_offset = rows * self.n_features
+        for _ in range(self.depth):
+            feature = self.feature[node]
+            values = x64[rows, feature]
+            go_left = np.where(np.isnan(values), self.missing_left[node], values <= self.threshold[node])
+            child = np.where(go_left, self.left[node], self.right[node])
+            # a leaf is its own child: it adds 0; bincount sums the moves per (row, column)
+            out += np.bincount((row_offset + feature).ravel(), weights=(self.value[child] - self.value[node]).ravel(),
+                               minlength=out.size)
+            node = child
+        return out.reshape(n, self.n_features) / trees
+
+    @property
+    def bias(self) -> float:
+        return float(self.value[self.roots].mean())
+
     @classmethod
     def build(cls, pipeline: Any, n_check: int = 256, seed: int = 0) -> CompiledForest | None:
         forest = getattr(pipeline, "named_steps", {}).get("rf")
@@ -244,6 +371,20 @@ class CompiledPipeline:
             raise ValueError("unexpected encoder")
         self.categories = [np.asarray(c, dtype=object) for c in encoder.categories_]
         self.forest = forest
+        # matrix column -> feature index (numerics one column each, then each one-hot block)
+        owners = list(range(len(self.numeric)))
+        for i, categories in enumerate(self.categories):
+            owners += [len(self.numeric) + i] * len(categories)
+        self.column_owner = np.zeros((len(owners), len(owners) and max(owners) + 1), dtype=np.float64)
+        self.column_owner[np.arange(len(owners)), owners] = 1.0  # columns x features, one 1 per row
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [*self.numeric, *self.categorical]
+
+    def contributions(self, frame: pd.DataFrame) -> np.ndarray:
+        """CompiledForest.contributions summed over each feature's columns (rows x features)."""
+        return np.asarray(self.forest.contributions(self.matrix(frame)) @ self.column_owner)
 
     def matrix(self, frame: pd.DataFrame) -> np.ndarray:
         blocks = [frame[self.numeric].to_numpy(dtype=np.float64, na_value=np.nan)]
@@ -255,13 +396,16 @@ class CompiledPipeline:
     def predict_positive(self, frame: pd.DataFrame) -> np.ndarray:
         return self.forest.predict_positive(self.matrix(frame))
 
-    def predict_arrays(self, numeric: list[np.ndarray], categorical: list[np.ndarray]) -> np.ndarray:
-        """The same from checked columns (float64 with NaN; str objects) in numeric/categorical order:
-        the REST fast path, no DataFrame."""
+    def array_matrix(self, numeric: list[np.ndarray], categorical: list[np.ndarray]) -> np.ndarray:
+        """`matrix` from checked columns (float64 with NaN; str objects) in numeric/categorical order."""
         blocks = [np.column_stack(numeric).astype(np.float64, copy=False)]
         for values, categories in zip(categorical, self.categories, strict=True):
             blocks.append((np.asarray(values, dtype=object)[:, None] == categories[None, :]).astype(np.float64))
-        return self.forest.predict_positive(np.hstack(blocks))
+        return np.hstack(blocks)
+
+    def predict_arrays(self, numeric: list[np.ndarray], categorical: list[np.ndarray]) -> np.ndarray:
+        """The uncalibrated score from checked columns: the REST fast path, no DataFrame."""
+        return self.forest.predict_positive(self.array_matrix(numeric, categorical))
 
     @classmethod
     def build(cls, bundle: ModelBundle, n_check: int = 256, seed: int = 1) -> CompiledPipeline | None:
@@ -380,7 +524,24 @@ class ReadmissionModel(PythonModel):  # type: ignore[misc]
         except InputError as exc:  # -> HTTP 400 from the scoring server, with this message
             raise MlflowException.invalid_parameter_value(
                 f"invalid input: {exc}", error_class="INVALID_FEATURE_INPUT", column=exc.column) from None
-        return predict_frame(self.bundle, frame, getattr(self, "compiled", None))
+        compiled = getattr(self, "compiled", None)
+        predicted = predict_frame(self.bundle, frame, compiled)
+        k = requested_reasons(params)
+        if not k:
+            return predicted
+        if compiled is None:
+            raise MlflowException.invalid_parameter_value(
+                "reasons are not available for this model (its pipeline does not compile)")
+        return pd.concat([predicted, reason_columns(compiled, frame, k)], axis=1)
+
+
+def requested_reasons(params: Mapping[str, Any] | None) -> int:
+    """The `reasons` param: 0 (none) to MAX_REASONS; anything else is refused."""
+    value = (params or {}).get("reasons", 0)
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or not 0 <= int(value) <= MAX_REASONS:
+        raise MlflowException.invalid_parameter_value(
+            f"param 'reasons' must be a whole number from 0 to {MAX_REASONS}")
+    return int(value)
 
 
 set_model(ReadmissionModel())

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -103,9 +104,22 @@ def learning_curve_sizes(n_max: int, points: int, min_rows: int) -> list[int]:
     return sorted({int(np.rint(s)) for s in sizes[:-1]} | {n_max})
 
 
-def predict_positive(model: Any, x: pd.DataFrame, chunk_rows: int = PREDICT_CHUNK_ROWS) -> np.ndarray:
-    """P(class 1) of a fitted sklearn classifier, computed `chunk_rows` rows at a time."""
-    return _chunked(lambda part: model.predict_proba(part)[:, 1].astype("float64"), x, chunk_rows)
+def predict_positive(model: Any, x: pd.DataFrame, chunk_rows: int = PREDICT_CHUNK_ROWS, threads: int = 1
+                     ) -> np.ndarray:
+    """P(class 1) of a fitted sklearn classifier, computed `chunk_rows` rows at a time.
+
+    `threads` > 1 scores slices of rows side by side; give it a model whose forest has n_jobs=1.
+    Same bits for any thread count: sklearn's own parallel predict adds the trees' votes in the
+    order the threads finish, which moves the last bit and so the fitted calibration."""
+    def score(part: pd.DataFrame) -> np.ndarray:
+        return np.asarray(model.predict_proba(part)[:, 1], dtype=np.float64)
+
+    if threads <= 1 or len(x) < 2 * threads:
+        return _chunked(score, x, chunk_rows)
+    rows = min(chunk_rows, -(-len(x) // threads))
+    parts = [x.iloc[i:i + rows] for i in range(0, len(x), rows)]
+    with ThreadPoolExecutor(max_workers=threads) as pool:  # tree traversal releases the GIL
+        return np.concatenate(list(pool.map(score, parts)))
 
 
 def predict_frame_chunked(bundle: ModelBundle, frame: pd.DataFrame,

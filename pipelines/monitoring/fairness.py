@@ -25,7 +25,8 @@ from pipelines.config.monitor import AGE_BAND
 UNKNOWN = "unknown"
 SEX_LABELS = {1: "male", 2: "female"}  # contracts: 1 male, 2 female
 PARITY_METRICS = ("recall", "selection_rate", "precision")
-METRICS = ("recall", "precision", "false_negative_rate", "selection_rate", "brier", "prevalence")
+METRICS = ("recall", "precision", "false_negative_rate", "selection_rate", "brier", "prevalence",
+           "mean_predicted", "observed_to_expected")
 COUNTS = ("n", "patients", "positives", "flagged", "true_positives")
 FOUR_FIFTHS_NOTE = (
     "Heuristic screening rule (the 'four-fifths' or 80% rule of thumb): a min/max ratio across groups "
@@ -95,6 +96,9 @@ def group_metrics(y: np.ndarray, flag: np.ndarray, probability: np.ndarray, pati
         "selection_rate": _ratio(flagged, n),
         "brier": float(np.mean((probability - y) ** 2)) if n else None,
         "prevalence": _ratio(positives, n),
+        # calibration in the large: the mean served probability against the observed rate
+        "mean_predicted": float(probability.mean()) if n else None,
+        "observed_to_expected": positives / float(probability.sum()) if n and probability.sum() > 0 else None,
         "suppressed": False,
     }
 
@@ -125,7 +129,7 @@ def fairness_by(
 
 # Metrics that would reveal a masked count (numerator or denominator).
 _REVEALS: dict[str, tuple[str, ...]] = {
-    "positives": ("recall", "false_negative_rate", "prevalence"),
+    "positives": ("recall", "false_negative_rate", "prevalence", "observed_to_expected"),
     "flagged": ("precision", "selection_rate"),
     "true_positives": ("recall", "false_negative_rate", "precision"),
 }
@@ -148,6 +152,39 @@ def mask_small_counts(row: dict[str, Any], min_cell: int) -> dict[str, Any]:
             masked = True
     out["small_counts_masked"] = masked
     return out
+
+
+def reliability_bins(y: np.ndarray, probability: np.ndarray, patient_ids: np.ndarray | None, bins: int,
+                     min_cell: int) -> list[dict[str, Any]]:
+    """Quantile bins of the served probability: mean predicted vs observed rate (a reliability curve).
+
+    A bin under `min_cell` patients, or with 1 to min_cell-1 readmitted stays, publishes no rate."""
+    order = np.argsort(probability, kind="stable")
+    out = []
+    for part in np.array_split(order, bins):
+        if part.size == 0:
+            continue
+        patients = int(np.unique(patient_ids[part]).size) if patient_ids is not None else int(part.size)
+        positives = int(y[part].sum())
+        hidden = patients < min_cell or 0 < positives < min_cell
+        out.append({"n": None if patients < min_cell else int(part.size),
+                    "mean_predicted": None if patients < min_cell else float(probability[part].mean()),
+                    "observed_rate": None if hidden else positives / part.size, "suppressed": hidden})
+    return out
+
+
+def reliability_by(keys: np.ndarray, order: Sequence[str], y: np.ndarray, probability: np.ndarray,
+                   patient_ids: np.ndarray | None, bins: int, min_cell: int) -> list[dict[str, Any]]:
+    """Per group (in `order`), its reliability bins; a group under `min_cell` patients gets none."""
+    rows = []
+    for group in order:
+        mask = keys == group
+        patients = int(np.unique(patient_ids[mask]).size) if patient_ids is not None else int(mask.sum())
+        ids = patient_ids[mask] if patient_ids is not None else None
+        rows.append({"group": group, "suppressed": patients < min_cell,
+                     "bins": [] if patients < min_cell else reliability_bins(y[mask], probability[mask], ids, bins,
+                                                                             min_cell)})
+    return rows
 
 
 def parity(rows: Sequence[dict[str, Any]], metrics: Sequence[str] = PARITY_METRICS) -> dict[str, dict[str, Any]]:
@@ -199,8 +236,11 @@ def fairness_report(
     probability: str = "probability",
     flag: str = "high_risk",
     patient_id: str | None = None,
+    reliability_groups: Sequence[str] = (),
+    n_bins: int = 5,
 ) -> dict[str, Any]:
-    """Per-group metrics, parity ratios and the four-fifths screening for each grouping."""
+    """Per-group metrics, parity ratios and the four-fifths screening for each grouping; for the
+    `reliability_groups`, each group's reliability curve in `n_bins` quantile bins."""
     labelled = frame.filter(pl.col(label).is_not_null())
     y = labelled[label].cast(pl.Int64).to_numpy()
     flags = labelled[flag].cast(pl.Int64).to_numpy()
@@ -217,6 +257,8 @@ def fairness_report(
             "parity": parities[group],
             "n_suppressed": sum(1 for r in rows if r["suppressed"]),
         }
+        if group in reliability_groups:
+            by_group[group]["reliability"] = reliability_by(keys, order, y, p, ids, n_bins, min_cell)
     total_patients = int(np.unique(ids).size) if ids is not None else int(y.size)
     overall = suppressed_row() if total_patients < min_cell else group_metrics(y, flags, p, total_patients)
     return {
@@ -234,6 +276,9 @@ def fairness_report(
             "selection_rate": "flagged stays / stays",
             "brier": "mean of (probability - label)^2",
             "prevalence": "positives / stays",
+            "mean_predicted": "mean served (calibrated) probability: compare with prevalence",
+            "observed_to_expected": "positives / sum of probabilities (1 = calibrated in the large)",
+            "reliability": "quantile bins of the probability within the group: mean predicted vs observed rate",
             "parity ratio": "min / max across unsuppressed groups with a defined value",
         },
     }

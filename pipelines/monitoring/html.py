@@ -5,12 +5,14 @@ from __future__ import annotations
 import html
 from typing import Any
 
-from pipelines.figures.fairness import fairness_figure
+from pipelines.figures.fairness import fairness_figure, reliability_figure
 
 TABLE_COLUMNS = (
     ("group", "Group"), ("n", "Stays"), ("patients", "Patients"), ("positives", "Readmitted"),
     ("flagged", "Flagged"), ("recall", "Recall"), ("precision", "Precision"),
     ("false_negative_rate", "FNR"), ("selection_rate", "Selection rate"), ("brier", "Brier"),
+    ("mean_predicted", "Mean predicted"), ("prevalence", "Observed rate"),
+    ("observed_to_expected", "Observed / expected"),
 )
 TITLES = {"department": "By department of residence", "sex": "By sex", "age_band": "By age band"}
 
@@ -88,5 +90,13 @@ def fairness_html(report: dict[str, Any], context: dict[str, Any]) -> str:
         first = False
         parts.append(_table(block["groups"]))
         parts.append(_parity_table(block["parity"], report["four_fifths"]["checks"].get(name, {})))
+        if "reliability" in block:
+            parts.append(f"<h3>Calibration {html.escape(TITLES.get(name, f'by {name}').lower())}</h3>")
+            parts.append("<p>Does the served probability mean the same in every group? Each line is one group's "
+                         "stays in quantile bins of the probability; on the diagonal, predicted = observed.</p>")
+            rel = reliability_figure(block["reliability"], report["min_cell_patients"],
+                                     group_label=name.replace("_", " "))
+            parts.append(rel.to_html(full_html=False, include_plotlyjs=False, div_id=f"reliability-{name}",
+                                     config={"displaylogo": False}))
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"

@@ -6,12 +6,14 @@ tests/test_model_end_to_end.py runs the whole stage after train.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import date
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pytest
+from sklearn.metrics import roc_auc_score
 
 from pipelines import contracts
 from pipelines.config import EvaluateParams, Paths
@@ -25,10 +27,14 @@ from pipelines.evaluate import (
     load_windows,
     logreg_scoring,
     oracle_scoring,
+    uncalibrated_scoring,
 )
 from pipelines.model import data as fdata
 from pipelines.model.artifacts import ModelBundle, ModelMeta
+from pipelines.model.calibration import calibration_slope_intercept
+from pipelines.model.metrics import calibration_metrics
 from pipelines.model.preprocessing import forest_pipeline
+from pipelines.model.pyfunc_model import Calibration
 from pipelines.model.thresholds import RULE_F2, RULE_FLOOR
 from tests.support.feature_fixtures import write_fixture
 
@@ -131,6 +137,22 @@ def test_oracle_covers_the_truth(project: tuple[Paths, EvalWindows, ModelBundle]
     assert oracle.gap["roc_auc_oracle_minus_rf"] > 0  # the true probabilities beat a 15-tree forest
 
 
+def test_uncalibrated_block_shows_what_calibration_changed(project: tuple[Paths, EvalWindows, ModelBundle]) -> None:
+    _, windows, bundle = project
+    raw = uncalibrated_scoring(bundle, windows)
+    assert raw.metrics == {"calibration": "none", **calibration_metrics(windows.y_test, raw.scores)}
+    np.testing.assert_array_equal(raw.scores, forest_scoring(bundle, windows).scores)  # no map: the same score
+    # Recalibrate to the test window itself: the served probability's Brier can only improve.
+    slope, intercept = calibration_slope_intercept(windows.y_test, raw.scores)
+    mapped = replace(bundle, calibration=Calibration("sigmoid", slope=slope, intercept=intercept))
+    rf = forest_scoring(mapped, windows)
+    np.testing.assert_array_equal(uncalibrated_scoring(mapped, windows).scores, raw.scores)
+    assert rf.metrics["brier"] <= raw.metrics["brier"]
+    assert rf.metrics["calibration_slope"] == pytest.approx(1.0, abs=1e-3)
+    assert rf.metrics["calibration_intercept"] == pytest.approx(0.0, abs=1e-3)
+    assert rf.metrics["roc_auc"] == pytest.approx(roc_auc_score(windows.y_test, raw.scores), abs=1e-6)
+
+
 def test_importance_sample_and_result(project: tuple[Paths, EvalWindows, ModelBundle]) -> None:
     _, windows, bundle = project
     ep = EvaluateParams(permutation_max_rows=1000, permutation_repeats=2)
@@ -142,8 +164,9 @@ def test_importance_sample_and_result(project: tuple[Paths, EvalWindows, ModelBu
 
     rf, lace = forest_scoring(bundle, windows), lace_scoring(windows, 10)
     logreg = Scoring(rf.scores, {"roc_auc": 0.5})
-    result = evaluation_result(rf, lace, logreg, None, importance, windows, META)
-    assert set(result) == {"rf", "lace", "logreg", "test_rows", "test_window_start", "model_version",
+    raw = uncalibrated_scoring(bundle, windows)
+    result = evaluation_result(rf, raw, lace, logreg, None, importance, windows, META)
+    assert set(result) == {"rf", "rf_uncalibrated", "lace", "logreg", "test_rows", "test_window_start", "model_version",
                            "permutation_rows", "permutation_importance"}  # no oracle, no gap
     assert (result["model_version"], result["test_window_start"]) == ("7", "2024-04-01")
     assert (result["test_rows"], result["permutation_rows"]) == (windows.y_test.size, importance.rows)

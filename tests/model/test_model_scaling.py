@@ -172,6 +172,15 @@ def test_chunked_prediction_equals_unchunked(fitted: tuple[Any, pd.DataFrame, Mo
         scaling.predict_positive(pipeline, x, 0)
 
 
+@pytest.mark.parametrize("threads", [2, 3])
+def test_threaded_prediction_has_the_bits_of_one_thread(fitted: tuple[Any, pd.DataFrame, ModelBundle],
+                                                        threads: int) -> None:
+    pipeline, x, _ = fitted  # n_jobs=1: each row's votes are added in tree order in every thread
+    whole = pipeline.predict_proba(x)[:, 1]
+    assert np.array_equal(scaling.predict_positive(pipeline, x, threads=threads), whole)
+    assert np.array_equal(scaling.predict_positive(pipeline, x, 300, threads=threads), whole)
+
+
 def test_monitor_scores_in_chunks(fitted: tuple[Any, pd.DataFrame, ModelBundle],
                                   monkeypatch: pytest.MonkeyPatch) -> None:
     _, _, bundle = fitted

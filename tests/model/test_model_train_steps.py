@@ -35,7 +35,7 @@ from pipelines.model.artifacts import (
     write_meta,
 )
 from pipelines.model.metrics import probability_metrics
-from pipelines.model.pyfunc_model import BundleError, loaded_bundle
+from pipelines.model.pyfunc_model import BundleError, Calibration, loaded_bundle
 from pipelines.model.thresholds import RULE_FLOOR
 from pipelines.train import (
     Refit,
@@ -111,16 +111,23 @@ def test_refit_threshold_meets_the_floor_on_validation(windows: Windows) -> None
     assert fitted.bundle.threshold == fitted.point.threshold
     assert fitted.bundle.features == fdata.FEATURES
     assert fitted.point.rule == RULE_FLOOR
-    p_valid = fitted.bundle.pipeline.predict_proba(windows.x_valid)[:, 1]
-    flag = p_valid >= fitted.point.threshold
+    score = fitted.bundle.pipeline.predict_proba(windows.x_valid)[:, 1]
+    p_valid = fitted.bundle.calibration.apply(score)  # the threshold is on the calibrated scale
+    assert fitted.bundle.calibration.method == "sigmoid"
     y = windows.y_valid
+    # Platt's maximum likelihood matches the mean to the rate; the balanced forest's raw score overstates it
+    assert p_valid.mean() == pytest.approx(y.mean(), abs=1e-4)
+    assert score.mean() > 1.5 * y.mean()
+    assert fitted.valid_metrics["brier"] < fitted.valid_uncalibrated["brier"]
+    flag = p_valid >= fitted.point.threshold
     recall, precision = (flag & (y == 1)).sum() / y.sum(), (flag & (y == 1)).sum() / flag.sum()
     assert precision >= tp.min_precision
     assert fitted.point.recall == pytest.approx(recall)
     assert fitted.point.precision == pytest.approx(precision)
     assert fitted.valid_metrics == probability_metrics(y, p_valid, fitted.point.threshold)
     again = refit(windows, tp, SEED, HP)  # same params and seed, same model
-    np.testing.assert_array_equal(again.bundle.pipeline.predict_proba(windows.x_valid)[:, 1], p_valid)
+    again_score = again.bundle.pipeline.predict_proba(windows.x_valid)[:, 1]
+    np.testing.assert_array_equal(again.bundle.calibration.apply(again_score), p_valid)
 
 
 def test_version_tags_carry_the_operating_point(windows: Windows) -> None:
@@ -198,29 +205,60 @@ class _Loaded:
         return self.held
 
 
-def test_bundle_file_is_the_format_1_dict(tmp_path: Path) -> None:
-    bundle = ModelBundle(pipeline={"a fitted": "pipeline"}, threshold=0.25, numeric=("age",), categorical=("sex",))
+def test_bundle_file_is_the_format_2_dict(tmp_path: Path) -> None:
+    calibration = Calibration("sigmoid", slope=0.9, intercept=-1.5)
+    bundle = ModelBundle(pipeline={"a fitted": "pipeline"}, threshold=0.25, numeric=("age",),
+                         categorical=("sex",), calibration=calibration)
     write_bundle(tmp_path / "model.joblib", bundle)
     payload = joblib.load(tmp_path / "model.joblib")
-    assert payload == {"format": 1, "pipeline": {"a fitted": "pipeline"}, "threshold": 0.25,
-                       "numeric": ["age"], "categorical": ["sex"]}
-    assert list(payload) == ["format", "pipeline", "threshold", "numeric", "categorical"]
+    assert payload == {"format": 2, "pipeline": {"a fitted": "pipeline"}, "threshold": 0.25,
+                       "numeric": ["age"], "categorical": ["sex"],
+                       "calibration": {"method": "sigmoid", "slope": 0.9, "intercept": -1.5}}
+    assert list(payload) == ["format", "pipeline", "threshold", "numeric", "categorical", "calibration"]
     assert read_bundle(tmp_path / "model.joblib") == bundle
+
+
+def test_format_1_bundle_still_reads_as_uncalibrated(tmp_path: Path) -> None:
+    old = tmp_path / "old.joblib"
+    joblib.dump({"format": 1, "pipeline": "p", "threshold": 0.3, "numeric": ["age"], "categorical": ["sex"]}, old)
+    bundle = read_bundle(old)
+    assert bundle.calibration.method == "none"
+    np.testing.assert_array_equal(bundle.calibration.apply(np.array([0.0, 0.3, 1.0])), [0.0, 0.3, 1.0])
+
+
+def test_calibration_maps_round_trip_and_stay_monotone() -> None:
+    score = np.linspace(0.0, 1.0, 101)
+    sigmoid = Calibration("sigmoid", slope=1.1, intercept=-1.6)
+    isotonic = Calibration("isotonic", x=(0.1, 0.5, 0.9), y=(0.02, 0.1, 0.4))
+    for calibration in (sigmoid, isotonic):
+        again = Calibration.from_payload(calibration.to_payload(), "x")
+        assert again == calibration
+        mapped = again.apply(score)
+        assert np.all(np.diff(mapped) >= 0)
+        assert np.all((mapped >= 0) & (mapped <= 1))
+    # sigmoid: p = expit(intercept + slope * logit(score)); score 0.5 has logit 0
+    assert sigmoid.apply(np.array([0.5]))[0] == pytest.approx(1 / (1 + np.exp(1.6)))
+    # isotonic: linear between knots, flat outside them
+    np.testing.assert_allclose(isotonic.apply(np.array([0.0, 0.3, 0.95])), [0.02, 0.06, 0.4])
+    with pytest.raises(BundleError, match=r"^m\.joblib: calibration must be a dict"):
+        Calibration.from_payload({"method": "platt"}, "m.joblib")
+    with pytest.raises(BundleError, match=r"m\.joblib"):
+        Calibration.from_payload({"method": "isotonic", "x": [0.5, 0.1], "y": [0.1, 0.2]}, "m.joblib")
 
 
 def test_bundle_file_errors_name_the_file(tmp_path: Path) -> None:
     payload = ModelBundle("p", 0.25, ("age",), ("sex",)).to_payload()
     future = tmp_path / "future.joblib"
-    joblib.dump({**payload, "format": 2}, future)
-    with pytest.raises(BundleError, match=rf"^{re.escape(str(future))}: unknown model bundle format 2 "):
+    joblib.dump({**payload, "format": 3}, future)
+    with pytest.raises(BundleError, match=rf"^{re.escape(str(future))}: unknown model bundle format 3 "):
         read_bundle(future)
     unversioned = tmp_path / "unversioned.joblib"
     joblib.dump({k: v for k, v in payload.items() if k != "format"}, unversioned)
     with pytest.raises(BundleError, match=r"unversioned\.joblib: unknown model bundle format None"):
         read_bundle(unversioned)
     partial = tmp_path / "partial.joblib"
-    joblib.dump({k: v for k, v in payload.items() if k not in ("threshold", "categorical")}, partial)
-    with pytest.raises(BundleError, match=r"partial\.joblib: model bundle lacks key\(s\) threshold, categorical"):
+    joblib.dump({k: v for k, v in payload.items() if k not in ("threshold", "calibration")}, partial)
+    with pytest.raises(BundleError, match=r"partial\.joblib: model bundle lacks key\(s\) threshold, calibration"):
         read_bundle(partial)
     listed = tmp_path / "list.joblib"
     joblib.dump([payload], listed)

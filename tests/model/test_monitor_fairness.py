@@ -198,3 +198,37 @@ def test_small_counts_inside_a_published_group_are_masked():
     zero = fair.mask_small_counts({**big, "true_positives": 0}, 10)
     assert zero["true_positives"] == 0
     assert zero["recall"] == 0.67
+
+
+def test_reliability_per_department_is_mean_predicted_vs_observed_in_quantile_bins():
+    frame = known_groups({"75": 500, "93": 400, "95": 9})
+    out = fair.fairness_report(frame, ("department",), (18, 45, 65, 80), 10, 0.8, label=LABEL,
+                               reliability_groups=("department",), n_bins=4)
+    rows = {r["group"]: r for r in out["groups"]["department"]["reliability"]}
+    assert rows["95"] == {"group": "95", "suppressed": True, "bins": []}  # 9 patients: no curve at all
+    dept = frame.filter(pl.col("department") == "93")
+    p, y = dept["probability"].to_numpy(), dept[LABEL].to_numpy()
+    order = np.argsort(p, kind="stable")
+    bins = rows["93"]["bins"]
+    assert [b["n"] for b in bins] == [100, 100, 100, 100]
+    for b, part in zip(bins, np.array_split(order, 4), strict=True):
+        assert b["mean_predicted"] == pytest.approx(p[part].mean())
+        positives = int(y[part].sum())
+        assert b["observed_rate"] == (None if 0 < positives < 10 else pytest.approx(positives / part.size))
+    assert [b["mean_predicted"] for b in bins] == sorted(b["mean_predicted"] for b in bins)
+    group = next(r for r in out["groups"]["department"]["groups"] if r["group"] == "93")
+    assert group["mean_predicted"] == pytest.approx(p.mean())
+    assert group["observed_to_expected"] == pytest.approx(y.sum() / p.sum())
+    assert "reliability" not in report(frame)["groups"]["department"]  # only where asked
+
+
+def test_reliability_bin_with_few_readmitted_hides_its_rate():
+    y = np.array([1] * 3 + [0] * 97)
+    p = np.linspace(0.01, 0.5, 100)
+    bins = fair.reliability_bins(y, p, None, 2, 10)
+    assert bins[0]["observed_rate"] is None  # 3 readmitted stays: a cell under 10
+    assert bins[0]["suppressed"]
+    assert bins[1] == {"n": 50, "mean_predicted": pytest.approx(p[50:].mean()), "observed_rate": 0.0,
+                       "suppressed": False}
+    with pytest.raises(ValueError, match="reliability_groups"):
+        MonitorParams(fairness_groups=("sex",), reliability_groups=("department",))

@@ -34,7 +34,7 @@ from pipelines.config import Params, Paths
 from pipelines.model import data as fdata
 from pipelines.model import pyfunc_model, tracking
 from pipelines.model.artifacts import load_model
-from pipelines.model.pyfunc_model import CompiledPipeline, InputError, check_input, predict_frame
+from pipelines.model.pyfunc_model import CompiledPipeline, InputError, check_input, predict_frame, reason_columns
 from pipelines.serving import (
     ScoringClient,
     ScoringInputError,
@@ -222,6 +222,25 @@ def test_scorer_fast_path_equals_the_pyfunc_path(project: dict[str, Any]) -> Non
     assert [p["high_risk"] for p in fast] == expected["high_risk"].tolist()
 
 
+def test_scorer_reasons_match_the_batch_reasons(project: dict[str, Any]) -> None:
+    from pipelines.scoring_app import Scorer, request_columns
+
+    scorer = Scorer.load(f"models:/{NAME}@champion", project["params"])
+    rows = project["split"].test.head(20).drop(fdata.LABEL).with_columns(pl.col(fdata.DATE).cast(pl.String))
+    columns = request_columns(records_payload(rows))
+    plain, explained = scorer.score(columns), scorer.score(columns, reasons=3)
+    assert [p["probability"] for p in explained] == [p["probability"] for p in plain]
+    compiled = CompiledPipeline.build(project["bundle"])
+    assert compiled is not None
+    frame = fdata.to_model_input(rows.with_columns(pl.col(fdata.DATE).str.to_date()))
+    expected = reason_columns(compiled, frame, 3)
+    for i, prediction in enumerate(explained):
+        assert len(prediction["reasons"]) <= 3
+        for j, reason in enumerate(prediction["reasons"], start=1):
+            assert reason["feature"] == expected[f"reason_{j}"].iloc[i]
+            assert reason["contribution"] == pytest.approx(expected[f"reason_{j}_contribution"].iloc[i], abs=1e-6)
+
+
 # ---- a real server ----------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -256,6 +275,12 @@ def test_server_scores_like_in_process(project: dict[str, Any], server: ServedMo
     predictions = pd.DataFrame(response.json()["predictions"])
     expected = _expected(project, mart_rows.with_columns(pl.col(fdata.DATE).str.to_date()))
     np.testing.assert_allclose(predictions["probability"], expected["probability"], rtol=0, atol=1e-12)
+    explained = client.score(_features(project, 10), reasons=2)  # asked for: top features per score
+    assert list(explained.columns) == ["probability", "high_risk", "reasons"]
+    np.testing.assert_allclose(explained["probability"], _expected(project, _features(project, 10))["probability"],
+                               rtol=0, atol=1e-12)
+    assert all(len(r) <= 2 and {x["feature"] for x in r} <= set(fdata.FEATURES) for r in explained["reasons"])
+    assert any(r for r in explained["reasons"])
 
 
 SECRET_ID = "940110042-SECRET77"  # a stay_id and a date that no error body may contain
@@ -339,8 +364,14 @@ def _bad_payloads(row: dict[str, Any]) -> list[tuple[str, bytes | str, str | Non
          ["nested deeper"]),
         ("not-an-object", json.dumps([base]), JSON, 400, ["dataframe_records"]),
         ("unknown-top-level-key", json.dumps({"rows": [base]}), JSON, 400, ["dataframe_split"]),
-        ("extra-top-level-key", json.dumps({"dataframe_records": [base], "params": {}}), JSON, 400,
+        ("extra-top-level-key", json.dumps({"dataframe_records": [base], "meta": {}}), JSON, 400,
          ["exactly one of"]),
+        ("params-unknown-key", json.dumps({"dataframe_records": [base], "params": {"top": 3}}), JSON, 400,
+         ['only key is "reasons"']),
+        ("reasons-out-of-range", json.dumps({"dataframe_records": [base], "params": {"reasons": 11}}), JSON,
+         400, ["from 0 to 10"]),
+        ("reasons-not-a-number", json.dumps({"dataframe_records": [base], "params": {"reasons": "3"}}), JSON,
+         400, ["whole number"]),
         ("both-top-level-keys", json.dumps({"dataframe_records": [base], "dataframe_split": split}), JSON, 400,
          ["exactly one of"]),
         ("split-unknown-field", json.dumps({"dataframe_split": dict(split, dtypes={})}), JSON, 400,
@@ -588,6 +619,26 @@ def test_score_batch_equals_in_process(project: dict[str, Any], tmp_path: Path) 
     first = out.read_bytes()
     score_batch(paths, params, source, out)
     assert out.read_bytes() == first  # deterministic
+
+
+def test_score_batch_with_reasons_adds_the_reason_columns(project: dict[str, Any], tmp_path: Path) -> None:
+    paths, params = project["paths"], project["params"]
+    discharges = project["split"].test.head(300)
+    source, out = tmp_path / "d.parquet", tmp_path / "scores.parquet"
+    discharges.write_parquet(source)
+    score_batch(paths, params, source, out, reasons=2)
+    scores = pl.read_parquet(out)
+    assert scores.columns == ["stay_id", "probability", "high_risk", "reason_1", "reason_1_contribution",
+                              "reason_2", "reason_2_contribution"]
+    expected = _expected(project, discharges)  # the reasons change no probability
+    np.testing.assert_array_equal(scores["probability"].to_numpy(), expected["probability"].to_numpy())
+    compiled = CompiledPipeline.build(project["bundle"])
+    assert compiled is not None
+    reasons = reason_columns(compiled, fdata.to_model_input(discharges), 2)
+    assert scores["reason_1"].to_list() == reasons["reason_1"].tolist()
+    np.testing.assert_array_equal(scores["reason_2_contribution"].to_numpy(), reasons["reason_2_contribution"])
+    assert set(scores["reason_1"].drop_nulls()) <= set(fdata.FEATURES)
+    assert (scores["reason_1_contribution"] >= scores["reason_2_contribution"]).all()
 
 
 def test_score_batch_in_slices_equals_one_call(project: dict[str, Any], tmp_path: Path,
