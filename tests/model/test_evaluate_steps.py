@@ -14,7 +14,7 @@ import polars as pl
 import pytest
 
 from pipelines import contracts
-from pipelines.config import EvaluateParams, Paths
+from pipelines.config import EvaluateParams, Paths, WarehouseParams
 from pipelines.evaluate import (
     EvalWindows,
     Scoring,
@@ -47,7 +47,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Paths, EvalWindow
     root = tmp_path_factory.mktemp("evaluate-steps")
     write_fixture(root, n_rows=3000, seed=4)
     paths = Paths(root)
-    windows = load_windows(paths, META)
+    windows = load_windows(paths, META, WarehouseParams().readmission_window_days)
     hp = {"n_estimators": 15, "max_depth": 6, "min_samples_leaf": 10, "max_features": "sqrt"}
     pipeline = forest_pipeline(hp, 3, 1).fit(windows.x_train, windows.y_train)
     return paths, windows, ModelBundle(pipeline, 0.5, tuple(fdata.NUMERIC), tuple(fdata.CATEGORICAL))
