@@ -298,22 +298,20 @@ def _pair(values: tuple[float, float] | None, digits: int) -> list[float | None]
 
 
 def department_json(d: marts.DepartmentRow, c: ClusteredFigures) -> dict[str, Any]:
-    """One department of warehouse.json: counts, the rate and ratios with their patient-clustered
-    95% CIs (headline `ci95`, `ratio_ci95`, `standardised_ratio_ci95`) and, labelled, the stay-level
-    Wilson interval that treats index stays as independent (too narrow: kept for comparison).
-    Under min_cell_patients patients only the flag is published; 1-9 readmitted patients mask the
-    readmission figures."""
+    """One department of warehouse.json: counts, the rate, its ratio to the region and its
+    standardised ratio, each with its patient-clustered 95% CI (the stay-level intervals, which treat
+    index stays as independent, are kept for the region and department 93 only, labelled
+    `*_stay_level`). Under min_cell_patients patients only `suppressed: true` is published; 1-9
+    readmitted patients mask the readmission figures (`readmissions_masked: true`)."""
     f = c.departments.get(d.department)
     if f is None or f.suppressed:
         return {"suppressed": True}
-    out: dict[str, Any] = {"index_stays": d.index_stays, "patients": d.patients, "suppressed": False}
+    out: dict[str, Any] = {"index_stays": d.index_stays, "patients": d.patients}
     if f.masked:
         return {**out, "readmissions_masked": True}
-    lo, hi = wilson_interval(d.readmissions, d.index_stays)
     return {
-        **out, "readmissions_masked": False, "readmissions": d.readmissions,
+        **out, "readmissions": d.readmissions,
         "rate": rounded_or_none(f.rate, RATE_DIGITS), "ci95": _pair(f.rate_ci, RATE_DIGITS),
-        "ci95_stay_level": [rounded_or_none(lo, RATE_DIGITS), rounded_or_none(hi, RATE_DIGITS)],
         "ratio_to_region": rounded_or_none(f.ratio, RATIO_DIGITS), "ratio_ci95": _pair(f.ratio_ci, RATIO_DIGITS),
         "expected_readmissions": rounded_or_none(f.expected, 1),
         "standardised_ratio": rounded_or_none(f.standardised_ratio, RATIO_DIGITS),
@@ -378,8 +376,11 @@ def warehouse_figures(warehouse: Path, wp: WarehouseParams, root: Path | None = 
             x93, n93 = f93.readmissions, f93.index_stays
             _, r_lo, r_hi = ratio_to_total(x93, n93, int(n_readmitted), int(n_index))
             rest = ratio_independent(x93, n93, int(n_readmitted) - x93, int(n_index) - n93)
+            s_lo, s_hi = wilson_interval(x93, n93)
             figures["dept93_vs_region"] = {
                 "rate_93": departments["93"]["rate"],
+                "rate_93_ci95": departments["93"]["ci95"],
+                "rate_93_ci95_stay_level": [rounded_or_none(s_lo, RATE_DIGITS), rounded_or_none(s_hi, RATE_DIGITS)],
                 "rate_region": figures["readmission_rate"],
                 "ratio": rounded_or_none(f93.ratio, RATIO_DIGITS), "ci95": _pair(f93.ratio_ci, RATIO_DIGITS),
                 "ci95_stay_level": [rounded_or_none(r_lo, RATIO_DIGITS), rounded_or_none(r_hi, RATIO_DIGITS)],
