@@ -57,7 +57,9 @@ def test_windows_are_the_trained_split(project: tuple[Paths, EvalWindows, ModelB
     paths, windows, _ = project
     frame = fdata.load_features(paths)
     split = windows.split
-    assert split.train.height + split.valid.height + split.test.height == frame.height
+    # the stays whose 30-day label window crosses the validation / test start are dropped (label gap)
+    assert split.gap_days == WarehouseParams().readmission_window_days
+    assert split.train.height + split.valid.height + split.test.height + sum(split.gap_dropped) == frame.height
     assert split.test[fdata.DATE].min() >= VALID_END > split.valid[fdata.DATE].max()
     assert split.train[fdata.DATE].max() < TRAIN_END <= split.valid[fdata.DATE].min()
     assert (len(windows.x_test), windows.y_test.size) == (split.test.height, split.test.height)
