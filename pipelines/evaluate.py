@@ -155,8 +155,10 @@ class Importance:
     std: dict[str, float]
 
 
-def load_windows(paths: Paths, meta: ModelMeta) -> EvalWindows:
-    split = fdata.temporal_split(fdata.load_features(paths), meta.train_end, meta.valid_end)
+def load_windows(paths: Paths, meta: ModelMeta, gap_days: int) -> EvalWindows:
+    """The train's windows; `gap_days` (warehouse.readmission_window_days): the label gap dropped
+    before the validation and test windows, as in train."""
+    split = fdata.temporal_split(fdata.load_features(paths), meta.train_end, meta.valid_end, gap_days=gap_days)
     return EvalWindows(
         split=split,
         x_train=fdata.to_model_input(split.train), y_train=fdata.labels(split.train),
@@ -316,7 +318,7 @@ def write_figures(paths: Paths, params: Params, result: dict[str, Any], threshol
 def run_evaluate(paths: Paths, params: Params) -> dict[str, Any]:
     ep = params.evaluate
     bundle, meta = load_model(paths)
-    windows = load_windows(paths, meta)
+    windows = load_windows(paths, meta, params.warehouse.readmission_window_days)
     set_forest_jobs(bundle.pipeline, ep.n_jobs)  # in memory only; the saved model keeps 1
 
     rf = forest_scoring(bundle, windows)

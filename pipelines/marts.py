@@ -17,9 +17,11 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from pipelines import contracts
 from pipelines.config import DuckDBSettings
 from pipelines.duckdb_settings import connect_read_only
 from pipelines.errors import MissingInputError
+from pipelines.standardised import IndexStays
 
 MARTS = "marts"
 REF = "ref"
@@ -153,6 +155,25 @@ def departments(con: Any) -> list[DepartmentRow]:
     )
     return [DepartmentRow(str(d), str(lab), None if pov is None else float(pov), int(n), int(p), int(x), int(xp),
                           float(c)) for d, lab, pov, n, p, x, xp, c in rows]
+
+
+def index_case_mix(con: Any) -> IndexStays:
+    """Every index stay with its patient, department, label and case-mix columns (age, sex,
+    diagnosis group, Charlson score of the feature mart), ordered by stay_id: the input of the
+    patient-clustered and standardised department figures (pipelines/standardised.py)."""
+    rows = _rows(
+        con,
+        f"""select r.patient_id, r.department, r.readmitted_30d, f.age, f.sex, f.diagnosis_group, f.charlson_score
+            from {MARTS}.fct_readmissions as r
+            join {contracts.FEATURES_RELATION} as f using (stay_id)
+            where r.is_index
+            order by r.stay_id""",
+    )
+    columns: list[list[Any]] = [list(c) for c in zip(*rows, strict=True)] if rows else [[] for _ in range(7)]
+    patient, dept, label, age, sex, group, charlson = columns
+    return IndexStays([str(v) for v in patient], [str(v) for v in dept], [int(v) for v in label],
+                      [int(v) for v in age], [int(v) for v in sex], [str(v) for v in group],
+                      [int(v) for v in charlson])
 
 
 def hospitals(con: Any) -> list[HospitalRow]:

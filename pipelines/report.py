@@ -19,7 +19,7 @@ import logging
 from typing import Any
 
 from pipelines import atomic
-from pipelines.config import DuckDBSettings, Params, Paths, ReportParams
+from pipelines.config import Params, Paths, ReportParams, WarehouseParams
 from pipelines.dashboard import geo
 from pipelines.dashboard.data import warehouse_numbers
 from pipelines.dashboard.findings import findings, headline
@@ -40,17 +40,19 @@ def plotly_js() -> str:
 
 
 def build_dashboard(
-    paths: Paths, rp: ReportParams, duckdb: DuckDBSettings | None = None
+    paths: Paths, rp: ReportParams, duckdb: WarehouseParams | None = None, seed: int = 0
 ) -> tuple[str, dict[str, Any]]:
     """(HTML document, headline numbers) from the warehouse (read under `duckdb`'s memory limit)
-    and the optional inputs."""
+    and the optional inputs; `duckdb.bootstrap_replicates` and `seed`: the department intervals'
+    patient bootstrap (the warehouse stage's, so the page and warehouse.json agree)."""
+    wp = duckdb or WarehouseParams()
     geojson = geo.load_geojson()
     depts_geo = geo.departments(geojson)
     names = {code: d.name for code, d in depts_geo.items()}
-    con = connect(paths.warehouse, duckdb, paths.root)
+    con = connect(paths.warehouse, wp, paths.root)
     try:
         w = warehouse_numbers(con, names, rp.min_cell_patients, rp.top_n_diagnoses, rp.cost_ntiles,
-                              rp.trend_compare_months)
+                              rp.trend_compare_months, wp.bootstrap_replicates, seed)
     finally:
         con.close()
     inputs = load_inputs(paths)
@@ -75,7 +77,7 @@ def build_dashboard(
 def run_report(paths: Paths, params: Params) -> dict[str, Any]:
     """The stage: write reports/dashboard.html; return the headline numbers."""
     rp = params.report
-    doc, numbers = build_dashboard(paths, rp, params.warehouse)
+    doc, numbers = build_dashboard(paths, rp, params.warehouse, params.seed)
     out = paths.reports / DASHBOARD_FILE
     atomic.write_text(out, doc)
     log.info("report: %s (%.1f MB, %d figures)", out, len(doc.encode("utf-8")) / 1e6, numbers["figures"])

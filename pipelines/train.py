@@ -282,7 +282,7 @@ class Windows:
     train_dates: np.ndarray
     x_valid: pd.DataFrame
     y_valid: np.ndarray
-    rows: dict[str, int]  # train / valid / test sizes
+    rows: dict[str, int]  # train / valid / test sizes, the label gap and the rows it dropped
     features_md5: str
 
 
@@ -338,15 +338,20 @@ class Registered:
     tags: dict[str, str]  # set on the registered version
 
 
-def load_windows(paths: Paths, tp: TrainParams) -> Windows:
+def load_windows(paths: Paths, tp: TrainParams, gap_days: int) -> Windows:
+    """`gap_days`: the readmission window (warehouse.readmission_window_days) kept clear before
+    the validation and test windows (fdata.temporal_split)."""
     frame = fdata.load_features(paths)
-    split = fdata.temporal_split(frame, tp.train_end, tp.valid_end)
-    log.info("split rows %s (train < %s <= valid < %s <= test)", split.sizes(), tp.train_end, tp.valid_end)
+    split = fdata.temporal_split(frame, tp.train_end, tp.valid_end, gap_days=gap_days)
+    log.info("split rows %s (train < %s - %d days, valid < %s - %d days <= test); label gap dropped %s",
+             split.sizes(), tp.train_end, gap_days, tp.valid_end, gap_days, split.gap_rows())
     return Windows(
         x_train=fdata.to_model_input(split.train), y_train=fdata.labels(split.train),
         train_dates=split.train[fdata.DATE].to_numpy(),
         x_valid=fdata.to_model_input(split.valid), y_valid=fdata.labels(split.valid),
-        rows=split.sizes(), features_md5=fdata.file_md5(fdata.features_path(paths)),
+        rows={**split.sizes(), "gap_days": gap_days,
+              **{f"gap_dropped_{k}": v for k, v in split.gap_rows().items()}},
+        features_md5=fdata.file_md5(fdata.features_path(paths)),
     )
 
 
@@ -560,7 +565,7 @@ def run_train(paths: Paths, params: Params) -> dict[str, Any]:
     started = time.perf_counter()
     tp = params.train
     seed = train_seed(params, tp)
-    windows = load_windows(paths, tp)
+    windows = load_windows(paths, tp, params.warehouse.readmission_window_days)
     sample = tuning_sample(windows, tp, seed)
     tracker = open_tracking(paths, tp)
 

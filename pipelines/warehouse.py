@@ -27,6 +27,7 @@ from pipelines.duckdb_settings import connect_read_only
 from pipelines.errors import PipelineInputError
 from pipelines.guards import check_clean_stays
 from pipelines.metrics_io import rounded_or_none
+from pipelines.standardised import ClusteredFigures, clustered_figures
 from pipelines.stats import ratio_independent, ratio_to_total, wilson_interval
 
 CLEAN_TABLES: tuple[str, ...] = ("patients", "hospitals", "stays", "diagnoses", "dispensings")
@@ -235,7 +236,7 @@ def run_warehouse(paths: Paths, params: Params) -> dict[str, Any]:
         result = invoke_dbt(dbt_args("build", paths, wp), paths, database=tmp, settings=wp)
         wall = time.perf_counter() - started
         checkpoint(tmp, wp)
-        figures = warehouse_figures(tmp, wp, paths.root)
+        figures = warehouse_figures(tmp, wp, paths.root, seed=params.seed)
         wal = _wal(final)
         wal.unlink(missing_ok=True)  # a WAL beside the target can only belong to an older file
         interrupts.checkpoint()
@@ -284,6 +285,7 @@ def checkpoint(database: Path, settings: DuckDBSettings | None = None) -> None:
 
 
 RATE_DIGITS = 4  # warehouse.json rounds rates at 4 decimals (ratios at 3, euros at 2)
+RATIO_DIGITS = 3
 
 
 def write_metrics(path: Path, figures: dict[str, Any]) -> None:
@@ -291,8 +293,35 @@ def write_metrics(path: Path, figures: dict[str, Any]) -> None:
     metrics_io.write_json(path, figures)
 
 
-def warehouse_figures(warehouse: Path, wp: WarehouseParams, root: Path | None = None) -> dict[str, Any]:
-    """Figures of the marts; `root` (default: the working directory) places the spill directory."""
+def _pair(values: tuple[float, float] | None, digits: int) -> list[float | None] | None:
+    return None if values is None else [rounded_or_none(v, digits) for v in values]
+
+
+def department_json(d: marts.DepartmentRow, c: ClusteredFigures) -> dict[str, Any]:
+    """One department of warehouse.json: counts, the rate, its ratio to the region and its
+    standardised ratio, each with its patient-clustered 95% CI (the stay-level intervals, which treat
+    index stays as independent, are kept for the region and department 93 only, labelled
+    `*_stay_level`). Under min_cell_patients patients only `suppressed: true` is published; 1-9
+    readmitted patients mask the readmission figures (`readmissions_masked: true`)."""
+    f = c.departments.get(d.department)
+    if f is None or f.suppressed:
+        return {"suppressed": True}
+    out: dict[str, Any] = {"index_stays": d.index_stays, "patients": d.patients}
+    if f.masked:
+        return {**out, "readmissions_masked": True}
+    return {
+        **out, "readmissions": d.readmissions,
+        "rate": rounded_or_none(f.rate, RATE_DIGITS), "ci95": _pair(f.rate_ci, RATE_DIGITS),
+        "ratio_to_region": rounded_or_none(f.ratio, RATIO_DIGITS), "ratio_ci95": _pair(f.ratio_ci, RATIO_DIGITS),
+        "expected_readmissions": rounded_or_none(f.expected, 1),
+        "standardised_ratio": rounded_or_none(f.standardised_ratio, RATIO_DIGITS),
+        "standardised_ratio_ci95": _pair(f.standardised_ratio_ci, RATIO_DIGITS),
+    }
+
+
+def warehouse_figures(warehouse: Path, wp: WarehouseParams, root: Path | None = None, seed: int = 0) -> dict[str, Any]:
+    """Figures of the marts; `root` (default: the working directory) places the spill directory;
+    `seed` seeds the patient bootstrap of the department intervals (the top-level seed)."""
     con = connect_read_only(warehouse, wp, root or Path.cwd(), threads=1)  # same sums, same bytes
     try:
         def one(sql: str) -> tuple[Any, ...]:
@@ -314,15 +343,14 @@ def warehouse_figures(warehouse: Path, wp: WarehouseParams, root: Path | None = 
                     from {MARTS_SCHEMA}.fct_readmissions group by 1 order by 1"""
             )
         )
-        departments: dict[str, Any] = {}
-        for d in marts.departments(con):  # the dashboard's query (seed departments with index stays)
-            if d.index_stays:
-                lo, hi = wilson_interval(d.readmissions, d.index_stays)
-                departments[d.department] = {
-                    "index_stays": d.index_stays, "readmissions": d.readmissions,
-                    "rate": rounded_or_none(d.readmissions / d.index_stays, RATE_DIGITS),
-                    "ci95": [rounded_or_none(lo, RATE_DIGITS), rounded_or_none(hi, RATE_DIGITS)],
-                }
+        stays = marts.index_case_mix(con)
+        clustered = (clustered_figures(stays, wp.bootstrap_replicates, seed, wp.min_cell_patients)
+                     if len(stays) else None)
+        crude = {d.department: d for d in marts.departments(con)}  # the dashboard's query
+        departments: dict[str, Any] = {
+            code: department_json(d, clustered)
+            for code, d in crude.items() if d.index_stays and clustered is not None
+        }
         lo, hi = wilson_interval(int(n_readmitted), int(n_index))
         figures: dict[str, Any] = {
             "stays": int(n_stays),
@@ -330,20 +358,39 @@ def warehouse_figures(warehouse: Path, wp: WarehouseParams, root: Path | None = 
             "index_stays": int(n_index),
             "readmissions": int(n_readmitted),
             "readmission_rate": rounded_or_none(n_readmitted / n_index, RATE_DIGITS) if n_index else None,
-            "readmission_rate_ci95": [rounded_or_none(lo, RATE_DIGITS), rounded_or_none(hi, RATE_DIGITS)],
+            "readmission_rate_ci95": _pair(clustered.rate_ci, RATE_DIGITS) if clustered else [None, None],
+            "readmission_rate_ci95_stay_level": [rounded_or_none(lo, RATE_DIGITS), rounded_or_none(hi, RATE_DIGITS)],
             "stays_by_exclusion": exclusions,
             "departments": departments,
+            "intervals": {
+                "method": "patient bootstrap (percentile 95% CI; a patient's index stays resampled together)",
+                "replicates": wp.bootstrap_replicates,
+                "seed": seed,
+                "case_mix_model": "logistic regression on " + ", ".join(clustered.case_mix_terms if clustered else ())
+                                  + " over the region's index stays (no department term), held fixed",
+                "stay_level": "*_stay_level: Wilson / delta-method intervals treating index stays as independent",
+            },
         }
-        if "93" in departments and n_readmitted and n_index:
-            x93, n93 = departments["93"]["readmissions"], departments["93"]["index_stays"]
-            ratio, r_lo, r_hi = ratio_to_total(x93, n93, int(n_readmitted), int(n_index))
+        f93 = clustered.departments.get("93") if clustered else None
+        if f93 is not None and not (f93.suppressed or f93.masked) and n_readmitted and n_index:
+            x93, n93 = f93.readmissions, f93.index_stays
+            _, r_lo, r_hi = ratio_to_total(x93, n93, int(n_readmitted), int(n_index))
             rest = ratio_independent(x93, n93, int(n_readmitted) - x93, int(n_index) - n93)
+            s_lo, s_hi = wilson_interval(x93, n93)
             figures["dept93_vs_region"] = {
                 "rate_93": departments["93"]["rate"],
+                "rate_93_ci95": departments["93"]["ci95"],
+                "rate_93_ci95_stay_level": [rounded_or_none(s_lo, RATE_DIGITS), rounded_or_none(s_hi, RATE_DIGITS)],
                 "rate_region": figures["readmission_rate"],
-                "ratio": rounded_or_none(ratio, 3), "ci95": [rounded_or_none(r_lo, 3), rounded_or_none(r_hi, 3)],
-                "ratio_vs_rest_of_region": rounded_or_none(rest[0], 3),
-                "ci95_vs_rest": [rounded_or_none(rest[1], 3), rounded_or_none(rest[2], 3)],
+                "ratio": rounded_or_none(f93.ratio, RATIO_DIGITS), "ci95": _pair(f93.ratio_ci, RATIO_DIGITS),
+                "ci95_stay_level": [rounded_or_none(r_lo, RATIO_DIGITS), rounded_or_none(r_hi, RATIO_DIGITS)],
+                "ratio_vs_rest_of_region": rounded_or_none(f93.ratio_vs_rest, RATIO_DIGITS),
+                "ci95_vs_rest": _pair(f93.ratio_vs_rest_ci, RATIO_DIGITS),
+                "ci95_vs_rest_stay_level": [rounded_or_none(rest[1], RATIO_DIGITS),
+                                            rounded_or_none(rest[2], RATIO_DIGITS)],
+                "expected_readmissions": departments["93"]["expected_readmissions"],
+                "standardised_ratio": rounded_or_none(f93.standardised_ratio, RATIO_DIGITS),
+                "standardised_ratio_ci95": _pair(f93.standardised_ratio_ci, RATIO_DIGITS),
             }
         top = marts.cost_tile(con, 10)  # the dashboard's ranking: one global ntile over index stays
         figures["top_decile_cost"] = {

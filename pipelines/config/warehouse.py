@@ -73,6 +73,9 @@ class WarehouseParams(DuckDBSettings):
     min_cell_patients: int = Field(10, ge=1)  # smaller published cells are suppressed
     transfer_gap_days: int = Field(1, ge=0)  # transfer + readmission within N days = one episode
     minor_age: int = Field(18, ge=0)  # younger at admission: not an index stay
+    # Patient-bootstrap replicates of the department intervals (warehouse.json and the dashboard;
+    # seeded with the top-level seed). Not a dbt var: the bootstrap runs in Python.
+    bootstrap_replicates: int = Field(1000, ge=100)
 
     def dbt_vars(self) -> dict[str, Any]:
         return {

@@ -5,8 +5,10 @@ published only when it counts at least `min_cell` distinct patients; otherwise e
 the cell is None and it is shown as suppressed. In a published cell, 1 to `min_cell` - 1
 readmitted patients are a small cell too (the marts' `readmissions_masked` rule): the
 readmission count, rate, interval and ratio are None and shown as masked (zero is published).
-Rates, intervals and ratios come from the counts, with the same formulas as the warehouse's
-metrics (Wilson interval, delta-method ratio).
+Department rates, ratios and standardised ratios, their patient-clustered 95% CIs (patient
+bootstrap) and the region's interval come from pipelines/standardised.py, as in warehouse.json;
+the stay-level Wilson / delta-method intervals (index stays treated as independent, too narrow)
+are kept beside them, labelled. Month cells keep the marts' stay-level Wilson interval.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from datetime import date
 from typing import Any
 
 from pipelines import marts as q
+from pipelines.standardised import ClusteredFigures, clustered_figures
 from pipelines.stats import pearson, ratio_to_total, safe_div
 from pipelines.stats import wilson_interval as wilson
 
@@ -57,7 +60,7 @@ class Kpis:
     index_stays: int
     readmissions: int | None  # None: masked (1-9 readmitted patients in the whole region)
     rate: float | None
-    ci: tuple[float, float] | None
+    ci: tuple[float, float] | None  # patient-clustered (bootstrap)
     total_cost: float
     index_cost: float
     first_admission: date | None
@@ -78,10 +81,15 @@ class DeptStat:
     readmissions: int | None
     cost: float | None
     rate: float | None
-    ci: tuple[float, float] | None
-    ratio: float | None  # rate / regional rate
-    ratio_ci: tuple[float, float] | None
+    ci: tuple[float, float] | None  # patient-clustered (bootstrap)
+    ratio: float | None  # rate / regional rate (crude)
+    ratio_ci: tuple[float, float] | None  # patient-clustered (bootstrap)
     masked: bool = False  # published stays, but 1-9 readmitted patients: no readmission figure
+    ci_stay_level: tuple[float, float] | None = None  # Wilson, index stays as independent (too narrow)
+    ratio_ci_stay_level: tuple[float, float] | None = None  # delta method, stays as independent
+    expected: float | None = None  # expected readmissions under the region's case mix
+    standardised_ratio: float | None = None  # observed / expected (indirect standardisation)
+    standardised_ratio_ci: tuple[float, float] | None = None  # patient-clustered (bootstrap)
 
     @property
     def verdict(self) -> str:
@@ -184,32 +192,39 @@ class WarehouseNumbers:
     min_cell: int
 
 
-def _kpis(o: q.Overview, min_cell: int) -> Kpis:
-    hidden = masked(o.readmitted_patients, min_cell) or not o.index_stays
+def _kpis(o: q.Overview, min_cell: int, c: ClusteredFigures | None) -> Kpis:
+    hidden = masked(o.readmitted_patients, min_cell) or not o.index_stays or c is None
     return Kpis(o.stays, o.patients, o.index_stays, None if hidden else o.readmissions,
                 None if hidden else o.readmissions / o.index_stays,
-                None if hidden else wilson(o.readmissions, o.index_stays),
+                None if hidden or c is None else c.rate_ci,
                 o.total_cost, o.index_cost, o.first_admission, o.last_discharge, o.first_index_discharge,
                 o.last_index_discharge)
 
 
-def _departments(rows: list[q.DepartmentRow], o: q.Overview, names: dict[str, str], min_cell: int) -> list[DeptStat]:
+def _departments(rows: list[q.DepartmentRow], o: q.Overview, names: dict[str, str], min_cell: int,
+                 c: ClusteredFigures | None) -> list[DeptStat]:
     out = []
     for r in rows:
         name = names.get(r.department, r.label.title())
-        if not published(r.patients, min_cell):
+        f = c.departments.get(r.department) if c is not None else None
+        if not published(r.patients, min_cell) or f is None or f.suppressed:
             out.append(DeptStat(r.department, name, r.label, r.poverty_rate, True, None, None, None, None, None, None,
                                 None, None))
             continue
-        if masked(r.readmitted_patients, min_cell) or masked(o.readmitted_patients, min_cell):
+        if masked(r.readmitted_patients, min_cell) or masked(o.readmitted_patients, min_cell) or f.masked:
             out.append(DeptStat(r.department, name, r.label, r.poverty_rate, False, r.index_stays, r.patients, None,
                                 r.cost, None, None, None, None, masked=True))
             continue
         ratio, lo, hi = ratio_to_total(r.readmissions, r.index_stays, o.readmissions, o.index_stays)
+        no_ratio = math.isnan(ratio) or f.ratio_ci is None
         out.append(DeptStat(
             r.department, name, r.label, r.poverty_rate, False, r.index_stays, r.patients, r.readmissions, r.cost,
-            r.readmissions / r.index_stays, wilson(r.readmissions, r.index_stays),
-            None if math.isnan(ratio) else ratio, None if math.isnan(ratio) else (lo, hi),
+            r.readmissions / r.index_stays, f.rate_ci,
+            None if no_ratio else ratio, None if no_ratio else f.ratio_ci,
+            ci_stay_level=wilson(r.readmissions, r.index_stays),
+            ratio_ci_stay_level=None if math.isnan(ratio) else (lo, hi),
+            expected=f.expected, standardised_ratio=f.standardised_ratio,
+            standardised_ratio_ci=f.standardised_ratio_ci,
         ))
     return out
 
@@ -289,9 +304,12 @@ def _diagnoses(rows: list[q.DiagnosisRow], tile: q.CostTile, total_cost: float, 
 
 
 def warehouse_numbers(con: Any, names: dict[str, str], min_cell: int, top_n: int, cost_ntiles: int,
-                      recent_months: int) -> WarehouseNumbers:
+                      recent_months: int, replicates: int, seed: int) -> WarehouseNumbers:
+    """The page's numbers; `replicates` / `seed`: the patient bootstrap (as in warehouse.json)."""
     o = q.overview(con)
-    depts = _departments(q.departments(con), o, names, min_cell)
+    stays = q.index_case_mix(con)
+    clustered = clustered_figures(stays, replicates, seed, min_cell) if len(stays) else None
+    depts = _departments(q.departments(con), o, names, min_cell, clustered)
     pairs = [(d.poverty_rate, d.rate) for d in depts if d.rate is not None and d.poverty_rate is not None]
     corr = pearson([p for p, _ in pairs], [r for _, r in pairs]) if pairs else math.nan
     hospitals = [
@@ -301,7 +319,7 @@ def warehouse_numbers(con: Any, names: dict[str, str], min_cell: int, top_n: int
         for h in q.hospitals(con)
     ]
     return WarehouseNumbers(
-        kpis=_kpis(o, min_cell),
+        kpis=_kpis(o, min_cell, clustered),
         departments=depts,
         poverty_correlation=None if math.isnan(corr) else corr,
         hospitals=hospitals,

@@ -41,10 +41,14 @@ def departments_figure(depts: Sequence[DeptStat], region_rate: float | None,
                  "array": [d.ci[1] - (d.rate or 0) for d in shown if d.ci],
                  "arrayminus": [(d.rate or 0) - d.ci[0] for d in shown if d.ci]},
         customdata=[[d.index_stays, d.readmissions, d.ci[0] if d.ci else None, d.ci[1] if d.ci else None,
-                     d.ratio, d.verdict] for d in shown],
+                     d.ratio, d.verdict, d.standardised_ratio,
+                     d.standardised_ratio_ci[0] if d.standardised_ratio_ci else None,
+                     d.standardised_ratio_ci[1] if d.standardised_ratio_ci else None] for d in shown],
         hovertemplate=("<b>%{x}</b><br>30-day readmission rate %{y:.1%}<br>95% CI %{customdata[2]:.1%} to "
-                       "%{customdata[3]:.1%}<br>%{customdata[1]:,} readmissions / %{customdata[0]:,} index stays"
-                       "<br>ratio to region %{customdata[4]:.3f} (%{customdata[5]})<extra></extra>"),
+                       "%{customdata[3]:.1%} (patient-clustered)<br>%{customdata[1]:,} readmissions / "
+                       "%{customdata[0]:,} index stays<br>ratio to region %{customdata[4]:.3f} (%{customdata[5]})"
+                       "<br>standardised ratio %{customdata[6]:.3f} (95% CI %{customdata[7]:.3f} to "
+                       "%{customdata[8]:.3f})<extra></extra>"),
         name="department",
         showlegend=False,
     ))
@@ -58,7 +62,7 @@ def departments_figure(depts: Sequence[DeptStat], region_rate: float | None,
     fig.update_yaxes(tickformat=".0%", range=[max(0.0, low - pad), high + pad], title="30-day readmission rate")
     fig.update_xaxes(tickangle=0, tickfont={"size": 10.5})
     region = f"; dashed: Île-de-France {100 * region_rate:.1f}% with its CI" if region_rate is not None else ""
-    return layout(fig, f"Rate by department (95% CI){region}", 420, bargap=0.35)
+    return layout(fig, f"Rate by department (patient-clustered 95% CI){region}", 420, bargap=0.35)
 
 
 def poverty_figure(depts: Sequence[DeptStat], region_rate: float | None) -> go.Figure:

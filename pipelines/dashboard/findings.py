@@ -41,6 +41,21 @@ def dept_metrics(d: DeptStat) -> dict[str, Metric]:
         "ratio": Metric(f"department_ratio_{d.code}", d.ratio, number(d.ratio, 2), extra),
         "ratio_ci_low": Metric(f"department_ratio_{d.code}_ci_low", d.ratio_ci[0], number(d.ratio_ci[0], 2), extra),
         "ratio_ci_high": Metric(f"department_ratio_{d.code}_ci_high", d.ratio_ci[1], number(d.ratio_ci[1], 2), extra),
+        **standardised_metrics(d),
+    }
+
+
+def standardised_metrics(d: DeptStat) -> dict[str, Metric]:
+    """The standardised ratio (observed / expected under the region's case mix) and its CI."""
+    if d.standardised_ratio is None or d.standardised_ratio_ci is None or d.expected is None:
+        return {}
+    extra = {"department": d.code}
+    sir, (lo, hi) = d.standardised_ratio, d.standardised_ratio_ci
+    return {
+        "expected": Metric(f"department_expected_{d.code}", d.expected, number(d.expected, 1), extra),
+        "sir": Metric(f"department_standardised_ratio_{d.code}", sir, number(sir, 2), extra),
+        "sir_ci_low": Metric(f"department_standardised_ratio_{d.code}_ci_low", lo, number(lo, 2), extra),
+        "sir_ci_high": Metric(f"department_standardised_ratio_{d.code}_ci_high", hi, number(hi, 2), extra),
     }
 
 
@@ -65,12 +80,17 @@ def _department_findings(w: WarehouseNumbers) -> list[Finding]:
         m = dept_metrics(d)
         word = "above" if d.verdict == "above" else "below"
         poverty = (f" Poverty rate {d.poverty_rate:.1f}%." if d.poverty_rate is not None else "")
+        adjusted = ""
+        if "sir" in m:
+            adjusted = (f" After case-mix adjustment (age, sex, diagnosis group, Charlson): standardised ratio "
+                        f"{m['sir'].html()} (95% CI {m['sir_ci_low'].html()} to {m['sir_ci_high'].html()}), "
+                        f"observed {integer(d.readmissions)} vs {m['expected'].html()} expected.")
         out.append(Finding(
             f"department {word}",
             f"<strong>Department {esc(d.code)} ({esc(d.name)})</strong>: {m['excess'].html()} vs the regional "
-            f"average (95% CI {m['excess_ci_low'].html()} to {m['excess_ci_high'].html()}): "
+            f"average (95% CI {m['excess_ci_low'].html()} to {m['excess_ci_high'].html()}, patient-clustered): "
             f"{m['rate'].html()} of index stays readmitted within 30 days vs {region['rate'].html()} "
-            f"region-wide, significantly {word}.{esc(poverty)}",
+            f"region-wide, significantly {word}.{adjusted}{esc(poverty)}",
         ))
     if not flagged:
         out.append(Finding("department", "No department's readmission rate differs significantly from the "
@@ -225,6 +245,8 @@ def headline(w: WarehouseNumbers, inputs: Inputs) -> dict[str, Any]:
     k = w.kpis
     standouts = {
         d.code: {"rate": r(d.rate), "ratio": r(d.ratio, 3), "ratio_ci95": [r(v, 3) for v in d.ratio_ci or ()],
+                 "standardised_ratio": r(d.standardised_ratio, 3),
+                 "standardised_ratio_ci95": [r(v, 3) for v in d.standardised_ratio_ci or ()],
                  "verdict": d.verdict}
         for d in w.departments if d.verdict in ("above", "below")
     }

@@ -193,15 +193,17 @@ def findings_section(c: Context) -> str:
 
 def _dept_row(d: DeptStat, min_cell: int) -> str:
     if d.suppressed:
-        cells = f'<td class="suppressed num" colspan="7" data-suppressed="true">{suppressed_text(min_cell)}</td>'
+        cells = f'<td class="suppressed num" colspan="8" data-suppressed="true">{suppressed_text(min_cell)}</td>'
         return f'<tr data-department="{esc(d.code)}"><td>{esc(d.code)}</td><td>{esc(d.name)}</td>{cells}</tr>'
     if d.masked:
         cells = (f'<td class="num">{"" if d.poverty_rate is None else f"{d.poverty_rate:.1f}%"}</td>'
                  f'<td class="num">{integer(d.index_stays)}</td><td class="num">{integer(d.patients)}</td>'
-                 f'<td class="suppressed num" colspan="4" data-masked="true">{MASKED_TEXT} '
+                 f'<td class="suppressed num" colspan="5" data-masked="true">{MASKED_TEXT} '
                  f"(&lt;{min_cell} readmitted patients)</td>")
         return f'<tr data-department="{esc(d.code)}"><td>{esc(d.code)}</td><td>{esc(d.name)}</td>{cells}</tr>'
     m = dept_metrics(d)
+    sir = (f'{m["sir"].html()} <span class="note">({m["sir_ci_low"].html("ci")}–{m["sir_ci_high"].html("ci")})'
+           f'</span>' if "sir" in m else "")
     return (
         f'<tr data-department="{esc(d.code)}"><td>{esc(d.code)}</td><td>{esc(d.name)}</td>'
         f'<td class="num">{"" if d.poverty_rate is None else f"{d.poverty_rate:.1f}%"}</td>'
@@ -212,6 +214,7 @@ def _dept_row(d: DeptStat, min_cell: int) -> str:
         f'{m["rate_ci_high"].html("ci")})</span></td>'
         f'<td class="num">{m["ratio"].html()} <span class="note">({m["ratio_ci_low"].html("ci")}–'
         f'{m["ratio_ci_high"].html("ci")})</span></td>'
+        f'<td class="num">{sir}</td>'
         f'<td><span class="badge {d.verdict}">{d.verdict}</span></td></tr>'
     )
 
@@ -222,11 +225,16 @@ def departments_section(c: Context, fig: FigureWriter) -> str:
     charts = f'<div class="grid2">{bars}{fig(figs.poverty_figure(w.departments, w.kpis.rate), "fig-poverty")}</div>'
     head = ("<tr><th>Code</th><th>Department</th><th class='num'>Poverty rate</th><th class='num'>Index stays</th>"
             "<th class='num'>Patients</th><th class='num'>Readmissions</th><th class='num'>Rate (95% CI)</th>"
-            "<th class='num'>Ratio to region (95% CI)</th><th>vs region</th></tr>")
+            "<th class='num'>Ratio to region (95% CI)</th>"
+            "<th class='num'>Standardised ratio (95% CI)</th><th>vs region</th></tr>")
     rows = "".join(_dept_row(d, w.min_cell) for d in w.departments)
     lead = ("Department of residence of the patient. A department is <em>above</em> or <em>below</em> the region "
-            "when the 95% CI of its rate ratio to the regional rate excludes 1 (delta method, accounting for the "
-            "department being part of the region). Colours follow that verdict.")
+            "when the 95% CI of its crude rate ratio to the regional rate excludes 1. Every 95% CI here is "
+            "patient-clustered (a patient bootstrap: most index stays belong to patients with several, so "
+            "intervals that treat stays as independent are too narrow). The standardised ratio is observed / "
+            "expected readmissions, expected from the region's case mix (a logistic regression on age band, sex, "
+            "diagnosis group and Charlson band, without department): 1 when the department's patients explain its "
+            "rate. Colours follow the crude verdict.")
     return _section("departments", "Readmission rate by department", lead,
                     f'{charts}<table class="data" id="departments-table">{head}{rows}</table>')
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pandas as pd
@@ -132,43 +133,71 @@ class Split:
     train: pl.DataFrame
     valid: pl.DataFrame
     test: pl.DataFrame
+    gap_days: int = 0  # label window kept clear before the validation and test windows
+    gap_dropped: tuple[int, int] = (0, 0)  # index stays dropped before valid start / before test start
 
     def sizes(self) -> dict[str, int]:
         return {"train": self.train.height, "valid": self.valid.height, "test": self.test.height}
 
+    def gap_rows(self) -> dict[str, int]:
+        """Rows dropped by the label gap, per boundary (for the stage's metrics)."""
+        return {"before_valid": self.gap_dropped[0], "before_test": self.gap_dropped[1]}
 
-def temporal_split(frame: pl.DataFrame, train_end: date, valid_end: date) -> Split:
-    """train: discharge < train_end; valid: train_end <= discharge < valid_end; test: the rest.
 
-    Each part is sorted by (discharge_date, stay_id) so that row order never depends on the
-    file. Raises SplitError if a part is empty, lacks a class, or the windows overlap.
+def temporal_split(frame: pl.DataFrame, train_end: date, valid_end: date, *, gap_days: int) -> Split:
+    """train: discharge < train_end - gap; valid: train_end <= discharge < valid_end - gap; test: the rest.
+
+    The label of an index stay discharged on day t is decided by admissions on days t..t+gap
+    (`warehouse.readmission_window_days`, day 0 included), so a stay discharged in the last `gap_days`
+    before a window's start would have its label decided inside the next window: those stays are
+    dropped (as the CV folds' `train.cv_gap_days` does inside the training window), and no training
+    label window overlaps validation, nor a validation one the test window. `Split.gap_dropped`
+    counts them per boundary. Each part is sorted by (discharge_date, stay_id) so that row order
+    never depends on the file. Raises SplitError if a part is empty, lacks a class, or the windows
+    overlap.
     """
     if not train_end < valid_end:
         raise SplitError(f"train_end ({train_end}) must be before valid_end ({valid_end})")
+    if gap_days < 0:
+        raise SplitError(f"gap_days must be >= 0, got {gap_days}")
+    gap = timedelta(days=gap_days)
     ordered = frame.sort([DATE, KEY])
     parts = {
-        "train": ordered.filter(pl.col(DATE) < train_end),
-        "valid": ordered.filter((pl.col(DATE) >= train_end) & (pl.col(DATE) < valid_end)),
+        "train": ordered.filter(pl.col(DATE) < train_end - gap),
+        "valid": ordered.filter((pl.col(DATE) >= train_end) & (pl.col(DATE) < valid_end - gap)),
         "test": ordered.filter(pl.col(DATE) >= valid_end),
     }
+    dropped = (
+        ordered.filter((pl.col(DATE) >= train_end - gap) & (pl.col(DATE) < train_end)).height,
+        ordered.filter((pl.col(DATE) >= valid_end - gap) & (pl.col(DATE) < valid_end)
+                       & (pl.col(DATE) >= train_end)).height,
+    )
     for name, part in parts.items():
         if part.height == 0:
-            raise SplitError(f"{name} window is empty (train_end={train_end}, valid_end={valid_end})")
+            raise SplitError(f"{name} window is empty (train_end={train_end}, valid_end={valid_end}, "
+                             f"gap {gap_days} days)")
         classes = set(part[LABEL].unique().to_list())
         if classes != {0, 1}:
             raise SplitError(f"{name} window has only label value(s) {sorted(classes)}")
-    split = Split(**parts)
+    split = Split(**parts, gap_days=gap_days, gap_dropped=dropped)
     assert_disjoint(split)
     return split
 
 
 def assert_disjoint(split: Split) -> None:
-    """No stay in two windows, and every window strictly after the previous one."""
-    train_max, valid_min = str(split.train[DATE].max()), str(split.valid[DATE].min())
-    valid_max, test_min = str(split.valid[DATE].max()), str(split.test[DATE].min())
-    if not (train_max < valid_min and valid_max < test_min):  # ISO dates compare as text
+    """No stay in two windows, every window strictly after the previous one, and no label window
+    (discharge .. discharge + gap_days) reaching into the next window."""
+    bounds = (split.train[DATE].max(), split.valid[DATE].min(), split.valid[DATE].max(), split.test[DATE].min())
+    if not all(isinstance(b, date) for b in bounds):
+        raise SplitError(f"a temporal window is empty or not dated: {bounds}")
+    train_max, valid_min, valid_max, test_min = cast(tuple[date, date, date, date], bounds)
+    gap = timedelta(days=split.gap_days)
+    if not (train_max < valid_min and valid_max < test_min):
         raise SplitError(f"temporal windows overlap: train<= {train_max}, valid {valid_min}..{valid_max}, "
                          f"test>= {test_min}")
+    if not (train_max + gap < valid_min and valid_max + gap < test_min):
+        raise SplitError(f"a {split.gap_days}-day label window crosses a boundary: train<= {train_max}, "
+                         f"valid {valid_min}..{valid_max}, test>= {test_min}")
     keys = [set(part[KEY].to_list()) for part in (split.train, split.valid, split.test)]
     if keys[0] & keys[1] or keys[0] & keys[2] or keys[1] & keys[2]:
         raise SplitError(f"a {KEY} appears in two windows")

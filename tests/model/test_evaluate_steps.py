@@ -16,7 +16,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from pipelines import contracts
-from pipelines.config import EvaluateParams, Paths
+from pipelines.config import EvaluateParams, Paths, WarehouseParams
 from pipelines.evaluate import (
     EvalWindows,
     Scoring,
@@ -53,7 +53,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Paths, EvalWindow
     root = tmp_path_factory.mktemp("evaluate-steps")
     write_fixture(root, n_rows=3000, seed=4)
     paths = Paths(root)
-    windows = load_windows(paths, META)
+    windows = load_windows(paths, META, WarehouseParams().readmission_window_days)
     hp = {"n_estimators": 15, "max_depth": 6, "min_samples_leaf": 10, "max_features": "sqrt"}
     pipeline = forest_pipeline(hp, 3, 1).fit(windows.x_train, windows.y_train)
     return paths, windows, ModelBundle(pipeline, 0.5, tuple(fdata.NUMERIC), tuple(fdata.CATEGORICAL))
@@ -63,7 +63,9 @@ def test_windows_are_the_trained_split(project: tuple[Paths, EvalWindows, ModelB
     paths, windows, _ = project
     frame = fdata.load_features(paths)
     split = windows.split
-    assert split.train.height + split.valid.height + split.test.height == frame.height
+    # the stays whose 30-day label window crosses the validation / test start are dropped (label gap)
+    assert split.gap_days == WarehouseParams().readmission_window_days
+    assert split.train.height + split.valid.height + split.test.height + sum(split.gap_dropped) == frame.height
     assert split.test[fdata.DATE].min() >= VALID_END > split.valid[fdata.DATE].max()
     assert split.train[fdata.DATE].max() < TRAIN_END <= split.valid[fdata.DATE].min()
     assert (len(windows.x_test), windows.y_test.size) == (split.test.height, split.test.height)

@@ -65,22 +65,59 @@ def test_contract_columns_pass_the_guard(features: pl.DataFrame) -> None:
         fdata.check_no_leakage(features.with_columns(pl.lit(None, dtype=pl.Date).alias(name)))
 
 
+WINDOW = 30  # warehouse.readmission_window_days: the label gap of the split
+
+
 def test_temporal_split_windows(features: pl.DataFrame) -> None:
-    split = fdata.temporal_split(features, date(2023, 10, 1), date(2024, 4, 1))
+    split = fdata.temporal_split(features, date(2023, 10, 1), date(2024, 4, 1), gap_days=0)
     assert split.train[fdata.DATE].max() < date(2023, 10, 1)  # type: ignore[operator]
     assert date(2023, 10, 1) <= split.valid[fdata.DATE].min()  # type: ignore[operator]
     assert split.valid[fdata.DATE].max() < date(2024, 4, 1)  # type: ignore[operator]
     assert split.test[fdata.DATE].min() >= date(2024, 4, 1)  # type: ignore[operator]
     assert sum(split.sizes().values()) == features.height
+    assert split.gap_rows() == {"before_valid": 0, "before_test": 0}
     for part in (split.train, split.valid, split.test):
         assert part[fdata.DATE].is_sorted()
 
 
+def test_no_label_window_crosses_a_split_boundary(features: pl.DataFrame) -> None:
+    """A stay's 30-day label is decided by admissions from its discharge day to 30 days later: no
+    training label window may reach the validation window, nor a validation one the test window."""
+    train_end, valid_end = date(2023, 10, 1), date(2024, 4, 1)
+    split = fdata.temporal_split(features, train_end, valid_end, gap_days=WINDOW)
+    window = timedelta(days=WINDOW)
+    train_max, valid_max = split.train[fdata.DATE].max(), split.valid[fdata.DATE].max()
+    assert isinstance(train_max, date)
+    assert isinstance(valid_max, date)
+    train_label_end, valid_label_end = train_max + window, valid_max + window
+    assert train_label_end < train_end, f"a train label window ends {train_label_end}, validation starts {train_end}"
+    assert valid_label_end < valid_end, f"a validation label window ends {valid_label_end}, test starts {valid_end}"
+    # exactly the stays discharged in the 30 days before each start are dropped, nothing else
+    dates = features[fdata.DATE]
+    before_valid = int(((dates >= train_end - window) & (dates < train_end)).sum())
+    before_test = int(((dates >= valid_end - window) & (dates < valid_end)).sum())
+    assert before_valid > 0
+    assert before_test > 0
+    assert split.gap_rows() == {"before_valid": before_valid, "before_test": before_test}
+    assert sum(split.sizes().values()) + before_valid + before_test == features.height
+    assert split.test.height == int((dates >= valid_end).sum())  # the test window itself is whole
+    without_gap = fdata.temporal_split(features, train_end, valid_end, gap_days=0)
+    ungapped_max = without_gap.train[fdata.DATE].max()
+    assert isinstance(ungapped_max, date)
+    assert ungapped_max + window >= train_end  # without the gap the check above would fail
+
+
+def test_a_split_whose_label_window_crosses_is_refused(features: pl.DataFrame) -> None:
+    split = fdata.temporal_split(features, date(2023, 10, 1), date(2024, 4, 1), gap_days=0)
+    with pytest.raises(fdata.SplitError, match="label window crosses"):
+        fdata.assert_disjoint(fdata.Split(split.train, split.valid, split.test, gap_days=WINDOW))
+
+
 def test_temporal_split_refuses_empty_windows(features: pl.DataFrame) -> None:
     with pytest.raises(fdata.SplitError, match="test window is empty"):
-        fdata.temporal_split(features, date(2023, 10, 1), date(2030, 1, 1))
+        fdata.temporal_split(features, date(2023, 10, 1), date(2030, 1, 1), gap_days=WINDOW)
     with pytest.raises(fdata.SplitError, match="before"):
-        fdata.temporal_split(features, date(2024, 1, 1), date(2023, 1, 1))
+        fdata.temporal_split(features, date(2024, 1, 1), date(2023, 1, 1), gap_days=WINDOW)
 
 
 def test_model_input_has_features_only(features: pl.DataFrame) -> None:

@@ -52,7 +52,8 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     train = run_train(paths, params)
     evaluation = run_evaluate(paths, params)
     bundle, meta = load_model(paths)
-    split = fdata.temporal_split(fdata.load_features(paths), meta.train_end, meta.valid_end)
+    split = fdata.temporal_split(fdata.load_features(paths), meta.train_end, meta.valid_end,
+                                 gap_days=Params().warehouse.readmission_window_days)
     return {"paths": paths, "params": params, "train": train, "evaluate": evaluation, "bundle": bundle,
             "meta": meta, "split": split}
 

@@ -68,7 +68,7 @@ def windows(tmp_path_factory: pytest.TempPathFactory) -> Windows:
 
     root = tmp_path_factory.mktemp("steps")
     write_fixture(root, n_rows=2500, seed=3)
-    return load_windows(Paths(root), _tp())
+    return load_windows(Paths(root), _tp(), Params().warehouse.readmission_window_days)
 
 
 # ---- tuning_sample -----------------------------------------------------------------------------

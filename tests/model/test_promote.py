@@ -55,7 +55,8 @@ class Base:
 def base(tmp_path_factory: pytest.TempPathFactory) -> Base:
     root = tmp_path_factory.mktemp("promote-base")
     features, _ = write_fixture(root, n_rows=3000, seed=11)
-    split = fdata.temporal_split(fdata.load_features(Paths(root)), TRAIN_END, VALID_END)
+    split = fdata.temporal_split(fdata.load_features(Paths(root)), TRAIN_END, VALID_END,
+                                 gap_days=Params().warehouse.readmission_window_days)
     hp = {"n_estimators": 30, "max_depth": 6, "min_samples_leaf": 20, "max_features": "sqrt", "max_samples": 0.9}
     pipeline = forest_pipeline(hp, 7, 1).fit(fdata.to_model_input(split.train), fdata.labels(split.train))
     set_forest_jobs(pipeline, 1)

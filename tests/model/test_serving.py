@@ -75,7 +75,8 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     client = tracking.connect(paths)
     client.set_registered_model_alias(NAME, "champion", result["model_version"])
     bundle, meta = load_model(paths)
-    split = fdata.temporal_split(fdata.load_features(paths), meta.train_end, meta.valid_end)
+    split = fdata.temporal_split(fdata.load_features(paths), meta.train_end, meta.valid_end,
+                                 gap_days=params.warehouse.readmission_window_days)
     info = mlflow.models.get_model_info(f"models:/{NAME}@champion")
     return {"paths": paths, "params": params, "bundle": bundle, "meta": meta, "split": split,
             # MLflow drops undeclared columns and casts types before the model sees them when the

@@ -227,6 +227,12 @@ def tiny_warehouse(root: Path, patients: dict[str, int], rates: dict[str, float]
         con.execute("""create table marts.fct_readmissions as
                        select * replace (readmitted_30d::integer as readmitted_30d,
                                          episode_discharge_date::date as episode_discharge_date) from readm_frame""")
+        # The case-mix columns of the feature mart that the standardised ratios read.
+        con.execute("""create table marts.ml_readmission_features as
+                       select stay_id, 70 + (hash(stay_id) % 20)::integer as age,
+                              1 + (hash(stay_id) % 2)::integer as sex, diagnosis_group,
+                              (hash(stay_id) % 4)::integer as charlson_score
+                       from marts.fct_readmissions""")
         con.execute("""create table marts.dim_hospitals as
                        select distinct hospital_id, 'Hôpital ' || left(hospital_id, 2) as hospital_name,
                               left(hospital_id, 2) as department, 'CH' as hospital_category, 300 as beds
