@@ -32,6 +32,7 @@ SHARED_GROUPS = {
     "tests/report/test_report_browser.py": "small-project",
     "tests/report/test_report_content.py": "small-project",
     "tests/report/test_report_stages.py": "small-project",
+    "tests/data/test_warehouse_readmission.py": "small-project",
     "tests/data/test_bench_pandas_reference.py": "dirty-extract",
     "tests/data/test_truth_roundtrip.py": "dirty-extract",
 }

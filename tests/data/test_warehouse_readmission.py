@@ -331,17 +331,15 @@ def test_missing_clean_tables_are_reported(tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def simulated(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    from tests.data.dirty_extract import generate_and_clean
+def simulated(small_project: Path) -> dict[str, Any]:
+    """The session's small project (tests/conftest.py): generate -> clean -> warehouse at the default
+    dirt rates, built once for this module and the report layer instead of once more here. Read-only."""
+    from tests.support import report_fixtures as rfx
 
-    root = tmp_path_factory.mktemp("simulated")
-    params = generate_and_clean(root, patients=4000, chunk_patients=2000, dirt_factor=1.0)
-    shutil.copytree(PROJECT_DBT, root / "dbt", ignore=shutil.ignore_patterns("target", "logs", "dbt_packages"))
-    paths = Paths(root)
-    run_warehouse(paths, params)
-    clean = {t: pl.read_parquet(root / "data" / "clean" / f"{t}.parquet") for t in ("stays", "diagnoses")}
-    truth = pl.read_parquet(root / "data" / "truth" / contracts.TRUTH_STAYS_FILE)
-    return {"paths": paths, "clean": clean, "truth": truth, "params": params}
+    paths = Paths(small_project)
+    clean = {t: pl.read_parquet(paths.clean / f"{t}.parquet") for t in ("stays", "diagnoses")}
+    truth = pl.read_parquet(paths.truth / contracts.TRUTH_STAYS_FILE)
+    return {"paths": paths, "clean": clean, "truth": truth, "params": rfx.small_params()}
 
 
 def test_simulated_flags_match_the_independent_recomputation(simulated: dict[str, Any]) -> None:

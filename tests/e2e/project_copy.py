@@ -24,12 +24,17 @@ def small_params() -> dict[str, Any]:
     params: dict[str, Any] = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
     gen = params["generate"]
     assert isinstance(gen, dict)
-    gen["patients"] = 4000
-    gen["chunk_patients"] = 1500
+    gen["patients"] = 2500  # ~2,700 index stays: every stage has enough rows, the pipeline is what is tested
+    gen["chunk_patients"] = 1000  # still several chunks
     train = params.get("train")
-    if isinstance(train, dict):
-        train["n_trials"] = 3
-        train["search"] = {**train.get("search", {}), "n_estimators": [20, 40]}
+    if isinstance(train, dict):  # the smallest budgets that still run every step (tests/model pins the values)
+        train["n_trials"] = 2
+        train["cv_folds"] = 2
+        train["learning_curve_points"] = 2
+        train["search"] = {**train.get("search", {}), "n_estimators": [10, 20]}
+    evaluate = params.get("evaluate")
+    if isinstance(evaluate, dict):
+        evaluate["permutation_repeats"] = 2
     return params
 
 

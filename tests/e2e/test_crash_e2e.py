@@ -145,7 +145,7 @@ def test_kills_then_repro_end_consistent(project: Path) -> None:
     warehouse = root / "data" / "warehouse.duckdb"
     params = small_params()
     params["warehouse"]["min_cell_patients"] = 11  # warehouse (and all after it) out of date
-    params["train"]["n_trials"] = 2  # train out of date whatever the warehouse bytes
+    params["train"]["n_trials"] = 1  # train out of date whatever the warehouse bytes
     write_params(root, params)
 
     # warehouse, SIGINT: one line, exit 130, previous database untouched, no temporary file

@@ -159,10 +159,15 @@ def fitted() -> tuple[Any, pd.DataFrame, ModelBundle]:
     return pipeline, x, bundle
 
 
-@pytest.mark.parametrize("chunk_rows", [1, 7, 333, 2000, 10_000])
+# (chunk_rows, rows scored): a chunk per row, uneven last chunks, exactly one chunk, fewer rows than a
+# chunk. The small chunks score a slice of the window: each chunk is one predict call (~10 ms), and
+# 2,000 one-row calls would test nothing more than 40.
+@pytest.mark.parametrize(("chunk_rows", "rows"), [(1, 40), (7, 300), (333, 2000), (2000, 2000), (10_000, 2000)])
 def test_chunked_prediction_equals_unchunked(fitted: tuple[Any, pd.DataFrame, ModelBundle],
-                                             chunk_rows: int) -> None:
+                                             chunk_rows: int, rows: int) -> None:
     pipeline, x, bundle = fitted
+    x = x.iloc[rows // 3: rows // 3 + rows] if rows < len(x) else x  # a slice off the start: index kept
+    assert len(x) == rows
     whole = pipeline.predict_proba(x)[:, 1]
     assert np.array_equal(scaling.predict_positive(pipeline, x, chunk_rows), whole)
     chunked = scaling.predict_frame_chunked(bundle, x, chunk_rows)
