@@ -28,7 +28,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -55,7 +55,7 @@ from pipelines.model.metrics import calibration_metrics, f2, flag_metrics, proba
 from pipelines.model.preprocessing import logreg_pipeline, set_forest_jobs
 from pipelines.model.pyfunc_model import model_frame
 from pipelines.model.scaling import predict_frame_chunked, predict_positive, time_stratified_sample
-from pipelines.model.thresholds import choose_threshold
+from pipelines.model.thresholds import Bound, choose_threshold
 
 log = logging.getLogger(__name__)
 
@@ -194,16 +194,18 @@ def lace_scoring(windows: EvalWindows, cutoff: int) -> Scoring:
     return Scoring(lace_score, lace)
 
 
-def logreg_scoring(windows: EvalWindows, ep: EvaluateParams, min_precision: float) -> Scoring:
+def logreg_scoring(windows: EvalWindows, ep: EvaluateParams, min_precision: float, bound: Bound = "point"
+                   ) -> Scoring:
     """Logistic regression: fitted on train, threshold on valid by the forest's rule."""
     model = logreg_pipeline(ep.logreg_c, ep.logreg_max_iter).fit(windows.x_train, windows.y_train)
-    point = choose_threshold(windows.y_valid, predict_positive(model, windows.x_valid), min_precision, "f2")
+    point = choose_threshold(windows.y_valid, predict_positive(model, windows.x_valid), min_precision, "f2", bound)
     p_lr = predict_positive(model, windows.x_test)
     return Scoring(p_lr, {**probability_metrics(windows.y_test, p_lr, point.threshold),
                           "threshold": rounded(point.threshold, DIGITS), "threshold_rule": point.rule})
 
 
-def oracle_scoring(truth_file: Path, windows: EvalWindows, p_rf: np.ndarray, min_precision: float) -> Oracle | None:
+def oracle_scoring(truth_file: Path, windows: EvalWindows, p_rf: np.ndarray, min_precision: float,
+                   bound: Bound = "point") -> Oracle | None:
     """The simulator's true probabilities (threshold on valid by the same rule); None without usable truth."""
     if not truth_file.exists():
         log.info("oracle: %s not found (real extract?): oracle left out", truth_file)
@@ -220,7 +222,7 @@ def oracle_scoring(truth_file: Path, windows: EvalWindows, p_rf: np.ndarray, min
         log.warning("oracle: no usable truth rows for the test window; oracle left out")
         return None
     v_ok = ~np.isnan(o_valid)
-    point = choose_threshold(y_valid[v_ok], o_valid[v_ok], min_precision, "f2")
+    point = choose_threshold(y_valid[v_ok], o_valid[v_ok], min_precision, "f2", bound)
     metrics = probability_metrics(y_test[matched], o_test[matched], point.threshold)
     rf_auc = float(roc_auc_score(y_test[matched], p_rf[matched]))
     rf_ap = float(average_precision_score(y_test[matched], p_rf[matched]))
@@ -324,8 +326,9 @@ def run_evaluate(paths: Paths, params: Params) -> dict[str, Any]:
     rf = forest_scoring(bundle, windows)
     raw = uncalibrated_scoring(bundle, windows)
     lace = lace_scoring(windows, ep.lace_cutoff)
-    logreg = logreg_scoring(windows, ep, meta.min_precision)
-    oracle = oracle_scoring(paths.truth / contracts.TRUTH_STAYS_FILE, windows, rf.scores, meta.min_precision)
+    bound = cast(Bound, meta.threshold_bound)  # the baselines' thresholds by the forest's own rule
+    logreg = logreg_scoring(windows, ep, meta.min_precision, bound)
+    oracle = oracle_scoring(paths.truth / contracts.TRUTH_STAYS_FILE, windows, rf.scores, meta.min_precision, bound)
     importance = importance_step(bundle, windows, ep, meta.seed)
     result = evaluation_result(rf, raw, lace, logreg, oracle, importance, windows, meta)
 

@@ -378,7 +378,7 @@ def log_setup(tp: TrainParams, seed: int, windows: Windows, sample: TuningSample
     """The parent run's params: the budget, the windows, the folds and the search space."""
     mlflow.log_params({
         "seed": seed, "n_trials": tp.n_trials, "timeout_s": tp.timeout_s, "cv_folds": tp.cv_folds,
-        "cv_gap_days": tp.cv_gap_days, "min_precision": tp.min_precision,
+        "cv_gap_days": tp.cv_gap_days, "min_precision": tp.min_precision, "threshold_bound": tp.threshold_bound,
         "threshold_fallback": tp.threshold_fallback, "pruning": tp.pruning,
         "train_end": tp.train_end.isoformat(), "valid_end": tp.valid_end.isoformat(),
         "cv_fold_starts": ",".join(d.isoformat() for d in sample.fold_starts),
@@ -458,7 +458,7 @@ def refit(windows: Windows, tp: TrainParams, seed: int, best_params: dict[str, A
     calibration = fit_calibration(tp.calibration, windows.y_valid, score_valid)
     p_valid = calibration.apply(score_valid)  # the threshold is on the served (calibrated) scale
     seconds = round(time.perf_counter() - clock, 1)
-    point = choose_threshold(windows.y_valid, p_valid, tp.min_precision, tp.threshold_fallback)
+    point = choose_threshold(windows.y_valid, p_valid, tp.min_precision, tp.threshold_fallback, tp.threshold_bound)
     if point.rule != "min_precision":
         log.warning("validation: no threshold reaches precision >= %.3f; using the max-F2 threshold %.4f",
                     tp.min_precision, point.threshold)
@@ -493,6 +493,7 @@ def version_tags(fitted: Refit, tp: TrainParams, features_md5: str, git_commit: 
         "threshold_rule": fitted.point.rule,
         "calibration": fitted.bundle.calibration.method,
         "min_precision": f"{tp.min_precision}",
+        "threshold_bound": tp.threshold_bound,
         "valid_recall": f"{valid['recall']:.6f}",
         "valid_precision": f"{valid['precision']:.6f}",
         "valid_roc_auc": f"{valid['roc_auc']:.6f}",
@@ -531,6 +532,7 @@ def model_meta(tp: TrainParams, seed: int, study: StudyResult, fitted: Refit, re
         min_precision=tp.min_precision, numeric_features=fitted.bundle.numeric,
         categorical_features=fitted.bundle.categorical, train_end=tp.train_end, valid_end=tp.valid_end,
         best_params=study.best_params, seed=seed, features_md5=windows.features_md5, git_commit=git_commit,
+        threshold_bound=tp.threshold_bound,
     )
 
 

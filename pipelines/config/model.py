@@ -48,6 +48,9 @@ class TrainParams(Strict):
     # No validation threshold reaches min_precision: "f2" takes the threshold that maximises F2
     # (recorded as threshold_rule="f2_fallback"); "error" stops the stage.
     threshold_fallback: Literal["f2", "error"] = "f2"
+    # The final threshold: the validation precision's 95% Wilson lower bound reaches min_precision
+    # ("wilson_lower", a margin for the next window) or its point estimate does ("point").
+    threshold_bound: Literal["point", "wilson_lower"] = "wilson_lower"
     # The served probability: the forest's score mapped by a calibration fitted on the validation
     # window (sigmoid = Platt scaling on the logit, keeps the ranking; isotonic; none = the score).
     calibration: Literal["sigmoid", "isotonic", "none"] = "sigmoid"

@@ -55,6 +55,8 @@ class ModelMeta:
     seed: int
     features_md5: str
     git_commit: str
+    # how validation precision met min_precision (thresholds.BOUNDS); files written before say nothing: point
+    threshold_bound: str = "point"
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -67,7 +69,7 @@ class ModelMeta:
         """The metadata of model_meta.json's object; ModelMetaError names `source` and the key at fault."""
         if not isinstance(data, dict):
             raise ModelMetaError(f"{source}: expected a JSON object, found {type(data).__name__}")
-        missing = [f.name for f in fields(cls) if f.name not in data]
+        missing = [f.name for f in fields(cls) if f.name not in data and f.name != "threshold_bound"]
         if missing:
             raise ModelMetaError(f"{source}: missing key(s) {', '.join(missing)} (re-run the train stage)")
         try:
@@ -80,6 +82,7 @@ class ModelMeta:
                 train_end=date.fromisoformat(data["train_end"]), valid_end=date.fromisoformat(data["valid_end"]),
                 best_params=dict(data["best_params"]), seed=int(data["seed"]),
                 features_md5=str(data["features_md5"]), git_commit=str(data["git_commit"]),
+                threshold_bound=str(data.get("threshold_bound", "point")),
             )
         except (TypeError, ValueError) as exc:
             raise ModelMetaError(f"{source}: {exc}") from None

@@ -5,6 +5,11 @@ the distinct scores (sklearn's precision_recall_curve). Among those whose precis
 floor, the one with the highest recall wins; recall ties go to the highest threshold (the
 fewest flags for the same catch, so the highest precision).
 
+`bound` says how a candidate's precision must reach the floor: "point" (its precision) or
+"wilson_lower" (the 95% Wilson lower bound of its precision, flagged stays as trials). The final
+model's threshold uses the bound: chosen at the edge of the floor on validation, a point estimate
+falls under it on the next window about half the time, and further when the rate drifts down.
+
 When no threshold reaches the floor:
 * tuning (per CV fold): `recall_at_precision` returns None and the fold scores 0 (logged);
 * the final model (`choose_threshold` on the validation window): with fallback="f2" the
@@ -24,6 +29,9 @@ from pipelines.errors import PipelineInputError
 
 RULE_FLOOR = "min_precision"
 RULE_F2 = "f2_fallback"
+Bound = Literal["point", "wilson_lower"]
+BOUNDS: tuple[Bound, ...] = ("point", "wilson_lower")
+Z_95 = 1.959963984540054
 
 
 class ThresholdError(PipelineInputError, ValueError):
@@ -50,10 +58,24 @@ def _curve(y_true: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return precision[:-1], recall[:-1], thresholds
 
 
-def recall_at_precision(y_true: np.ndarray, scores: np.ndarray, min_precision: float) -> OperatingPoint | None:
-    """Highest-recall threshold with precision >= min_precision, or None if there is none."""
+def precision_lower_bound(precision: np.ndarray, recall: np.ndarray, positives: int, z: float = Z_95) -> np.ndarray:
+    """The Wilson lower bound of each candidate's precision (flagged = true positives / precision)."""
+    tp = recall * positives
+    with np.errstate(divide="ignore", invalid="ignore"):
+        n = np.where(precision > 0, np.rint(tp / np.where(precision > 0, precision, 1.0)), 1.0)
+        centre = precision + z * z / (2 * n)
+        half = z * np.sqrt(precision * (1 - precision) / n + z * z / (4 * n * n))
+        lower = (centre - half) / (1 + z * z / n)
+    return np.where(precision > 0, np.maximum(lower, 0.0), 0.0)
+
+
+def recall_at_precision(y_true: np.ndarray, scores: np.ndarray, min_precision: float,
+                        bound: Bound = "point") -> OperatingPoint | None:
+    """Highest-recall threshold whose precision (or its lower bound) is >= min_precision, or None."""
     precision, recall, thresholds = _curve(y_true, scores)
-    ok = np.flatnonzero(precision >= min_precision)
+    reached = precision if bound == "point" else precision_lower_bound(
+        precision, recall, int(np.asarray(y_true).astype(int).sum()))
+    ok = np.flatnonzero(reached >= min_precision)
     if ok.size == 0:
         return None
     best_recall = recall[ok].max()
@@ -76,14 +98,15 @@ def choose_threshold(
     scores: np.ndarray,
     min_precision: float,
     fallback: Literal["f2", "error"] = "f2",
+    bound: Bound = "point",
 ) -> OperatingPoint:
-    point = recall_at_precision(y_true, scores, min_precision)
+    point = recall_at_precision(y_true, scores, min_precision, bound)
     if point is not None:
         return point
     if fallback == "error":
         best = float(_curve(y_true, scores)[0].max())
         raise ThresholdError(
-            f"no threshold reaches precision >= {min_precision} (best precision {best:.3f}); "
-            "lower train.min_precision or set train.threshold_fallback: f2"
+            f"no threshold reaches precision >= {min_precision} ({bound}; best precision {best:.3f}); "
+            "lower train.min_precision, set train.threshold_bound: point or train.threshold_fallback: f2"
         )
     return max_f_beta(y_true, scores, beta=2.0)

@@ -11,8 +11,10 @@ from pipelines.model.thresholds import (
     ThresholdError,
     choose_threshold,
     max_f_beta,
+    precision_lower_bound,
     recall_at_precision,
 )
+from pipelines.stats import wilson_interval
 
 # Scores sorted high to low with their labels: flagging the top k gives
 #   k:         1    2    3    4    5    6    7    8
@@ -84,3 +86,33 @@ def test_unreachable_floor_raises_when_asked() -> None:
 def test_no_positive_is_an_error() -> None:
     with pytest.raises(ThresholdError, match="no positive"):
         recall_at_precision(np.zeros(4, int), np.linspace(0, 1, 4), 0.2)
+
+
+def test_wilson_lower_bound_keeps_a_margin_above_the_floor() -> None:
+    rng = np.random.default_rng(4)
+    scores = rng.random(4000)
+    labels = (rng.random(4000) < 0.05 + 0.3 * scores).astype(int)
+    point = choose_threshold(labels, scores, 0.25)
+    bounded = choose_threshold(labels, scores, 0.25, bound="wilson_lower")
+    assert point.rule == bounded.rule == RULE_FLOOR
+    assert bounded.threshold > point.threshold  # fewer flags ...
+    assert bounded.recall < point.recall
+    flag = scores >= bounded.threshold
+    tp, n = int((flag & (labels == 1)).sum()), int(flag.sum())
+    assert bounded.precision == pytest.approx(tp / n)
+    assert wilson_interval(tp, n)[0] >= 0.25  # ... so that the 95% lower bound, not the estimate, is at the floor
+    # the highest-recall such threshold: every lower one that catches more is under the floor by its bound
+    order = np.argsort(-scores)
+    caught = np.cumsum(labels[order])
+    for k in range(n, 4000, 50):
+        if caught[k] > tp:
+            assert wilson_interval(int(caught[k]), k + 1)[0] < 0.25
+
+
+def test_lower_bound_matches_the_stats_module() -> None:
+    precision = np.array([0.5, 0.25, 1.0, 0.0])
+    recall = np.array([0.5, 0.75, 0.25, 0.0])
+    lower = precision_lower_bound(precision, recall, 40)  # flagged = 20, 120, 10 stays; none
+    for value, (tp, n) in zip(lower[:3], [(20, 40), (30, 120), (10, 10)], strict=True):
+        assert value == pytest.approx(wilson_interval(tp, n)[0])
+    assert lower[3] == 0.0
