@@ -188,6 +188,9 @@ def flat_metrics(drift: dict[str, Any], fairness: dict[str, Any]) -> dict[str, A
     for group, block in fairness["groups"].items():
         for metric, entry in block["parity"].items():
             out[f"{group}_{metric}_ratio"] = entry["ratio"]
+            if "ci95" in entry:
+                low, high = entry["ci95"] or (None, None)
+                out[f"{group}_{metric}_ratio_ci_low"], out[f"{group}_{metric}_ratio_ci_high"] = low, high
         ratios = [r["observed_to_expected"] for r in block["groups"]
                   if not r["suppressed"] and r["observed_to_expected"] is not None]
         # the group whose readmissions stray most from the served probabilities (1 = calibrated)
@@ -280,12 +283,13 @@ def drift_report(window_info: dict[str, Any], model: dict[str, Any], drift: Drif
     }
 
 
-def fairness_step(current: pl.DataFrame, mp: MonitorParams, has_patient_id: bool) -> dict[str, Any]:
+def fairness_step(current: pl.DataFrame, mp: MonitorParams, has_patient_id: bool, seed: int = 0) -> dict[str, Any]:
     """Per-group rates on the scored current window (small cells suppressed), four-fifths screen."""
     return fair.fairness_report(
         current, mp.fairness_groups, mp.age_band_edges, mp.min_cell_patients, mp.four_fifths_threshold,
         label=LABEL, patient_id=PATIENT_ID if has_patient_id else None,
         reliability_groups=mp.reliability_groups, n_bins=mp.reliability_bins,
+        replicates=mp.bootstrap_replicates, seed=seed,
     )
 
 
@@ -316,7 +320,7 @@ def run_monitor(paths: Paths, params: Params) -> dict[str, Any]:
     model = model_block(meta, threshold)
     window_info = window_block(windows, frames, drift)
     report = drift_report(window_info, model, drift)
-    fairness = fairness_step(scored["current"], mp, PATIENT_ID in mart.columns)
+    fairness = fairness_step(scored["current"], mp, PATIENT_ID in mart.columns, params.seed)
     outputs = {
         "drift.html": ev.combined_html(drift.sections),
         "drift.json": json_text(report),

@@ -27,8 +27,9 @@ The objective is the training objective on those rows: recall at the model's own
   * LACE (first model only, `require_beats_lace`): the challenger's recall beats LACE's best
     recall among the LACE cutoffs whose precision meets the same floor on the same rows (the
     LACE cutoff is picked on the test rows, which favours LACE: a conservative gate);
-  * fairness: department_recall_ratio >= min_department_recall_ratio (null, i.e. fewer than
-    2 departments unsuppressed, refuses unless `allow_missing_fairness`).
+  * fairness: department_recall_ratio not significantly below min_department_recall_ratio (its
+    95% bootstrap upper bound >= the minimum; `fairness_rule: point` compares the estimate) (null,
+    i.e. fewer than 2 departments unsuppressed, refuses unless `allow_missing_fairness`).
 Decision: "promoted" (previous <- old champion, champion <- challenger), "refused" (aliases
 untouched), or "unchanged" (the challenger already is the champion: a re-run changes nothing).
 
@@ -176,7 +177,7 @@ class Gates:
 
 def evaluate_gates(pp: PromoteParams, min_precision: float, challenger: dict[str, Any],
                    champion: dict[str, Any] | None, lace: dict[str, Any], department_ratio: float | None,
-                   rolled_back: str | None) -> Gates:
+                   rolled_back: str | None, department_ratio_ci: tuple[float, float] | None = None) -> Gates:
     gates = Gates()
     if rolled_back is not None:
         gates.add("not_rolled_back", False, f"version {challenger['version']} was rolled back ({rolled_back}); "
@@ -223,6 +224,13 @@ def evaluate_gates(pp: PromoteParams, min_precision: float, challenger: dict[str
                   "department_recall_ratio is null (fewer than 2 departments above the suppression threshold)"
                   + ("; allowed by promote.allow_missing_fairness" if pp.allow_missing_fairness else
                      "; set promote.allow_missing_fairness to accept"))
+    elif pp.fairness_rule == "ci_upper" and department_ratio_ci is not None:
+        low, high = department_ratio_ci
+        ok = high >= pp.min_department_recall_ratio
+        how = ("not significantly below" if department_ratio < pp.min_department_recall_ratio else ">=") if ok \
+            else "significantly below"
+        gates.add("fairness", ok, f"department recall ratio {department_ratio:.4f} (95% CI {low:.4f}-{high:.4f}) "
+                  f"{how} {pp.min_department_recall_ratio}")
     else:
         ok = department_ratio >= pp.min_department_recall_ratio
         gates.add("fairness", ok, f"department recall ratio {department_ratio:.4f} {'>=' if ok else '<'} "
@@ -239,7 +247,7 @@ def _read_meta(paths: Paths) -> ModelMeta:
         raise PromoteError(str(exc)) from None
 
 
-def read_department_ratio(paths: Paths, challenger_version: str) -> float | None:
+def read_department_ratio(paths: Paths, challenger_version: str) -> handoffs.MonitoringSummary:
     fairness_file = paths.reports / "monitoring" / "fairness.json"
     try:
         summary = handoffs.read_monitoring_summary(paths.metrics / "monitoring.json")
@@ -249,7 +257,7 @@ def read_department_ratio(paths: Paths, challenger_version: str) -> float | None
     if monitored is not None and monitored != challenger_version:
         raise PromoteError(f"{fairness_file}: monitoring is about version {monitored}, not the challenger "
                            f"{challenger_version} (re-run monitor)")
-    return summary.department_recall_ratio
+    return summary
 
 
 def _check_evaluation(paths: Paths, challenger_version: str) -> Evaluation:
@@ -292,6 +300,7 @@ class Challenge:
     version: str
     evaluation: Evaluation
     department_ratio: float | None  # monitor's department recall ratio (None: too few departments)
+    department_ratio_ci: tuple[float, float] | None = None  # its 95% bootstrap interval
 
 
 @dataclass(frozen=True)
@@ -331,7 +340,9 @@ def read_challenge(paths: Paths, tp: TrainParams) -> Challenge:
         raise PromoteError(f"models/model_meta.json is about model '{meta.model_name}', params train.model_name "
                            f"is '{tp.model_name}'")
     version = meta.version
-    return Challenge(version, _check_evaluation(paths, version), read_department_ratio(paths, version))
+    summary = read_department_ratio(paths, version)
+    return Challenge(version, _check_evaluation(paths, version), summary.department_recall_ratio,
+                     summary.department_recall_ratio_ci)
 
 
 def open_registry(paths: Paths, tp: TrainParams, pp: PromoteParams, version: str) -> Registry:
@@ -367,7 +378,7 @@ def compare(paths: Paths, params: Params, challenge: Challenge, registry: Regist
                 if registry.champion is not None else None)
     lace = lace_metrics(window, tp.min_precision, params.evaluate.lace_cutoff)
     gates = evaluate_gates(pp, tp.min_precision, challenger, champion, lace, challenge.department_ratio,
-                           registry.challenger.tags.get(ROLLED_BACK_TAG))
+                           registry.challenger.tags.get(ROLLED_BACK_TAG), challenge.department_ratio_ci)
     return Comparison(window, challenger, champion, lace, gates)
 
 
@@ -431,7 +442,9 @@ def decision_report(pp: PromoteParams, tp: TrainParams, challenge: Challenge, co
         "reasons": comparison.gates.reasons(),
         "gates": comparison.gates.results,
         "metrics": {"challenger": comparison.challenger, "champion": comparison.champion, "lace": comparison.lace,
-                    "department_recall_ratio": challenge.department_ratio},
+                    "department_recall_ratio": challenge.department_ratio,
+                    "department_recall_ratio_ci95": (list(challenge.department_ratio_ci)
+                                                     if challenge.department_ratio_ci else None)},
         "test_window": comparison.window.describe(),
     }
 

@@ -106,6 +106,10 @@ class PromoteParams(Strict):
     objective_tolerance: float = Field(0.01, ge=0, le=1)
     # Fairness gate: min / max recall across departments (monitoring.json) must reach this.
     min_department_recall_ratio: float = Field(0.8, ge=0, le=1)
+    # How: "ci_upper" refuses a ratio significantly below it (the 95% bootstrap upper bound < it; with
+    # ~100 readmissions per department, min / max of 8 equal recalls is under 0.8 about 3 times in 10);
+    # "point" compares the estimate. Without an interval in monitoring.json the estimate is used.
+    fairness_rule: Literal["ci_upper", "point"] = "ci_upper"
     # department_recall_ratio null (fewer than 2 departments above the suppression threshold):
     # false refuses the challenger, true lets the fairness gate pass with a recorded reason.
     allow_missing_fairness: bool = False

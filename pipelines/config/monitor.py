@@ -43,6 +43,8 @@ class MonitorParams(Strict):
     # Reliability (calibration) curves per group of these groupings, in quantile bins of the probability.
     reliability_groups: tuple[str, ...] = ("department",)
     reliability_bins: int = Field(5, ge=2, le=20)
+    # Bootstrap replicates of each parity ratio's 95% interval (seeded by the top-level seed); 0: none.
+    bootstrap_replicates: int = Field(1000, ge=0, le=100_000)
 
     @model_validator(mode="after")
     def _check(self) -> MonitorParams:

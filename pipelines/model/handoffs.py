@@ -91,13 +91,18 @@ class MonitoringSummary:
     """What promote reads of reports/metrics/monitoring.json."""
 
     department_recall_ratio: float | None  # None: fewer than 2 departments above the suppression rule
+    # its 95% bootstrap interval; None when monitor ran without replicates (or an older summary)
+    department_recall_ratio_ci: tuple[float, float] | None = None
 
 
 def read_monitoring_summary(path: Path) -> MonitoringSummary:
     data = read_object(path, "monitoring summary", "monitor")
     if "department_recall_ratio" not in data:
         raise HandoffError(f"{path}: no key 'department_recall_ratio' (re-run the monitor stage)")
-    return MonitoringSummary(_number(path, "department_recall_ratio", data["department_recall_ratio"], "monitor"))
+    low = _number(path, "department_recall_ratio_ci_low", data.get("department_recall_ratio_ci_low"), "monitor")
+    high = _number(path, "department_recall_ratio_ci_high", data.get("department_recall_ratio_ci_high"), "monitor")
+    return MonitoringSummary(_number(path, "department_recall_ratio", data["department_recall_ratio"], "monitor"),
+                             None if low is None or high is None else (low, high))
 
 
 def read_monitored_version(path: Path) -> str:

@@ -204,6 +204,52 @@ def parity(rows: Sequence[dict[str, Any]], metrics: Sequence[str] = PARITY_METRI
     return out
 
 
+def parity_intervals(keys: np.ndarray, groups: Sequence[str], y: np.ndarray, flag: np.ndarray,
+                     patient_ids: np.ndarray | None, replicates: int, seed: int,
+                     metrics: Sequence[str] = PARITY_METRICS, chunk: int = 50) -> dict[str, list[float] | None]:
+    """95% percentile-bootstrap interval of each min/max parity ratio across `groups` (the groups the
+    point ratio uses). Patients (stays without ids) are resampled with replacement within each group,
+    so a group keeps its size and a patient's stays move together. None with < 2 groups."""
+    if len(groups) < 2 or replicates < 1:
+        return dict.fromkeys(metrics)
+    rng = np.random.default_rng(seed)
+    per_group = []
+    for group in groups:
+        mask = keys == group
+        cluster = np.unique(patient_ids[mask], return_inverse=True)[1] if patient_ids is not None \
+            else np.arange(int(mask.sum()))
+        yg, fg = y[mask], flag[mask]
+        sums = np.stack([np.bincount(cluster, weights=w) for w in (yg * fg, yg, fg, np.ones_like(yg))], axis=1)
+        per_group.append(sums)  # per cluster: true positives, positives, flagged, stays
+    draws = np.empty((replicates, len(groups), 4))
+    for start in range(0, replicates, chunk):
+        size = min(chunk, replicates - start)
+        for g, sums in enumerate(per_group):
+            pick = rng.integers(0, sums.shape[0], (size, sums.shape[0]))
+            draws[start:start + size, g] = sums[pick].sum(axis=1)
+    tp, pos, flagged, n = (draws[..., i] for i in range(4))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        values = {"recall": tp / pos, "precision": tp / flagged, "selection_rate": flagged / n}
+    out: dict[str, list[float] | None] = {}
+    for metric in metrics:
+        v = values[metric]
+        high = v.max(axis=1)
+        ratio = np.where(high > 0, v.min(axis=1) / high, np.nan)
+        ratio = ratio[np.isfinite(ratio)]  # a draw with an undefined group value gives no ratio
+        out[metric] = [float(q) for q in np.quantile(ratio, [0.025, 0.975])] if ratio.size else None
+    return out
+
+
+def _intervals(rows: Sequence[dict[str, Any]], keys: np.ndarray, y: np.ndarray, flags: np.ndarray,
+               ids: np.ndarray | None, replicates: int, seed: int) -> dict[str, list[float] | None]:
+    """Per parity metric, its bootstrap interval over the groups that metric's point ratio uses."""
+    out = {}
+    for metric in PARITY_METRICS:
+        used = [r["group"] for r in rows if not r["suppressed"] and r[metric] is not None]
+        out[metric] = parity_intervals(keys, used, y, flags, ids, replicates, seed, (metric,))[metric]
+    return out
+
+
 def four_fifths(parities: dict[str, dict[str, dict[str, Any]]], threshold: float) -> dict[str, Any]:
     """Screening of every parity ratio against `threshold` (clearly labelled a heuristic)."""
     checks: dict[str, dict[str, Any]] = {}
@@ -238,6 +284,8 @@ def fairness_report(
     patient_id: str | None = None,
     reliability_groups: Sequence[str] = (),
     n_bins: int = 5,
+    replicates: int = 0,
+    seed: int = 0,
 ) -> dict[str, Any]:
     """Per-group metrics, parity ratios and the four-fifths screening for each grouping; for the
     `reliability_groups`, each group's reliability curve in `n_bins` quantile bins."""
@@ -252,6 +300,9 @@ def fairness_report(
         keys, order = group_keys(labelled, group, edges)
         rows = fairness_by(keys, order, y, flags, p, ids, min_cell)
         parities[group] = parity(rows)
+        if replicates:
+            for metric, ci in _intervals(rows, keys, y, flags, ids, replicates, seed).items():
+                parities[group][metric]["ci95"] = ci
         by_group[group] = {
             "groups": rows,
             "parity": parities[group],
@@ -280,5 +331,6 @@ def fairness_report(
             "observed_to_expected": "positives / sum of probabilities (1 = calibrated in the large)",
             "reliability": "quantile bins of the probability within the group: mean predicted vs observed rate",
             "parity ratio": "min / max across unsuppressed groups with a defined value",
+            "ci95": "95% percentile bootstrap of the parity ratio (patients, else stays, resampled within groups)",
         },
     }

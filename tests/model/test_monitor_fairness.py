@@ -232,3 +232,42 @@ def test_reliability_bin_with_few_readmitted_hides_its_rate():
                        "suppressed": False}
     with pytest.raises(ValueError, match="reliability_groups"):
         MonitorParams(fairness_groups=("sex",), reliability_groups=("department",))
+
+
+def test_parity_interval_covers_the_ratio_and_narrows_with_size():
+    small = known_groups({"75": 300, "93": 300, "94": 300}, seed=5)
+    large = known_groups({"75": 3000, "93": 3000, "94": 3000}, seed=5)
+    widths = []
+    for frame in (small, large):
+        out = fair.fairness_report(frame, ("department",), (18, 45, 65, 80), 10, 0.8, label=LABEL,
+                                   replicates=400, seed=1)
+        recall = out["groups"]["department"]["parity"]["recall"]
+        low, high = recall["ci95"]
+        assert low < recall["ratio"] < high <= 1.0
+        widths.append(high - low)
+    assert widths[1] < widths[0] / 2  # ten times the stays: about a third of the width
+    again = fair.fairness_report(small, ("department",), (18, 45, 65, 80), 10, 0.8, label=LABEL,
+                                 replicates=400, seed=1)
+    first = fair.fairness_report(small, ("department",), (18, 45, 65, 80), 10, 0.8, label=LABEL,
+                                 replicates=400, seed=1)
+    assert again == first  # seeded
+    assert "ci95" not in report(small)["groups"]["department"]["parity"]["recall"]  # no replicates asked
+
+
+def test_parity_interval_resamples_patients_not_stays():
+    frame = known_groups({"75": 400, "93": 400}, seed=6)
+    # every patient has 4 identical stays: the information is that of 100 patients per group
+    patient = (np.arange(frame.height) // 4).astype(str)
+    block = frame.with_row_index().with_columns((pl.col("index") // 4 * 4).alias("first"))
+    cloned = frame[block["first"].to_list()].with_columns(pl.Series("patient_id", patient))
+    by_stay = fair.parity_intervals(cloned["department"].to_numpy(), ["75", "93"], cloned[LABEL].to_numpy(),
+                                    cloned["high_risk"].to_numpy(), None, 400, 2, ("recall",))["recall"]
+    by_patient = fair.parity_intervals(cloned["department"].to_numpy(), ["75", "93"], cloned[LABEL].to_numpy(),
+                                       cloned["high_risk"].to_numpy(), cloned["patient_id"].to_numpy(), 400, 2,
+                                       ("recall",))["recall"]
+    assert by_stay is not None
+    assert by_patient is not None
+    # clustered: wider (not twice: a min / max ratio is capped at 1)
+    assert (by_patient[1] - by_patient[0]) > 1.3 * (by_stay[1] - by_stay[0])
+    assert fair.parity_intervals(np.array(["75"]), ["75"], np.array([1]), np.array([1]), None, 10, 0) == \
+        {"recall": None, "selection_rate": None, "precision": None}

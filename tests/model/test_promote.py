@@ -411,6 +411,25 @@ def test_lace_gate_when_lace_never_reaches_the_floor() -> None:
     assert not under.results["beats_lace"]["passed"]
 
 
+@pytest.mark.parametrize(
+    ("ratio", "ci", "rule", "passed", "detail"),
+    [
+        (0.73, (0.57, 0.81), "ci_upper", True, "0.7300 (95% CI 0.5700-0.8100) not significantly below 0.8"),
+        (0.73, (0.57, 0.79), "ci_upper", False, "0.7300 (95% CI 0.5700-0.7900) significantly below 0.8"),
+        (0.85, (0.70, 0.95), "ci_upper", True, "0.8500 (95% CI 0.7000-0.9500) >= 0.8"),
+        (0.73, (0.57, 0.81), "point", False, "0.7300 < 0.8"),
+        (0.73, None, "ci_upper", False, "0.7300 < 0.8"),  # no interval in monitoring.json: the estimate
+    ],
+    ids=["noise", "significant", "above", "point-rule", "no-interval"],
+)
+def test_fairness_gate_holds_the_ratio_to_its_interval(ratio: float, ci: tuple[float, float] | None, rule: str,
+                                                       passed: bool, detail: str) -> None:
+    pp = PromoteParams.model_validate({"fairness_rule": rule})
+    gates = evaluate_gates(pp, FLOOR, _metrics("2", 0.60, 0.30), _metrics("1", 0.60, 0.30), LACE, ratio, None, ci)
+    assert gates.results["fairness"]["passed"] is passed
+    assert gates.results["fairness"]["detail"] == f"department recall ratio {detail}"
+
+
 def test_params_validation() -> None:
     with pytest.raises(ValueError, match="must differ"):
         PromoteParams(champion_alias="x", previous_alias="x")
