@@ -83,7 +83,8 @@ def test_train_outputs(project: dict[str, Any]) -> None:
 def test_threshold_is_the_validation_rule(project: dict[str, Any]) -> None:
     split, bundle, meta = project["split"], project["bundle"], project["meta"]
     p_valid = predict_frame(bundle, fdata.to_model_input(split.valid))["probability"].to_numpy()
-    point = choose_threshold(fdata.labels(split.valid), p_valid, meta.min_precision, "f2")
+    assert meta.threshold_bound == "wilson_lower"  # the default: the precision's lower bound meets the floor
+    point = choose_threshold(fdata.labels(split.valid), p_valid, meta.min_precision, "f2", "wilson_lower")
     assert point.threshold == pytest.approx(bundle.threshold)
     assert point.rule == meta.threshold_rule
     if point.rule == "min_precision":

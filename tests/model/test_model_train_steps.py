@@ -309,7 +309,8 @@ META_JSON = {
     "features_md5": "7332fca9061987130505a779fba8a977", "git_commit": "unknown", "min_precision": 0.25,
     "model_name": "idf-readmission-rf", "model_uri": "models:/idf-readmission-rf/1",
     "numeric_features": ["age", "sex"], "run_id": "d5f7ab33", "seed": 20240601, "threshold": 0.49225,
-    "threshold_rule": "min_precision", "train_end": "2023-10-01", "valid_end": "2024-04-01", "version": "1",
+    "threshold_bound": "wilson_lower", "threshold_rule": "min_precision", "train_end": "2023-10-01",
+    "valid_end": "2024-04-01", "version": "1",
 }
 
 
@@ -325,6 +326,9 @@ def test_meta_round_trip_keeps_the_bytes(tmp_path: Path) -> None:
     assert path.read_bytes() == before
     assert read_meta(path) == meta
     assert replace(meta, version="2").to_json() == {**META_JSON, "version": "2"}
+    older = {k: v for k, v in META_JSON.items() if k != "threshold_bound"}  # written before the bound existed
+    path.write_text(json.dumps(older), encoding="utf-8")
+    assert read_meta(path).threshold_bound == "point"
 
 
 def test_meta_names_what_is_missing(tmp_path: Path) -> None:
