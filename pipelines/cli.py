@@ -90,8 +90,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="stage", required=True, metavar="STAGE")
     for name, (_, _, help_text) in STAGES.items():
         stage = sub.add_parser(name, help=help_text, description=help_text)
-        # -q is accepted after the stage too (`generate -q`); SUPPRESS keeps a global -q from being reset.
+        # The global options are accepted after the stage too (`generate -q`, `train --root DIR`);
+        # SUPPRESS keeps the value given before the stage when the option is not repeated after it.
         stage.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress bars")
+        stage.add_argument("--root", type=Path, default=argparse.SUPPRESS, help="project root (as before the stage)")
+        stage.add_argument("--params", type=Path, default=argparse.SUPPRESS, help="params file (as before the stage)")
         if name == "serve":
             stage.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
             stage.add_argument("--port", type=int, default=5001, help="port (default 5001)")

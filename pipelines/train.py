@@ -58,6 +58,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 
 from pipelines import atomic, contracts, interrupts, metrics_io
 from pipelines.config import Params, Paths, SearchSpace, TrainParams
+from pipelines.errors import PipelineInputError
 from pipelines.figures.export import combined_html
 from pipelines.metrics_io import DIGITS, rounded
 from pipelines.model import data as fdata
@@ -389,6 +390,10 @@ def log_setup(tp: TrainParams, seed: int, windows: Windows, sample: TuningSample
     })
 
 
+class TuningTimeoutError(PipelineInputError):
+    """train.timeout_s stopped tuning before train.n_trials (and train.on_timeout is "error")."""
+
+
 def run_study(sample: TuningSample, tp: TrainParams, seed: int, experiment_id: str) -> StudyResult:
     """The seeded TPE study, one trial at a time (each a nested run of the active MLflow run)."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -409,9 +414,14 @@ def run_study(sample: TuningSample, tp: TrainParams, seed: int, experiment_id: s
     if n_complete == 0:
         raise RuntimeError("no Optuna trial completed (raise train.timeout_s)")
     timeout_hit = len(study.trials) < tp.n_trials
+    if timeout_hit and tp.on_timeout == "error":
+        raise TuningTimeoutError(
+            f"timeout_s {tp.timeout_s:g} reached after {len(study.trials)} of {tp.n_trials} trials, so the "
+            "tuned model would depend on how busy the machine was; raise train.timeout_s, lower train.n_trials, "
+            "or set train.on_timeout: keep to accept it (train.json then says timeout_hit)")
     if timeout_hit:
-        log.warning("timeout reached after %d of %d trials: the result depends on machine speed",
-                    len(study.trials), tp.n_trials)
+        log.warning("timeout reached after %d of %d trials: the result depends on machine speed "
+                    "(train.on_timeout: keep)", len(study.trials), tp.n_trials)
     best = study.best_trial
     return StudyResult(study=study, best_params=dict(best.params), best_value=best.value or 0.0,
                        n_complete=n_complete, n_pruned=states.count(optuna.trial.TrialState.PRUNED),

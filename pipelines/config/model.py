@@ -40,6 +40,9 @@ class TrainParams(Strict):
     valid_end: date = date(2024, 4, 1)
     n_trials: int = Field(25, ge=1)
     timeout_s: float = Field(1800, gt=0)  # safety net; n_trials is the binding limit by default
+    # When the timeout stops tuning before n_trials: "error" stops train (the model would depend on
+    # how busy the machine was); "keep" keeps the best trial so far, warns, and train.json says timeout_hit.
+    on_timeout: Literal["error", "keep"] = "error"
     cv_folds: int = Field(3, ge=2)  # time-ordered folds inside the training window
     # Training rows discharged less than this many days before a CV validation fold starts are
     # dropped from that fold's training set: their 30-day label is not known yet at that date.

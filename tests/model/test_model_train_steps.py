@@ -41,6 +41,7 @@ from pipelines.train import (
     Refit,
     StudyResult,
     Tracking,
+    TuningTimeoutError,
     Windows,
     open_tracking,
     refit,
@@ -150,6 +151,23 @@ def _in_space(params: dict[str, Any]) -> bool:
         return bool(low <= params[name] <= high)
     return (all(between(n) for n in ("n_estimators", "max_depth", "min_samples_leaf", "max_samples"))
             and params["max_features"] in SEARCH["max_features"])
+
+
+@pytest.mark.parametrize("on_timeout", ["error", "keep"])
+def test_timeout_before_n_trials_stops_or_is_reported(windows: Windows, tmp_path: Path, on_timeout: str) -> None:
+    tp = _tp(tune_max_rows=600, pruning=False, n_trials=4, timeout_s=1e-3, on_timeout=on_timeout)
+    sample = tuning_sample(windows, tp, SEED)
+    tracker = open_tracking(Paths(tmp_path), tp)
+    with mlflow.start_run(experiment_id=tracker.experiment_id):
+        if on_timeout == "error":
+            message = r"timeout_s 0\.001 reached after 1 of 4 trials.*on_timeout: keep"
+            with pytest.raises(TuningTimeoutError, match=message):
+                run_study(sample, tp, SEED, tracker.experiment_id)
+            return
+        study = run_study(sample, tp, SEED, tracker.experiment_id)
+    assert study.timeout_hit
+    assert study.n_run == 1
+    assert issubclass(TuningTimeoutError, PipelineInputError)  # the CLI prints one line, exit code 2
 
 
 def test_study_then_register(windows: Windows, tmp_path: Path) -> None:

@@ -184,6 +184,15 @@ def test_quiet_is_accepted_after_the_stage_name() -> None:
     assert parser.parse_args(["generate"]).quiet is False
 
 
+
+def test_global_options_are_accepted_after_the_stage_name(tmp_path: Path) -> None:
+    parser = cli.build_parser()
+    after = parser.parse_args(["train", "--root", str(tmp_path), "--params", "p.yaml"])
+    assert (after.root, after.params) == (tmp_path, Path("p.yaml"))
+    before = parser.parse_args(["--root", str(tmp_path), "train"])
+    assert (before.root, before.params) == (tmp_path, None)  # not reset by the stage's own option
+
+
 # ---- no environment changes at import ------------------------------------------------------------
 
 _IMPORT_ALL = """
