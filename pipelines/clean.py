@@ -36,8 +36,10 @@ Repairs are counted per repaired cell of rows that end up clean.
 
 from __future__ import annotations
 
+import math
 import os
 import resource
+import shutil
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -62,13 +64,17 @@ from pipelines.contracts import (
     QUARANTINE_EXTRA_COLUMNS,
     RAW_TABLES,
     SEX_CODE_MAP,
+    SOURCES,
     UNKNOWN_CATEGORY,
     RawTable,
     stay_id_expr,
 )
+from pipelines.snds.discover import SourceFile
 from pipelines.snds.errors import ExtractError
 from pipelines.snds.ingest import DETAIL, REASON, UNLINKED, VALUED, Extract, Ingested, ingest_table, link_file_col
-from pipelines.snds.read import FILE, LINE, MALFORMED, RAW, date_column
+from pipelines.snds.outputs import merge_metrics, write_sorted
+from pipelines.snds.read import FILE, LINE, MALFORMED, RAW, SourceRows, date_column, read_source
+from pipelines.snds.spill import SpilledFile, read_part, spill_file
 
 # Quarantine reasons in precedence order: a row failing several checks gets the first.
 REASONS: tuple[str, ...] = (
@@ -810,29 +816,27 @@ def file_accounting(ingested: Ingested, rows: pl.DataFrame, quarantine: pl.DataF
     return dict(sorted(out.items()))
 
 
-def clean_table(ingested: Ingested, ctx: Context) -> CleanResult:
-    """Clean one logical table: derive clean columns, quarantine, account (per table and per file)."""
-    table = ingested.table
-    name = table.name
-    rules = RULES[name](ctx)
-    checks = [malformed_check(), *rules.checks]
+def rows_with_reasons(ingested: Ingested, rules: TableRules, checks: Sequence[Check]) -> pl.DataFrame:
+    """The driving rows with their clean columns and first failing check; duplicate keys flagged."""
     # Lazy steps collected one by one: a single fused query peaks at about twice the memory.
     rows = ingested.rows.lazy().with_columns(**rules.columns).collect()
     rows = assign_reasons(rows.lazy(), checks).collect()
-    rows = flag_duplicate_keys(rows.lazy(), rules.key).collect()
-    if rules.cross_row is not None:
-        rows = rules.cross_row(rows.lazy()).collect()
+    return flag_duplicate_keys(rows.lazy(), rules.key).collect()
+
+
+def finish_table(ingested: Ingested, rows: pl.DataFrame, rules: TableRules, checks: Sequence[Check]) -> CleanResult:
+    """Split rows with their final reasons into clean and quarantine; count (per table and per file)."""
+    table = ingested.table
     quarantined = rows.filter(pl.col(_REASON).is_not_null())
     ids = quarantined.get_column(rules.id_column).drop_nulls() if rules.id_column else pl.Series([], dtype=pl.String)
     cascade = count_cascade(quarantined, rules)
     driving_q = quarantine_frame(describe(quarantined, checks, table.key), table)
     rejected = quarantine_frame(ingested.rejected, table)
     quarantine = pl.concat([driving_q, rejected], how="vertical").sort("source_file", "line_number")
-    clean = clean_frame(rows, name, rules.key)
+    clean = clean_frame(rows, table.name, rules.key)
     driving = [f for f in ingested.files if f.role == "driving"]
-    raw_rows = sum(f.raw_rows for f in driving)
     metrics = {
-        "raw_rows": raw_rows,
+        "raw_rows": sum(f.raw_rows for f in driving),
         "clean_rows": clean.height,
         "quarantined_rows": driving_q.height,
         "duplicates_dropped": sum(f.duplicates_dropped for f in driving),
@@ -847,7 +851,21 @@ def clean_table(ingested: Ingested, ctx: Context) -> CleanResult:
     return CleanResult(clean=clean, quarantine=quarantine, metrics=metrics, quarantined_ids=ids)
 
 
-def check_mass_loss(name: str, result: CleanResult, ceiling: float) -> None:
+def table_rules(name: str, ctx: Context) -> tuple[TableRules, list[Check]]:
+    rules = RULES[name](ctx)
+    return rules, [malformed_check(), *rules.checks]
+
+
+def clean_table(ingested: Ingested, ctx: Context) -> CleanResult:
+    """Clean one logical table: derive clean columns, quarantine, account (per table and per file)."""
+    rules, checks = table_rules(ingested.table.name, ctx)
+    rows = rows_with_reasons(ingested, rules, checks)
+    if rules.cross_row is not None:
+        rows = rules.cross_row(rows.lazy()).collect()
+    return finish_table(ingested, rows, rules, checks)
+
+
+def check_mass_loss(name: str, result: TableOutcome, ceiling: float) -> None:
     """Stop (exit 2) when more than ``ceiling`` of a table's rows were quarantined."""
     m = result.metrics
     judged = m["raw_rows"] - m["duplicates_dropped"]
@@ -863,17 +881,17 @@ def check_mass_loss(name: str, result: CleanResult, ceiling: float) -> None:
     )
 
 
-def next_context(ctx: Context, name: str, result: CleanResult) -> Context:
-    """Carry what later tables need from a freshly cleaned one."""
-    clean = result.clean
+def next_context(ctx: Context, name: str, clean_file: Path, quarantined_ids: pl.Series) -> Context:
+    """Carry what later tables need from a freshly cleaned one (read back from its staged file)."""
     if name == "hospitals":
-        return replace(ctx, hospital_ids=clean["hospital_id"], quarantined_hospital_ids=result.quarantined_ids)
+        ids = pl.read_parquet(clean_file, columns=["hospital_id"]).get_column("hospital_id")
+        return replace(ctx, hospital_ids=ids, quarantined_hospital_ids=quarantined_ids)
     if name == "stays":
+        clean = pl.read_parquet(clean_file, columns=["stay_id", "admission_date"])
         year = clean["admission_date"].dt.year().max()
         max_year = int(year) if isinstance(year, int) else None
-        return replace(
-            ctx, stay_ids=clean["stay_id"], max_admission_year=max_year, quarantined_stay_ids=result.quarantined_ids
-        )
+        return replace(ctx, stay_ids=clean["stay_id"], max_admission_year=max_year,
+                       quarantined_stay_ids=quarantined_ids)
     return ctx
 
 
@@ -891,6 +909,124 @@ def totals(tables: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
                 summed[k] = summed.get(k, 0) + int(v)
         out[group] = dict(sorted(summed.items()))
     return out
+
+
+# --------------------------------------------------------------------------- partitions
+
+# The key column each table's files are partitioned by (see pipelines.snds.spill): every join
+# key, duplicate key and exact duplicate line of the table stays inside one partition.
+PARTITION_COLUMNS: dict[str, str] = {
+    "stays": "ETA_NUM", "diagnoses": "ETA_NUM", "patients": "BEN_NIR_PSA", "dispensings": "DCT_ORD_NUM",
+}
+_ROWS_PER_MB = 8_000  # clean rows sorted in memory at once per MiB of clean.partition_mb
+
+
+@dataclass(frozen=True)
+class TableOutcome:
+    """What is kept of a cleaned table once its clean file is written."""
+
+    metrics: dict[str, Any]
+    quarantine: pl.DataFrame
+    quarantined_ids: pl.Series
+
+
+def partition_count(extract: Extract, name: str, partition_mb: int) -> int:
+    """Partitions of about ``partition_mb`` MiB of raw files (driving and linked) for the table; 1 = whole."""
+    if name not in PARTITION_COLUMNS:
+        return 1
+    table = RAW_TABLES[name]
+    size = sum(f.path.stat().st_size for src in (table.driving, *table.links) for f in extract.files[src])
+    return max(1, math.ceil(size / (partition_mb * 2**20)))
+
+
+def spill_table(extract: Extract, name: str, parts: int, work: Path,
+                progress: bool) -> dict[Path, SpilledFile] | None:
+    """Every driving and linked file of the table cut into partitions; None when one has quotes."""
+    table = RAW_TABLES[name]
+    spilled: dict[Path, SpilledFile] = {}
+    for src in (table.driving, *table.links):
+        for file in extract.files[src]:
+            if progress:
+                print(f"clean: {name:<11} spilling {file.path.name} ({file.path.stat().st_size / 2**20:,.0f} MiB)"
+                      f" into {parts} partitions", file=sys.stderr, flush=True)
+            try:
+                found = spill_file(file, extract.encoding, parts, PARTITION_COLUMNS[name], work / file.path.name)
+            except RawFileError:
+                raise
+            except ExtractError as exc:
+                raise RawFileError(str(exc)) from exc
+            if found is None:
+                return None
+            spilled[file.path] = found
+    driving = [spilled[f.path] for f in extract.files[table.driving]]
+    if driving and not SOURCES[table.driving].optional and all(s.last_line <= 1 for s in driving):
+        raise RawFileError(f"{driving[0].file.path}: header but no data row ({table.driving} is required)")
+    return spilled
+
+
+def _part_reader(spilled: Mapping[Path, SpilledFile], part: int) -> Callable[[SourceFile, str], SourceRows]:
+    def read(file: SourceFile, encoding: str) -> SourceRows:
+        found = spilled.get(file.path)
+        return read_part(found, part) if found is not None else read_source(file, encoding)
+    return read
+
+
+def _cross_row_flags(narrow: Sequence[pl.DataFrame], rules: TableRules) -> pl.DataFrame:
+    """(file, line) of the rows the table's cross-row rule quarantines, over every partition at once."""
+    assert rules.cross_row is not None
+    flagged = rules.cross_row(pl.concat(narrow, how="vertical").lazy()).collect()
+    return flagged.filter(pl.col(_REASON).is_not_null()).select(FILE, _LINE, pl.col(_REASON).alias("_cross"))
+
+
+def clean_in_parts(extract: Extract, name: str, ctx: Context, parts: int, work: Path, clean_file: Path,
+                   max_rows: int, progress: bool = False) -> TableOutcome | None:
+    """Clean a table partition by partition (bounded memory); None when it must be read whole (quotes).
+
+    Per partition: ingest and every per-row rule, duplicate keys included (a key lies in one
+    partition). A cross-row rule across partitions (``encloses_stay``: one patient's stays in
+    several hospitals) runs once on a narrow frame of every partition's rows still clean. The
+    clean parts are merged by an external sort; quarantine and metrics are summed.
+    """
+    spilled = spill_table(extract, name, parts, work, progress)
+    if spilled is None:
+        return None
+    rules, checks = table_rules(name, ctx)
+    states: list[tuple[Ingested, Path]] = []
+    narrow: list[pl.DataFrame] = []
+    cross_cols = ["patient_id", "admission_date", "discharge_date", "stay_id", FILE, _LINE]
+    for part in range(parts):
+        ingested = ingest(extract.partition(_part_reader(spilled, part), count_lookups=part == 0), name)
+        rows = rows_with_reasons(ingested, rules, checks)
+        state = work / f"rows-{part}.parquet"
+        rows.write_parquet(state, compression="lz4")
+        if rules.cross_row is not None:
+            narrow.append(rows.filter(pl.col(_REASON).is_null()).select(*cross_cols, _REASON))
+        states.append((replace(ingested, rows=ingested.rows.clear()), state))
+        del ingested, rows
+    flags = _cross_row_flags(narrow, rules) if rules.cross_row is not None else None
+    del narrow
+    results: list[TableOutcome] = []
+    clean_parts: list[Path] = []
+    for part, (ingested, state) in enumerate(states):
+        started = time.perf_counter()
+        rows = pl.read_parquet(state)
+        if flags is not None:
+            rows = rows.join(flags, on=[FILE, _LINE], how="left", maintain_order="left").with_columns(
+                pl.coalesce(_REASON, "_cross").alias(_REASON)).drop("_cross")
+        result = finish_table(ingested, rows, rules, checks)
+        del rows
+        state.unlink()
+        clean_parts.append(work / f"clean-{part}.parquet")
+        write_parquet(result.clean, clean_parts[-1])
+        results.append(TableOutcome(result.metrics, result.quarantine, result.quarantined_ids))
+        if progress:
+            report_progress(f"{name} {part + 1}/{parts}", result.metrics, started)
+        del result
+    write_sorted(clean_parts, rules.key, clean_file, max_rows)
+    metrics = merge_metrics([r.metrics for r in results])
+    quarantine = pl.concat([r.quarantine for r in results], how="vertical").sort("source_file", "line_number")
+    ids = pl.concat([r.quarantined_ids for r in results])
+    return TableOutcome(metrics, quarantine, ids)
 
 
 # --------------------------------------------------------------------------- I/O
@@ -926,6 +1062,10 @@ class Staging:
         self.staged.append((tmp, target))
         return tmp
 
+    def reserve(self, target: Path) -> Path:
+        """The temporary path ``target`` is written to (renamed into place by ``commit``)."""
+        return self._temp(target)
+
     def parquet(self, df: pl.DataFrame, target: Path) -> None:
         write_parquet(df, self._temp(target))
 
@@ -957,17 +1097,31 @@ def clean_and_stage(paths: Paths, params: CleanParams, staging: Staging, progres
     extract = read_extract(paths.raw, params.encoding)
     ctx = Context(params)
     tables: dict[str, Any] = {}
+    work = paths.data / "tmp" / "clean"
     for name in TABLE_ORDER:
         started = time.perf_counter()
-        result = clean_table(ingest(extract, name), ctx)
+        clean_file = staging.reserve(paths.clean / f"{name}.parquet")
+        parts = partition_count(extract, name, params.partition_mb)
+        outcome = None
+        if parts > 1:
+            shutil.rmtree(work, ignore_errors=True)  # a killed run's spill
+            try:
+                outcome = clean_in_parts(extract, name, ctx, parts, work, clean_file,
+                                         max_rows=params.partition_mb * _ROWS_PER_MB, progress=progress)
+            finally:
+                shutil.rmtree(work, ignore_errors=True)
+        if outcome is None:
+            result = clean_table(ingest(extract, name), ctx)
+            write_parquet(result.clean, clean_file)
+            outcome = TableOutcome(result.metrics, result.quarantine, result.quarantined_ids)
+            del result
         if progress:
-            report_progress(name, result.metrics, started)
-        staging.parquet(result.clean, paths.clean / f"{name}.parquet")
-        staging.parquet(result.quarantine, paths.quarantine / f"{name}.parquet")
-        check_mass_loss(name, result, params.max_quarantine_share)
-        tables[name] = result.metrics
-        ctx = next_context(ctx, name, result)
-        del result
+            report_progress(name, outcome.metrics, started)
+        staging.parquet(outcome.quarantine, paths.quarantine / f"{name}.parquet")
+        check_mass_loss(name, outcome, params.max_quarantine_share)
+        tables[name] = outcome.metrics
+        ctx = next_context(ctx, name, clean_file, outcome.quarantined_ids)
+        del outcome
     tables = dict(sorted(tables.items()))
     metrics: dict[str, Any] = {"tables": tables, "totals": totals(tables)}
     staging.json(metrics, paths.metrics / "cleaning.json")

@@ -35,6 +35,7 @@ SHARED_GROUPS = {
     "tests/data/test_warehouse_readmission.py": "small-project",
     "tests/data/test_bench_pandas_reference.py": "dirty-extract",
     "tests/data/test_truth_roundtrip.py": "dirty-extract",
+    "tests/data/test_clean_partitions.py": "dirty-extract",
 }
 
 

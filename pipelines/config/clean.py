@@ -33,5 +33,8 @@ class CleanParams(Strict):
     min_birth_year: int = 1900
     encoding: Literal["auto", "utf-8", "cp1252", "latin-1"] = "auto"  # auto: UTF-8, else CP1252, else Latin-1
     max_quarantine_share: float = Field(0.05, ge=0, le=1)  # above it for a table, clean stops (exit 2)
+    # A table whose files (driving + linked) exceed this many MiB is cleaned in hash partitions of
+    # about this size (bounded memory at region scale; README "The whole region on one machine").
+    partition_mb: int = Field(64, ge=1)
     # Filled by Params from warehouse.data_start_date / data_end_date (never set in params.yaml).
     extract: ExtractPeriod = ExtractPeriod()

@@ -14,8 +14,8 @@ their provenance, so every raw row of every file is accounted for downstream.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -77,13 +77,26 @@ class Ingested:
     has_valuation: bool = True
 
 
+Reader = Callable[[SourceFile, str], SourceRows]
+
+
 @dataclass
 class Extract:
-    """The discovered files of an extract folder, read on demand."""
+    """The discovered files of an extract folder, read on demand.
+
+    ``reader`` reads one file (``read_source`` by default; a partition's reader for a table
+    cleaned in partitions). With ``count_lookups`` false, referential files (IR_PHA_R, the
+    FINESS/SAE extract) are joined but neither accounted nor their rejects kept: every
+    partition joins them, only the first one counts them. ``partial``: the reader gives a part
+    of each file, so whole-file checks (a required table without data rows) are the caller's.
+    """
 
     folder: Path
     encoding: str = "auto"
     files: dict[str, list[SourceFile]] = field(default_factory=dict)
+    reader: Reader = read_source
+    count_lookups: bool = True
+    partial: bool = False
 
     @classmethod
     def open(cls, folder: Path, encoding: str = "auto") -> Extract:
@@ -114,7 +127,11 @@ class Extract:
             )
 
     def read(self, name: str) -> list[SourceRows]:
-        return [read_source(f, self.encoding) for f in self.files[name]]
+        return [self.reader(f, self.encoding) for f in self.files[name]]
+
+    def partition(self, reader: Reader, *, count_lookups: bool) -> Extract:
+        """The same extract read through a partition's ``reader``."""
+        return replace(self, reader=reader, count_lookups=count_lookups, partial=True)
 
 
 def _empty_rows(source: SourceTable) -> pl.DataFrame:
@@ -310,7 +327,7 @@ def ingest_table(extract: Extract, name: str) -> Ingested:
     notes: list[str] = []
     if not parts and driving_src.optional:
         notes.append(_missing_note(driving_src))
-    if parts and not driving_src.optional and not any(p.rows.height for p in parts):
+    if parts and not extract.partial and not driving_src.optional and not any(p.rows.height for p in parts):
         raise ExtractError(f"{parts[0].file.path}: header but no data row ({driving_src.name} is required)")
     rows = _stack(parts, driving_src)
     del parts
@@ -344,11 +361,13 @@ def ingest_table(extract: Extract, name: str) -> Ingested:
     for ref_name, left, right in table.lookups:
         ref_src = SOURCES[ref_name]
         ref_parts = extract.read(ref_name)
-        files += _accounts(ref_parts, "lookup")
+        if extract.count_lookups:
+            files += _accounts(ref_parts, "lookup")
         if not ref_parts:
             notes.append(_missing_note(ref_src))
         rows, rejects = _lookup(rows, _stack(ref_parts, ref_src), ref_src, left, right)
-        rejected += rejects
+        if extract.count_lookups:
+            rejected += rejects
     if UNLINKED not in rows.columns:
         rows = rows.with_columns(pl.lit(None, pl.String).alias(UNLINKED))
     if VALUED not in rows.columns:

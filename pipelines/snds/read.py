@@ -16,6 +16,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import polars as pl
 
@@ -59,6 +60,7 @@ _HASH_SEED = 0
 _BLANK = "_blank"
 _QUOTE = "_quote"
 _DATE_SAMPLE = 10_000  # values a date format is first tried on
+T = TypeVar("T")
 
 
 def date_column(col: str) -> str:
@@ -564,13 +566,21 @@ def read_source(file: SourceFile, encoding: str = "auto") -> SourceRows:
     A file that is not UTF-8 ("auto": CP1252, else Latin-1) is transcoded chunk by chunk to a
     temporary UTF-8 copy, which is read the same way.
     """
+    found = sniff(file.path)
+    return as_utf8(file, encoding, found, lambda src, used: _read_utf8(file, src, used, found))
+
+
+def as_utf8(file: SourceFile, encoding: str, found: Sniff, body: Callable[[Path, str], T]) -> T:
+    """``body(utf8_path, encoding_used)`` over the file, or over a UTF-8 copy when it is not UTF-8.
+
+    "auto" tries UTF-8, then CP1252, then Latin-1; the copy lives only while ``body`` runs.
+    """
     path = file.path
-    found = sniff(path)
     if found.blank:
         raise ExtractError(f"{path}: file is empty (no header line)")
     if encoding in ("auto", "utf-8"):
         try:
-            return _read_utf8(file, path, "utf-8", found)
+            return body(path, "utf-8")
         except _NotUtf8Error:
             if encoding == "utf-8":
                 error = _invalid(path, "utf-8")
@@ -583,7 +593,7 @@ def read_source(file: SourceFile, encoding: str = "auto") -> SourceRows:
             with tempfile.TemporaryDirectory(prefix="snds-utf8-") as tmp:
                 utf8 = Path(tmp) / path.name
                 transcode(path, utf8, candidate)
-                return _read_utf8(file, utf8, candidate, found)
+                return body(utf8, candidate)
         if encoding != "auto":
             raise error
     raise AssertionError("latin-1 decodes any bytes")  # pragma: no cover
