@@ -915,8 +915,10 @@ def totals(tables: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
 
 # The key column each table's files are partitioned by (see pipelines.snds.spill): every join
 # key, duplicate key and exact duplicate line of the table stays inside one partition.
-PARTITION_COLUMNS: dict[str, str] = {
-    "stays": "ETA_NUM", "diagnoses": "ETA_NUM", "patients": "BEN_NIR_PSA", "dispensings": "DCT_ORD_NUM",
+# (A hospital alone would make partitions as uneven as the hospitals' sizes.)
+PARTITION_COLUMNS: dict[str, tuple[str, ...]] = {
+    "stays": ("ETA_NUM", "RSA_NUM"), "diagnoses": ("ETA_NUM", "RSA_NUM"), "patients": ("BEN_NIR_PSA",),
+    "dispensings": ("DCT_ORD_NUM",),
 }
 _ROWS_PER_MB = 8_000  # clean rows sorted in memory at once per MiB of clean.partition_mb
 
@@ -991,37 +993,43 @@ def clean_in_parts(extract: Extract, name: str, ctx: Context, parts: int, work: 
     if spilled is None:
         return None
     rules, checks = table_rules(name, ctx)
-    states: list[tuple[Ingested, Path]] = []
-    narrow: list[pl.DataFrame] = []
     cross_cols = ["patient_id", "admission_date", "discharge_date", "stay_id", FILE, _LINE]
-    for part in range(parts):
-        ingested = ingest(extract.partition(_part_reader(spilled, part), count_lookups=part == 0), name)
-        rows = rows_with_reasons(ingested, rules, checks)
-        state = work / f"rows-{part}.parquet"
-        rows.write_parquet(state, compression="lz4")
-        if rules.cross_row is not None:
-            narrow.append(rows.filter(pl.col(_REASON).is_null()).select(*cross_cols, _REASON))
-        states.append((replace(ingested, rows=ingested.rows.clear()), state))
-        del ingested, rows
-    flags = _cross_row_flags(narrow, rules) if rules.cross_row is not None else None
-    del narrow
     results: list[TableOutcome] = []
     clean_parts: list[Path] = []
-    for part, (ingested, state) in enumerate(states):
-        started = time.perf_counter()
-        rows = pl.read_parquet(state)
-        if flags is not None:
-            rows = rows.join(flags, on=[FILE, _LINE], how="left", maintain_order="left").with_columns(
-                pl.coalesce(_REASON, "_cross").alias(_REASON)).drop("_cross")
+
+    def finish(part: int, ingested: Ingested, rows: pl.DataFrame, started: float) -> None:
         result = finish_table(ingested, rows, rules, checks)
-        del rows
-        state.unlink()
         clean_parts.append(work / f"clean-{part}.parquet")
         write_parquet(result.clean, clean_parts[-1])
         results.append(TableOutcome(result.metrics, result.quarantine, result.quarantined_ids))
         if progress:
             report_progress(f"{name} {part + 1}/{parts}", result.metrics, started)
-        del result
+
+    # Rows waiting for the cross-row rule are kept on disk: (ingested without rows, file).
+    waiting: list[tuple[Ingested, Path]] = []
+    narrow: list[pl.DataFrame] = []
+    for part in range(parts):
+        started = time.perf_counter()
+        ingested = ingest(extract.partition(_part_reader(spilled, part), count_lookups=part == 0), name)
+        rows = rows_with_reasons(ingested, rules, checks)
+        ingested = replace(ingested, rows=ingested.rows.clear())
+        if rules.cross_row is None:
+            finish(part, ingested, rows, started)
+        else:
+            waiting.append((ingested, work / f"rows-{part}.parquet"))
+            rows.write_parquet(waiting[-1][1], compression="lz4")
+            narrow.append(rows.filter(pl.col(_REASON).is_null()).select(*cross_cols, _REASON))
+        del rows
+    if waiting:
+        flags = _cross_row_flags(narrow, rules)
+        del narrow
+        for part, (ingested, state) in enumerate(waiting):
+            started = time.perf_counter()
+            rows = pl.read_parquet(state).join(flags, on=[FILE, _LINE], how="left", maintain_order="left")
+            rows = rows.with_columns(pl.coalesce(_REASON, "_cross").alias(_REASON)).drop("_cross")
+            state.unlink()
+            finish(part, ingested, rows, started)
+            del rows
     write_sorted(clean_parts, rules.key, clean_file, max_rows)
     metrics = merge_metrics([r.metrics for r in results])
     quarantine = pl.concat([r.quarantine for r in results], how="vertical").sort("source_file", "line_number")

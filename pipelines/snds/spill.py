@@ -1,11 +1,11 @@
 """Spill a large extract file to hash partitions, then read one partition at a time.
 
 A table too large to clean in one piece (``clean.partition_mb``) is cleaned partition by
-partition. Its files are cut into the same number of partitions by a hash of one key column
-(``ETA_NUM`` for the PMSI tables, ``DCT_ORD_NUM`` for DCIR, ``BEN_NIR_PSA`` for IR_BEN_R),
-trimmed and without leading zeros as the joins compare it. Every join key, duplicate key and
-exact duplicate line of the table then lies inside one partition, so a partition's rows go
-through the same ingest and rules as a whole table would.
+partition. Its files are cut into the same number of partitions by a hash of key columns
+(``ETA_NUM`` and ``RSA_NUM`` for the PMSI tables, ``DCT_ORD_NUM`` for DCIR, ``BEN_NIR_PSA`` for
+IR_BEN_R), each made canonical so that values a join or a duplicate key equate hash alike.
+Every join key, duplicate key and exact duplicate line of the table then lies inside one
+partition, so a partition's rows go through the same ingest and rules as a whole table would.
 
 One streaming pass per file (Polars' line reader, nothing held) writes each data line's number
 and text to Parquet under its partition, with a few facts per line: blank, holds a quote, and
@@ -20,6 +20,7 @@ quotes anywhere is not spilled: RFC 4180 records may span lines, so it is read w
 from __future__ import annotations
 
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,12 +77,22 @@ class SpilledFile:
         return sorted((self.folder / f"{PART}={part}").glob("*.parquet"))
 
 
-def partition_of(value: pl.Expr, parts: int) -> pl.Expr:
-    """The partition of a key value: its trimmed text without leading zeros, hashed (null -> 0)."""
-    trimmed = value.str.strip_chars()
-    unpadded = trimmed.str.strip_chars_start("0")
-    normal = pl.when((unpadded == "") & (trimmed != "")).then(pl.lit("0")).otherwise(unpadded)
-    return (normal.hash(seed=_PARTITION_SEED) % parts).fill_null(0).cast(pl.UInt32)
+def partition_of(values: Sequence[pl.Expr], parts: int) -> pl.Expr:
+    """The partition of a row from its key values (null -> partition 0).
+
+    Each value is canonical before hashing: an integer as its number ('+042' and '42' alike, as
+    the rules parse RSA_NUM), else its trimmed text without leading zeros (as the joins compare
+    it). Values equal for a join or a duplicate key are then equal here, so they meet.
+    """
+    canonical = []
+    for value in values:
+        trimmed = value.str.strip_chars()
+        unpadded = trimmed.str.strip_chars_start("0")
+        text = pl.when((unpadded == "") & (trimmed != "")).then(pl.lit("0")).otherwise(unpadded)
+        number = pl.when(trimmed.str.contains(r"^[+-]?[0-9]+$")).then(trimmed).cast(pl.Int64, strict=False)
+        canonical.append(pl.coalesce(number.cast(pl.String), text))
+    key = canonical[0] if len(canonical) == 1 else pl.concat_str(canonical, separator="\x1f")
+    return pl.when(key.is_not_null()).then(key.hash(seed=_PARTITION_SEED) % parts).otherwise(0).cast(pl.UInt32)
 
 
 def _field(sep: str, position: int) -> pl.Expr:
@@ -189,7 +200,7 @@ def _empty_spill(guesses: dict[str, str | None]) -> pl.LazyFrame:
     return pl.LazyFrame(schema=schema)
 
 
-def _spill_utf8(file: SourceFile, src: Path, used: str, found: Sniff, parts: int, key_column: str,
+def _spill_utf8(file: SourceFile, src: Path, used: str, found: Sniff, parts: int, key_columns: Sequence[str],
                 folder: Path) -> SpilledFile | None:
     path = file.path
     eol = "\r" if found.line_endings == "CR" else "\n"
@@ -198,8 +209,9 @@ def _spill_utf8(file: SourceFile, src: Path, used: str, found: Sniff, parts: int
         return None
     sep = detect_separator(header_line, path)
     header = parse_header(header_line, sep, False, file.source, path)
-    position = _positions(header).get(key_column.upper())
-    part = partition_of(_field(sep, position), parts) if position is not None else pl.lit(0, pl.UInt32)
+    positions = [_positions(header).get(c.upper()) for c in key_columns]
+    part = (partition_of([_field(sep, i) for i in positions if i is not None], parts)
+            if None not in positions else pl.lit(0, pl.UInt32))
     guesses = _guess_formats(src, eol, header, sep, file)
     _sink_lines(src, eol, part, _line_facts(header, sep, guesses), folder, path)
     spill = sorted(folder.rglob("*.parquet"))
@@ -219,13 +231,14 @@ def _spill_utf8(file: SourceFile, src: Path, used: str, found: Sniff, parts: int
     return SpilledFile(file=file, format=fmt, header=header, folder=folder, last_line=last_line)
 
 
-def spill_file(file: SourceFile, encoding: str, parts: int, key_column: str, folder: Path) -> SpilledFile | None:
-    """Cut one file into ``parts`` partitions under ``folder``; None when it has quotes (read it whole)."""
+def spill_file(file: SourceFile, encoding: str, parts: int, key_columns: Sequence[str],
+               folder: Path) -> SpilledFile | None:
+    """Cut one file into ``parts`` partitions by ``key_columns`` under ``folder``; None when it has quotes."""
     found = sniff(file.path)
     if not found.blank and found.quoted:
         return None
     return as_utf8(file, encoding, found,
-                   lambda src, used: _spill_utf8(file, src, used, found, parts, key_column, folder))
+                   lambda src, used: _spill_utf8(file, src, used, found, parts, key_columns, folder))
 
 
 def read_part(spilled: SpilledFile, part: int) -> SourceRows:

@@ -134,7 +134,7 @@ def test_a_stay_enclosing_one_in_another_partition_is_quarantined(tmp_path: Path
 
     finess = ["750000001", "930000002"]
     parts = next(n for n in range(2, 20) if len(set(pl.select(
-        partition_of(pl.lit(f), n).alias(f) for f in finess).row(0))) == 2)  # the two hospitals in two partitions
+        partition_of([pl.lit(f), pl.lit("1")], n).alias(f) for f in finess).row(0))) == 2)  # in two partitions
     hospitals: list[Any] = [{"IDE_ETA_NUM": f, "nofinesset": f, "IDE_BDI_COD": p}
                             for f, p in zip(finess, ["75013", "93200"], strict=True)]
     stays: list[Any] = [
@@ -263,3 +263,19 @@ def test_merge_metrics_sums_counts_and_files() -> None:
     assert merged["files"]["F.csv"]["raw_rows"] == 12
     assert merged["files"]["F.csv"]["format"] == {"separator": ";"}
     assert list(merged) == list(part(0, 0, 0, ""))
+
+
+def test_values_a_join_or_a_duplicate_key_equates_fall_in_one_partition() -> None:
+    from pipelines.snds.spill import partition_of
+
+    def parts_of(values: list[str | None]) -> set[int]:
+        frame = pl.DataFrame({"v": values}, schema={"v": pl.String})
+        return set(frame.select(partition_of([pl.col("v")], 1_000_003)).to_series().to_list())
+
+    assert len(parts_of(["42", "042", " 42 ", "+42", "+0042"])) == 1  # as the join and parse_int see them
+    assert len(parts_of(["-042", "-42"])) == 1
+    assert len(parts_of(["0750000001", "750000001"])) == 1
+    assert len(parts_of(["00", "0", "000"])) == 1
+    assert len(parts_of(["2A0001", "02A0001"])) == 1  # text: leading zeros dropped
+    assert parts_of([None]) == {0}
+    assert len(parts_of([str(i) for i in range(200)])) > 150  # spread, not one bucket
