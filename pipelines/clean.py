@@ -1030,7 +1030,7 @@ def clean_in_parts(extract: Extract, name: str, ctx: Context, parts: int, work: 
             state.unlink()
             finish(part, ingested, rows, started)
             del rows
-    write_sorted(clean_parts, rules.key, clean_file, max_rows)
+    write_sorted(clean_parts, rules.key, clean_file, max_rows, work)
     metrics = merge_metrics([r.metrics for r in results])
     quarantine = pl.concat([r.quarantine for r in results], how="vertical").sort("source_file", "line_number")
     ids = pl.concat([r.quarantined_ids for r in results])

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import itertools
 import math
+import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -12,6 +12,7 @@ import polars as pl
 import pyarrow.parquet as pq  # type: ignore[import-untyped]
 
 ROW_GROUP_ROWS = 256_000
+_BUCKET = "_bucket"
 _SUMMED = ("raw_rows", "clean_rows", "quarantined_rows", "duplicates_dropped", "linked_rows_rejected", "cascade_rows")
 _SUMMED_GROUPS = ("quarantine_reasons", "repairs", "cascade")
 _FILE_COUNTS = ("raw_rows", "clean_rows", "quarantined_rows", "duplicates_dropped")
@@ -61,25 +62,29 @@ def _bucket_bounds(files: list[Path], column: str, buckets: int) -> list[Any]:
     return sorted(set(cuts))
 
 
-def _buckets(files: list[Path], column: str, bounds: Sequence[Any]) -> Iterable[pl.LazyFrame]:
-    """The rows of each bucket, lowest first: [.., b1) with the nulls (a sort puts them first), [b1, b2) .. [bk, ..)."""
+def _bucket_of(column: str, bounds: Sequence[Any]) -> pl.Expr:
+    """0 for [.., b1) and nulls (a sort puts them first), i for [bi, bi+1), k for [bk, ..)."""
     value = pl.col(column)
-    scan = pl.scan_parquet(files)
     if not bounds:
-        yield scan
-        return
-    yield scan.filter(value.is_null() | (value < bounds[0]))
-    for low, high in itertools.pairwise(bounds):
-        yield scan.filter((value >= low) & (value < high))
-    yield scan.filter(value >= bounds[-1])
+        return pl.lit(0, pl.UInt32)
+    above = [(value >= b).fill_null(False).cast(pl.UInt32) for b in bounds]
+    return pl.sum_horizontal(above).cast(pl.UInt32)
 
 
-def write_sorted(files: list[Path], key: Sequence[str], target: Path, max_rows: int) -> int:
-    """The rows of ``files`` sorted by ``key`` into one Parquet file, at most ``max_rows`` in memory at once.
+def _route(files: list[Path], column: str, bounds: Sequence[Any], folder: Path) -> list[list[Path]]:
+    """Each file's rows into their bucket's folder (one streaming pass); the files of each bucket."""
+    pl.scan_parquet(files).with_columns(_bucket_of(column, bounds).alias(_BUCKET)).sink_parquet(
+        pl.PartitionBy(folder, key=_BUCKET, include_key=False), compression="lz4", mkdir=True, engine="streaming")
+    return [sorted((folder / f"{_BUCKET}={b}").glob("*.parquet")) for b in range(len(bounds) + 1)]
 
-    An external sort: the rows are cut into buckets of about ``max_rows`` by ranges of the key's
-    first column (bounds from a sample), each bucket is sorted in memory and appended; row groups
-    of ``ROW_GROUP_ROWS`` rows are cut whatever the buckets, so the bytes depend only on the rows.
+
+def write_sorted(files: list[Path], key: Sequence[str], target: Path, max_rows: int, work: Path) -> int:
+    """The rows of ``files`` sorted by ``key`` into one Parquet file, about ``max_rows`` in memory at once.
+
+    An external sort: one streaming pass routes the rows to buckets (under ``work``) of about
+    ``max_rows`` by ranges of the key's first column (bounds from a sample); each bucket is sorted
+    in memory and appended. Row groups of ``ROW_GROUP_ROWS`` rows are cut whatever the buckets, so
+    the bytes depend only on the rows.
     """
     total = _rows(files)
     buckets = max(1, math.ceil(total / max_rows))
@@ -101,12 +106,17 @@ def write_sorted(files: list[Path], key: Sequence[str], target: Path, max_rows: 
         rest = frame.slice(whole)
         pending, pending_rows = ([rest] if rest.height else []), rest.height
 
-    for bucket in _buckets(files, key[0], bounds):
-        part = bucket.collect().sort(list(key))
-        pending.append(part)
-        pending_rows += part.height
-        if pending_rows >= ROW_GROUP_ROWS:
-            flush(final=False)
+    work.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="buckets-", dir=work) as tmp:
+        routed = _route(files, key[0], bounds, Path(tmp)) if bounds else [files]
+        for bucket in routed:
+            if not bucket:
+                continue
+            part = pl.read_parquet(bucket).sort(list(key))
+            pending.append(part)
+            pending_rows += part.height
+            if pending_rows >= ROW_GROUP_ROWS:
+                flush(final=False)
     flush(final=True)
     assert writer is not None
     writer.close()

@@ -61,6 +61,7 @@ _HEAD_LINES = 10 * _DATE_SAMPLE  # lines the date formats are first guessed on (
 _PARTITION_SEED = 7
 _PRESENT = "_dp__"
 _UNPARSED = "_du__"
+_FIELDS = "_fields"
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,11 @@ def _field(sep: str, position: int) -> pl.Expr:
     return pl.col(RAW).str.split_exact(sep, position).struct.field(f"field_{position}")
 
 
+def _split_field(position: int) -> pl.Expr:
+    """A field of the line's one split (``_FIELDS``, made once per line for every fact)."""
+    return pl.col(_FIELDS).struct.field(f"field_{position}")
+
+
 def _positions(header: tuple[str, ...]) -> dict[str, int]:
     return {name.upper(): i for i, name in enumerate(header)}
 
@@ -133,14 +139,15 @@ def _line_facts(header: tuple[str, ...], sep: str, guesses: dict[str, str | None
              pl.col(RAW).str.contains('"', literal=True).alias(_QUOTE)]
     positions = _positions(header)
     for col, guess in guesses.items():
-        value = _field(sep, positions[col.upper()]).str.strip_chars()
+        value = _split_field(positions[col.upper()]).str.strip_chars()
         present = well_formed & (value != "")
         unparsed = present if guess is None else present & _parse(value, DATE_FORMATS[guess]).is_null()
         facts += [present.alias(_PRESENT + col), unparsed.alias(_UNPARSED + col)]
     return facts
 
 
-def _sink_lines(src: Path, eol: str, frame_of: pl.Expr, facts: list[pl.Expr], folder: Path, path: Path) -> None:
+def _sink_lines(src: Path, eol: str, fields: pl.Expr, frame_of: pl.Expr, facts: list[pl.Expr], folder: Path,
+                path: Path) -> None:
     """Every data line (number, text, partition, facts) to Parquet under its partition's folder."""
     for unused in _UNUSED_CANDIDATES:
         shutil.rmtree(folder, ignore_errors=True)
@@ -148,7 +155,7 @@ def _sink_lines(src: Path, eol: str, frame_of: pl.Expr, facts: list[pl.Expr], fo
                             eol_char=eol, raise_if_empty=False)
         numbered = lines.with_row_index(LINE, offset=1).select(
             pl.col(LINE).cast(pl.Int64), pl.col(RAW).fill_null("")).filter(pl.col(LINE) >= 2)
-        query = numbered.with_columns(frame_of.alias(PART), *facts)
+        query = numbered.with_columns(fields.alias(_FIELDS)).with_columns(frame_of.alias(PART), *facts).drop(_FIELDS)
         try:
             query.sink_parquet(pl.PartitionBy(folder, key=PART, include_key=False), compression="lz4",
                                mkdir=True, engine="streaming")
@@ -210,10 +217,12 @@ def _spill_utf8(file: SourceFile, src: Path, used: str, found: Sniff, parts: int
     sep = detect_separator(header_line, path)
     header = parse_header(header_line, sep, False, file.source, path)
     positions = [_positions(header).get(c.upper()) for c in key_columns]
-    part = (partition_of([_field(sep, i) for i in positions if i is not None], parts)
+    part = (partition_of([_split_field(i) for i in positions if i is not None], parts)
             if None not in positions else pl.lit(0, pl.UInt32))
     guesses = _guess_formats(src, eol, header, sep, file)
-    _sink_lines(src, eol, part, _line_facts(header, sep, guesses), folder, path)
+    used_positions = [i for i in positions if i is not None] + [_positions(header)[c.upper()] for c in guesses]
+    fields = pl.col(RAW).str.split_exact(sep, max(used_positions, default=0))
+    _sink_lines(src, eol, fields, part, _line_facts(header, sep, guesses), folder, path)
     spill = sorted(folder.rglob("*.parquet"))
     summary = [pl.col(_QUOTE).any().alias(_QUOTE), pl.col(LINE).filter(~pl.col(_BLANK)).max().alias(LINE),
                *(pl.col(c).sum() for g in guesses for c in (_PRESENT + g, _UNPARSED + g))]

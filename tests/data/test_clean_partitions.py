@@ -239,10 +239,11 @@ def test_write_sorted_is_the_in_memory_sort_whatever_the_bucket_size(tmp_path: P
     written = {}
     for max_rows in (10_000_000, 50_000, 7_000):
         target = tmp_path / f"out{max_rows}.parquet"
-        assert write_sorted(parts, ("k", "rank"), target, max_rows) == frame.height
+        assert write_sorted(parts, ("k", "rank"), target, max_rows, tmp_path / "work") == frame.height
         assert pl.read_parquet(target).equals(expected)
         written[max_rows] = target.read_bytes()
     assert len(set(written.values())) == 1  # bytes depend on the rows only, not on the buckets
+    assert not list((tmp_path / "work").iterdir())  # the buckets are removed
 
 
 def test_merge_metrics_sums_counts_and_files() -> None:
