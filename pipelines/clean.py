@@ -32,6 +32,10 @@ year among clean stays (``impossible_birth_year``). A child row whose parent is 
 is a cascade (counted apart in the metrics).
 
 Repairs are counted per repaired cell of rows that end up clean.
+
+A table whose raw files (driving + linked) exceed ``clean.partition_mb`` is cleaned in that
+many MiB-sized hash partitions (``clean_in_parts``; ``pipelines.snds.spill``), with the same
+rules and the same outputs: memory is bounded by a partition, not by the table.
 """
 
 from __future__ import annotations

@@ -358,12 +358,12 @@ def run_evaluate(paths: Paths, params: Params) -> dict[str, Any]:
 def _log_to_mlflow(paths: Paths, meta: ModelMeta, result: dict[str, Any], figures_dir: Path,
                    metrics_file: Path) -> None:
     """Test metrics, figures and evaluate.json on the model's run; test_* tags on its version."""
-    if not (paths.mlruns / "mlflow.db").exists():
-        log.warning("no MLflow store at %s: evaluation not logged to MLflow", paths.mlruns)
+    from pipelines.model import tracking
+
+    if not tracking.store_exists(paths):
+        log.warning("no MLflow store at %s: evaluation not logged to MLflow", tracking.describe_store(paths))
         return
     from mlflow.entities import Metric
-
-    from pipelines.model import tracking
 
     client = tracking.connect(paths)
     run_id = meta.run_id

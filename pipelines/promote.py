@@ -346,8 +346,9 @@ def read_challenge(paths: Paths, tp: TrainParams) -> Challenge:
 
 
 def open_registry(paths: Paths, tp: TrainParams, pp: PromoteParams, version: str) -> Registry:
-    if not (paths.mlruns / "mlflow.db").exists():
-        raise PromoteError(f"no MLflow store at {paths.mlruns} (models/ restored without mlruns/?)")
+    if not tracking.store_exists(paths):
+        raise PromoteError(f"no MLflow store at {tracking.describe_store(paths)} (models/ restored without"
+                           " mlruns/?): `dvc repro --force train` rebuilds it")
     client = tracking.connect(paths)
     # train may have been restored from DVC's run cache after a kill: its cleanup never ran then
     experiment = client.get_experiment_by_name(tp.experiment)
@@ -358,7 +359,8 @@ def open_registry(paths: Paths, tp: TrainParams, pp: PromoteParams, version: str
     try:
         challenger = client.get_model_version(tp.model_name, version)
     except MlflowException as exc:
-        raise PromoteError(f"registered model '{tp.model_name}' has no version {version} in {paths.mlruns}") from exc
+        raise PromoteError(f"registered model '{tp.model_name}' has no version {version} in"
+                           f" {tracking.describe_store(paths)}") from exc
     return Registry(client, challenger, tracking.version_by_alias(client, tp.model_name, pp.champion_alias),
                     tracking.version_by_alias(client, tp.model_name, pp.previous_alias))
 
@@ -483,8 +485,8 @@ def rollback(paths: Paths, params: Params) -> dict[str, Any]:
     pp = params.promote
     tp = params.train
     name = tp.model_name
-    if not (paths.mlruns / "mlflow.db").exists():
-        raise PromoteError(f"no MLflow store at {paths.mlruns}: nothing to roll back")
+    if not tracking.store_exists(paths):
+        raise PromoteError(f"no MLflow store at {tracking.describe_store(paths)}: nothing to roll back")
     client = tracking.connect(paths)
     champion_mv = tracking.version_by_alias(client, name, pp.champion_alias)
     previous_mv = tracking.version_by_alias(client, name, pp.previous_alias)

@@ -113,8 +113,9 @@ def champion_version(paths: Paths, params: Params) -> str:
     from pipelines.model import tracking
 
     name, alias = model_name(params), params.promote.champion_alias
-    if not (paths.mlruns / "mlflow.db").exists():
-        raise ServingError(f"no MLflow store at {paths.mlruns}: run the pipeline (train, promote) first")
+    if not tracking.store_exists(paths):
+        raise ServingError(f"no MLflow store at {tracking.describe_store(paths)}: `dvc repro` rebuilds it"
+                           " (train registers a model, promote names the champion)")
     client = tracking.connect(paths)
     mv = tracking.version_by_alias(client, name, alias)
     if mv is None:

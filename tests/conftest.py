@@ -10,6 +10,7 @@ handlers and leaves a received signal recorded, which must not reach the next te
 
 from __future__ import annotations
 
+import os
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +21,10 @@ import pytest
 from pipelines import interrupts
 from tests.support import report_fixtures as rfx
 from tests.support.shared import build_once, copy_tree
+
+# A store named by the environment would take every test's runs (pipelines.model.tracking): tests
+# use their own project's store; the tests of the variable set it themselves.
+os.environ.pop("MLFLOW_TRACKING_URI", None)
 
 # Slowest layers first: under xdist the long groups start at once and the run's tail is short.
 LAYER_ORDER = ("e2e", "report", "model", "data", "unit")

@@ -1,7 +1,11 @@
 """The MLflow store of the project: sqlite backend and artifacts, both inside mlruns/.
 
-tracking URI  sqlite:///<root>/mlruns/mlflow.db  (registry on the same database)
-artifacts     <root>/mlruns/artifacts/<experiment id>/...
+tracking URI  ``MLFLOW_TRACKING_URI`` when set (any MLflow store: a server, another database),
+              else sqlite:///<repository root>/mlruns/mlflow.db (registry on the same database)
+artifacts     <store folder>/artifacts/<experiment>/... (a server's own default for a remote URI)
+The repository root of a DVC experiment run in a temporary copy (``dvc exp run --temp``, the
+``--queue`` workers: ``<repo>/.dvc/tmp/exps/...``) is the repository the copy was made from, so
+every experiment logs to and registers in the one project store.
 `connect` is the one place that sets this process's MLflow environment (never at import): telemetry
 off, no artifact progress bars, GitPython quiet when git is missing.
 """
@@ -22,13 +26,57 @@ from mlflow.tracking import MlflowClient
 
 from pipelines.config import Paths
 
+ENV_URI = "MLFLOW_TRACKING_URI"
+_SQLITE = "sqlite:///"
+_DVC_TEMP = (".dvc", "tmp", "exps")  # where DVC makes the temporary copies of --temp / --queue runs
+
+
+def project_store(paths: Paths) -> Path:
+    """The project's mlruns/: the repository's, also from a DVC experiment's temporary copy of it."""
+    root = paths.root.resolve()
+    parts = root.parts
+    for i in range(1, len(parts) - len(_DVC_TEMP) + 1):
+        if parts[i : i + len(_DVC_TEMP)] == _DVC_TEMP:
+            return Path(*parts[:i]) / "mlruns"
+    return root / "mlruns"
+
+
+# mlflow.set_tracking_uri also writes MLFLOW_TRACKING_URI (for child processes): a value this
+# process set itself is not the user's choice.
+_SET_HERE: set[str] = set()
+
+
+def _user_uri() -> str | None:
+    value = os.environ.get(ENV_URI)
+    return value if value and value not in _SET_HERE else None
+
 
 def tracking_uri(paths: Paths) -> str:
-    return f"sqlite:///{(paths.mlruns / 'mlflow.db').resolve()}"
+    """``MLFLOW_TRACKING_URI`` when the user set it, else the project store's sqlite database."""
+    return _user_uri() or f"{_SQLITE}{project_store(paths) / 'mlflow.db'}"
 
 
-def artifact_root(paths: Paths) -> Path:
-    return (paths.mlruns / "artifacts").resolve()
+def _local_database(uri: str) -> Path | None:
+    return Path(uri.removeprefix(_SQLITE)) if uri.startswith(_SQLITE) else None
+
+
+def store_exists(paths: Paths) -> bool:
+    """True when the store holds something to read (a remote store is assumed there: asked on use)."""
+    database = _local_database(tracking_uri(paths))
+    return database is None or database.exists()
+
+
+def describe_store(paths: Paths) -> str:
+    """The store as messages name it: its folder, or the URI of a store set by the environment."""
+    uri = tracking_uri(paths)
+    database = _local_database(uri)
+    return uri if _user_uri() or database is None else str(database.parent)
+
+
+def artifact_root(paths: Paths) -> Path | None:
+    """Where new experiments keep their artifacts: beside a local sqlite store, None (the server's) else."""
+    database = _local_database(tracking_uri(paths))
+    return database.parent / "artifacts" if database is not None else None
 
 
 def connect(paths: Paths) -> MlflowClient:
@@ -37,8 +85,12 @@ def connect(paths: Paths) -> MlflowClient:
     os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     set_telemetry_client()  # type: ignore[no-untyped-call]  # re-reads the variable: no telemetry client from here on
-    paths.mlruns.mkdir(parents=True, exist_ok=True)
     uri = tracking_uri(paths)
+    database = _local_database(uri)
+    if database is not None:
+        database.parent.mkdir(parents=True, exist_ok=True)
+    if os.environ.get(ENV_URI) != uri:
+        _SET_HERE.add(uri)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
@@ -51,7 +103,10 @@ def ensure_experiment(client: MlflowClient, paths: Paths, name: str) -> str:
         if experiment.lifecycle_stage == "deleted":
             client.restore_experiment(experiment.experiment_id)
         return str(experiment.experiment_id)
-    location = artifact_root(paths) / name
+    root = artifact_root(paths)
+    if root is None:  # a remote store: its own artifact root
+        return str(client.create_experiment(name))
+    location = root / name
     location.mkdir(parents=True, exist_ok=True)
     return str(client.create_experiment(name, artifact_location=location.as_uri()))
 

@@ -204,12 +204,19 @@ def parity(rows: Sequence[dict[str, Any]], metrics: Sequence[str] = PARITY_METRI
     return out
 
 
+NORMAL_MIN_CLUSTERS = 5_000  # patients in a group from which its bootstrap totals are drawn from the normal limit
+
+
 def parity_intervals(keys: np.ndarray, groups: Sequence[str], y: np.ndarray, flag: np.ndarray,
                      patient_ids: np.ndarray | None, replicates: int, seed: int,
                      metrics: Sequence[str] = PARITY_METRICS, chunk: int = 50) -> dict[str, list[float] | None]:
     """95% percentile-bootstrap interval of each min/max parity ratio across `groups` (the groups the
     point ratio uses). Patients (stays without ids) are resampled with replacement within each group,
-    so a group keeps its size and a patient's stays move together. None with < 2 groups."""
+    so a group keeps its size and a patient's stays move together. None with < 2 groups.
+
+    A group of at least NORMAL_MIN_CLUSTERS patients draws its resampled totals (true positives,
+    positives, flagged, stays) from their normal limit, mean m * mean and covariance m * cov of the
+    per-patient totals: what resampling m patients converges to, at a cost that does not grow with m."""
     if len(groups) < 2 or replicates < 1:
         return dict.fromkeys(metrics)
     rng = np.random.default_rng(seed)
@@ -222,11 +229,18 @@ def parity_intervals(keys: np.ndarray, groups: Sequence[str], y: np.ndarray, fla
         sums = np.stack([np.bincount(cluster, weights=w) for w in (yg * fg, yg, fg, np.ones_like(yg))], axis=1)
         per_group.append(sums)  # per cluster: true positives, positives, flagged, stays
     draws = np.empty((replicates, len(groups), 4))
+    exact = [g for g, sums in enumerate(per_group) if sums.shape[0] < NORMAL_MIN_CLUSTERS]
     for start in range(0, replicates, chunk):
         size = min(chunk, replicates - start)
-        for g, sums in enumerate(per_group):
+        for g in exact:
+            sums = per_group[g]
             pick = rng.integers(0, sums.shape[0], (size, sums.shape[0]))
             draws[start:start + size, g] = sums[pick].sum(axis=1)
+    for g, sums in enumerate(per_group):
+        if g not in exact:  # the resampled totals of many clusters are normal (CLT): O(replicates), not O(n)
+            m = sums.shape[0]
+            draws[:, g] = rng.multivariate_normal(sums.mean(axis=0) * m, np.cov(sums, rowvar=False) * m,
+                                                  size=replicates)
     tp, pos, flagged, n = (draws[..., i] for i in range(4))
     with np.errstate(divide="ignore", invalid="ignore"):
         values = {"recall": tp / pos, "precision": tp / flagged, "selection_rate": flagged / n}
@@ -244,9 +258,12 @@ def _intervals(rows: Sequence[dict[str, Any]], keys: np.ndarray, y: np.ndarray, 
                ids: np.ndarray | None, replicates: int, seed: int) -> dict[str, list[float] | None]:
     """Per parity metric, its bootstrap interval over the groups that metric's point ratio uses."""
     out = {}
+    by_groups: dict[tuple[str, ...], dict[str, list[float] | None]] = {}  # one bootstrap per group set
     for metric in PARITY_METRICS:
-        used = [r["group"] for r in rows if not r["suppressed"] and r[metric] is not None]
-        out[metric] = parity_intervals(keys, used, y, flags, ids, replicates, seed, (metric,))[metric]
+        used = tuple(r["group"] for r in rows if not r["suppressed"] and r[metric] is not None)
+        if used not in by_groups:
+            by_groups[used] = parity_intervals(keys, used, y, flags, ids, replicates, seed)
+        out[metric] = by_groups[used][metric]
     return out
 
 

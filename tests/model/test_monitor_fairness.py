@@ -271,3 +271,20 @@ def test_parity_interval_resamples_patients_not_stays():
     assert (by_patient[1] - by_patient[0]) > 1.3 * (by_stay[1] - by_stay[0])
     assert fair.parity_intervals(np.array(["75"]), ["75"], np.array([1]), np.array([1]), None, 10, 0) == \
         {"recall": None, "selection_rate": None, "precision": None}
+
+
+def test_large_groups_draw_their_bootstrap_totals_from_the_normal_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """At region scale a group has ~10^5 patients: the normal limit gives the resampling's interval
+    (within Monte-Carlo error) at a cost that does not grow with the group."""
+    frame = known_groups({"75": 6000, "93": 6000}, seed=8)
+    args = (frame["department"].to_numpy(), ["75", "93"], frame[LABEL].to_numpy(), frame["high_risk"].to_numpy(),
+            None, 2000, 3)
+    normal = fair.parity_intervals(*args)
+    monkeypatch.setattr(fair, "NORMAL_MIN_CLUSTERS", 10**9)
+    exact = fair.parity_intervals(*args)
+    for metric in ("recall", "precision", "selection_rate"):
+        low_n, high_n = normal[metric] or [0.0, 0.0]
+        low_e, high_e = exact[metric] or [1.0, 1.0]
+        assert abs(low_n - low_e) < 0.015, metric
+        assert abs(high_n - high_e) < 0.015, metric
+        assert high_n - low_n > 0.01, metric  # a real interval, not a point
