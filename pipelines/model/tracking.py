@@ -41,14 +41,11 @@ def project_store(paths: Paths) -> Path:
     return root / "mlruns"
 
 
-# mlflow.set_tracking_uri also writes MLFLOW_TRACKING_URI (for child processes): a value this
-# process set itself is not the user's choice.
-_SET_HERE: set[str] = set()
+_ENV_REGISTRY = "MLFLOW_REGISTRY_URI"
 
 
 def _user_uri() -> str | None:
-    value = os.environ.get(ENV_URI)
-    return value if value and value not in _SET_HERE else None
+    return os.environ.get(ENV_URI) or None
 
 
 def tracking_uri(paths: Paths) -> str:
@@ -89,10 +86,17 @@ def connect(paths: Paths) -> MlflowClient:
     database = _local_database(uri)
     if database is not None:
         database.parent.mkdir(parents=True, exist_ok=True)
-    if os.environ.get(ENV_URI) != uri:
-        _SET_HERE.add(uri)
+    # mlflow.set_*_uri also export the URI for child processes: put the environment back, or every
+    # process started from here (a test's project copy, a benchmark's stage) would take this store
+    # for the user's choice.
+    before = {name: os.environ.get(name) for name in (ENV_URI, _ENV_REGISTRY)}
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
+    for name, value in before.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 

@@ -3,8 +3,10 @@ experiment's temporary copy (`dvc exp run --temp`, queue workers)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
+import mlflow
 import pytest
 
 from pipelines.config import Paths
@@ -55,3 +57,16 @@ def test_a_remote_store_is_assumed_present_and_keeps_its_artifact_root(tmp_path:
     assert tracking.store_exists(paths)
     assert tracking.artifact_root(paths) is None
     assert tracking.describe_store(paths) == "http://127.0.0.1:5999"
+
+
+def test_connect_leaves_the_environment_as_it_found_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """mlflow.set_tracking_uri exports the URI: a process started afterwards must not inherit this store."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
+    paths = Paths(tmp_path / "one")
+    tracking.connect(paths)
+    assert "MLFLOW_TRACKING_URI" not in os.environ
+    assert "MLFLOW_REGISTRY_URI" not in os.environ
+    assert mlflow.get_tracking_uri() == f"sqlite:///{paths.root.resolve() / 'mlruns' / 'mlflow.db'}"
+    other = Paths(tmp_path / "two")
+    assert tracking.tracking_uri(other) == f"sqlite:///{other.root.resolve() / 'mlruns' / 'mlflow.db'}"
