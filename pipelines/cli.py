@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import logging
 import os
 import sys
 import time
@@ -58,6 +59,8 @@ def _run_stage(name: str, paths: Paths, params: Params, quiet: bool, args: argpa
         return func(paths, params, host=args.host, port=args.port)
     if name == "score":
         return func(paths, params, args.input.resolve(), args.output.resolve(), reasons=args.reasons)
+    if name == "publish":
+        return func(paths, params, via=args.via)
     if name == "generate":
         return func(paths, params, progress=not quiet)
     if name == "clean":
@@ -98,6 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "serve":
             stage.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
             stage.add_argument("--port", type=int, default=5001, help="port (default 5001)")
+        elif name == "publish":
+            stage.add_argument("--via", choices=("parquet", "csv"), default=None,
+                               help="Parquet staged in GCS_BUCKET, or a CSV upload (no bucket: small data, "
+                                    "emulators); default $PUBLISH_VIA, else parquet")
         elif name == "score":
             stage.add_argument("--input", type=Path, required=True, help="Parquet file of discharges (feature rows)")
             stage.add_argument("--output", type=Path, required=True,
@@ -108,8 +115,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def show_progress_lines() -> None:
+    """The stages' INFO lines (trials, folds, splits) on stderr, timed: a long train is not silent.
+
+    Only the ``pipelines`` loggers, once per process; libraries keep their own levels. ``-q`` drops
+    the progress bars, not these lines (``dvc repro`` shows them as each stage runs).
+    """
+    logger = logging.getLogger("pipelines")
+    if any(getattr(h, "_idf_progress", False) for h in logger.handlers):
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+    handler._idf_progress = True  # type: ignore[attr-defined]
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    show_progress_lines()
     with interrupts.handling():
         return _main(args)
 

@@ -569,8 +569,13 @@ def train_summary(tp: TrainParams, study: StudyResult, fitted: Refit, registered
     }
 
 
-def write_outputs(paths: Paths, summary: dict[str, Any]) -> None:
+def write_outputs(paths: Paths, summary: dict[str, Any], tp: TrainParams, features_md5: str) -> None:
     metrics_io.write_json(paths.metrics / "train.json", summary)
+    # Same bytes for the same inputs (no version number, no run id): dvc.lock stays reproducible.
+    metrics_io.write_json(paths.registry_stamp, {
+        "registered_model": tp.model_name, "features_md5": features_md5,
+        "why": "train registered its model in this MLflow store; without this file (mlruns/ deleted) "
+               "dvc status lists train and dvc repro retrains and registers again"})
 
 
 def run_train(paths: Paths, params: Params) -> dict[str, Any]:
@@ -600,7 +605,7 @@ def run_train(paths: Paths, params: Params) -> dict[str, Any]:
             registered = register(staging / MODEL_FILE, fitted, windows, tp, tracker, parent.info.run_id)
         write_meta(staging / META_FILE, model_meta(tp, seed, study, fitted, registered, windows, tracker.git_commit))
     summary = train_summary(tp, study, fitted, registered, windows, sample, plateau)
-    write_outputs(paths, summary)
+    write_outputs(paths, summary, tp, windows.features_md5)
     log.info("train: version %s, threshold %.4f (%s), valid recall %.3f precision %.3f", registered.version,
              fitted.point.threshold, fitted.point.rule, fitted.valid_metrics["recall"],
              fitted.valid_metrics["precision"])

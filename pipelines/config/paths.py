@@ -57,5 +57,10 @@ class Paths:
         return self.root / "mlruns"
 
     @property
+    def registry_stamp(self) -> Path:
+        """train's DVC output inside mlruns/: deleting the store deletes it, so train is out of date."""
+        return self.mlruns / "lineage.json"
+
+    @property
     def dbt(self) -> Path:
         return self.root / "dbt"
