@@ -115,6 +115,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _ProgressLines(logging.StreamHandler):  # type: ignore[type-arg]
+    """The handler ``show_progress_lines`` adds (its class tells it is already there)."""
+
+
 def show_progress_lines() -> None:
     """The stages' INFO lines (trials, folds, splits) on stderr, timed: a long train is not silent.
 
@@ -122,11 +126,10 @@ def show_progress_lines() -> None:
     the progress bars, not these lines (``dvc repro`` shows them as each stage runs).
     """
     logger = logging.getLogger("pipelines")
-    if any(getattr(h, "_idf_progress", False) for h in logger.handlers):
+    if any(isinstance(h, _ProgressLines) for h in logger.handlers):
         return
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _ProgressLines(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
-    handler._idf_progress = True  # type: ignore[attr-defined]
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
 

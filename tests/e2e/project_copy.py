@@ -43,12 +43,8 @@ def write_params(root: Path, params: dict[str, Any]) -> None:
 
 
 def tool_env() -> dict[str, str]:
-    """The venv's bin/ first on PATH (DVC stages call `python`), no telemetry, no MLflow store named.
-
-    A project copy must use its own mlruns/: a URI in this process's environment is not the copy's.
-    """
-    inherited = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
-    return {**inherited, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "DVC_NO_ANALYTICS": "1",
+    """The venv's bin/ first on PATH (DVC stages call `python`), no telemetry."""
+    return {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "DVC_NO_ANALYTICS": "1",
             "MLFLOW_DISABLE_TELEMETRY": "true", "DBT_SEND_ANONYMOUS_USAGE_STATS": "False"}
 
 
