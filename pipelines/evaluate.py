@@ -52,7 +52,7 @@ from pipelines.model import data as fdata
 from pipelines.model import handoffs
 from pipelines.model.artifacts import ModelBundle, ModelMeta, load_model
 from pipelines.model.metrics import calibration_metrics, f2, flag_metrics, probability_metrics
-from pipelines.model.preprocessing import logreg_pipeline, set_forest_jobs
+from pipelines.model.preprocessing import logreg_pipeline
 from pipelines.model.pyfunc_model import model_frame
 from pipelines.model.scaling import predict_frame_chunked, predict_positive, time_stratified_sample
 from pipelines.model.thresholds import Bound, choose_threshold
@@ -167,10 +167,10 @@ def load_windows(paths: Paths, meta: ModelMeta, gap_days: int) -> EvalWindows:
     )
 
 
-def forest_scoring(bundle: ModelBundle, windows: EvalWindows) -> Scoring:
+def forest_scoring(bundle: ModelBundle, windows: EvalWindows, threads: int = 1) -> Scoring:
     """The Random Forest at its validation threshold, with the confusion counts."""
     y_test, threshold = windows.y_test, bundle.threshold
-    p_rf = predict_frame_chunked(bundle, windows.x_test)["probability"].to_numpy()
+    p_rf = predict_frame_chunked(bundle, windows.x_test, threads=threads)["probability"].to_numpy()
     rf = probability_metrics(y_test, p_rf, threshold)
     flag_rf = (p_rf >= threshold).astype(int)
     tn, fp, fn, tp = (int(v) for v in confusion_matrix(y_test, flag_rf, labels=[0, 1]).ravel())
@@ -178,9 +178,9 @@ def forest_scoring(bundle: ModelBundle, windows: EvalWindows) -> Scoring:
     return Scoring(p_rf, rf)
 
 
-def uncalibrated_scoring(bundle: ModelBundle, windows: EvalWindows) -> Scoring:
+def uncalibrated_scoring(bundle: ModelBundle, windows: EvalWindows, threads: int = 1) -> Scoring:
     """The forest's raw score (before the bundle's calibration map): what calibration changed."""
-    raw = predict_positive(bundle.pipeline, model_frame(bundle, windows.x_test))
+    raw = predict_positive(bundle.pipeline, model_frame(bundle, windows.x_test), threads=threads)
     return Scoring(raw, {"calibration": bundle.calibration.method, **calibration_metrics(windows.y_test, raw)})
 
 
@@ -321,10 +321,11 @@ def run_evaluate(paths: Paths, params: Params) -> dict[str, Any]:
     ep = params.evaluate
     bundle, meta = load_model(paths)
     windows = load_windows(paths, meta, params.warehouse.readmission_window_days)
-    set_forest_jobs(bundle.pipeline, ep.n_jobs)  # in memory only; the saved model keeps 1
+    # The forest keeps n_jobs=1 (as saved): sklearn's own parallel predict adds the trees in the
+    # order threads finish, so the last bit (and the figures' bytes) would change run to run.
 
-    rf = forest_scoring(bundle, windows)
-    raw = uncalibrated_scoring(bundle, windows)
+    rf = forest_scoring(bundle, windows, ep.n_jobs)
+    raw = uncalibrated_scoring(bundle, windows, ep.n_jobs)
     lace = lace_scoring(windows, ep.lace_cutoff)
     bound = cast(Bound, meta.threshold_bound)  # the baselines' thresholds by the forest's own rule
     logreg = logreg_scoring(windows, ep, meta.min_precision, bound)
@@ -347,7 +348,7 @@ def run_evaluate(paths: Paths, params: Params) -> dict[str, Any]:
         try:
             _log_to_mlflow(paths, meta, result, figures_dir, metrics_file)
         except MlflowException as exc:  # e.g. models/ restored by DVC without its mlruns/ store
-            log.warning("evaluation not logged to MLflow run %s: %s", meta.run_id, exc)
+            log.warning("evaluation not logged to MLflow (%s v%s): %s", meta.model_name, meta.version, exc)
     log.info("evaluate: test recall %.3f precision %.3f ROC-AUC %.3f Brier %.4f (raw %.4f) (LACE %.3f, logreg %.3f%s)",
              rf.metrics["recall"], rf.metrics["precision"], rf.metrics["roc_auc"], rf.metrics["brier"],
              raw.metrics["brier"], lace.metrics["roc_auc"],
@@ -366,7 +367,10 @@ def _log_to_mlflow(paths: Paths, meta: ModelMeta, result: dict[str, Any], figure
     from mlflow.entities import Metric
 
     client = tracking.connect(paths)
-    run_id = meta.run_id
+    run_id = client.get_model_version(meta.model_name, meta.version).run_id  # models/ holds no run id
+    if run_id is None:
+        log.warning("%s v%s has no run: evaluation not logged to MLflow", meta.model_name, meta.version)
+        return
     timestamp = int(time.time() * 1000)
     metrics = [
         Metric(f"test_{model}_{name}", float(value), timestamp, 0)

@@ -124,14 +124,14 @@ def _rows(con: Any, sql: str, *args: Any) -> list[tuple[Any, ...]]:
 def overview(con: Any) -> Overview:
     stays, patients, total_cost, first, last = _rows(
         con,
-        f"""select count(*), count(distinct patient_id), coalesce(sum(stay_cost), 0),
+        f"""select count(*), count(distinct patient_id), coalesce(sum(stay_cost::decimal(18, 2)), 0),
                    min(admission_date), max(discharge_date)
             from {MARTS}.fct_stays""",
     )[0]
     index_stays, index_patients, readmissions, readmitted, index_cost, first_index, last_index = _rows(
         con,
         f"""select count(*), count(distinct patient_id), coalesce(sum(readmitted_30d), 0),
-                   {READMITTED_PATIENTS}, coalesce(sum(episode_cost), 0),
+                   {READMITTED_PATIENTS}, coalesce(sum(episode_cost::decimal(18, 2)), 0),
                    min(episode_discharge_date), max(episode_discharge_date)
             from {MARTS}.fct_readmissions where is_index""",
     )[0]
@@ -145,7 +145,7 @@ def departments(con: Any) -> list[DepartmentRow]:
         con,
         f"""with cells as (
                 select department, count(*) as n, count(distinct patient_id) as patients,
-                       sum(readmitted_30d) as x, {READMITTED_PATIENTS} as xp, sum(episode_cost) as cost
+                       sum(readmitted_30d) as x, {READMITTED_PATIENTS} as xp, sum(episode_cost::decimal(18, 2)) as cost
                 from {MARTS}.fct_readmissions where is_index group by 1
             )
             select d.department, d.department_label, d.poverty_rate, coalesce(c.n, 0), coalesce(c.patients, 0),
@@ -215,7 +215,7 @@ def diagnoses(con: Any) -> list[DiagnosisRow]:
                    count(*) as n, count(distinct r.patient_id) as patients,
                    coalesce(sum(r.readmitted_30d), 0) as x,
                    count(distinct r.patient_id) filter (where r.readmitted_30d = 1) as x_patients,
-                   coalesce(sum(r.episode_cost), 0) as cost
+                   coalesce(sum(r.episode_cost::decimal(18, 2)), 0) as cost
             from {MARTS}.fct_readmissions as r
             join {MARTS}.fct_stays as s using (stay_id)
             left join {REF}.ref_diagnosis_groups as g on g.icd10_category = left(s.icd10_code, 3)
@@ -238,8 +238,8 @@ def cost_tile(con: Any, ntiles: int) -> CostTile:
                  from {MARTS}.fct_readmissions where is_index"""
     rows = _rows(
         con,
-        f"""select diagnosis_group, count(*), count(distinct patient_id), sum(episode_cost),
-                   sum(episode_cost) / sum(sum(episode_cost)) over () as share
+        f"""select diagnosis_group, count(*), count(distinct patient_id), sum(episode_cost::decimal(18, 2)),
+                   sum(episode_cost::decimal(18, 2)) / sum(sum(episode_cost::decimal(18, 2))) over () as share
             from ({ranked}) as t where tile = 1 group by 1 order by 5 desc, 1""",
     )
     threshold = _rows(con, f"select min(episode_cost) from ({ranked}) as t where tile = 1")[0][0]

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import tempfile
 import time
 from collections.abc import Callable
@@ -510,6 +511,9 @@ def version_tags(fitted: Refit, tp: TrainParams, features_md5: str, git_commit: 
         "train_end": tp.train_end.isoformat(),
         "valid_end": tp.valid_end.isoformat(),
         "run_id": run_id,
+        # which DVC experiment (empty in the workspace) and which commit it ran from
+        "dvc_experiment": os.environ.get("DVC_EXP_NAME", ""),
+        "dvc_baseline_rev": os.environ.get("DVC_EXP_BASELINE_REV", git_commit),
     }
 
 
@@ -534,14 +538,14 @@ def register(model_file: Path, fitted: Refit, windows: Windows, tp: TrainParams,
 
 
 def model_meta(tp: TrainParams, seed: int, study: StudyResult, fitted: Refit, registered: Registered,
-               windows: Windows, git_commit: str) -> ModelMeta:
+               windows: Windows) -> ModelMeta:
     return ModelMeta(
         model_name=tp.model_name, version=registered.version,
-        model_uri=f"models:/{tp.model_name}/{registered.version}", run_id=registered.run_id,
+        model_uri=f"models:/{tp.model_name}/{registered.version}",
         experiment=tp.experiment, threshold=rounded(fitted.point.threshold, DIGITS), threshold_rule=fitted.point.rule,
         min_precision=tp.min_precision, numeric_features=fitted.bundle.numeric,
         categorical_features=fitted.bundle.categorical, train_end=tp.train_end, valid_end=tp.valid_end,
-        best_params=study.best_params, seed=seed, features_md5=windows.features_md5, git_commit=git_commit,
+        best_params=study.best_params, seed=seed, features_md5=windows.features_md5,
         threshold_bound=tp.threshold_bound,
     )
 
@@ -603,7 +607,7 @@ def run_train(paths: Paths, params: Params) -> dict[str, Any]:
             log_refit(fitted, timings)
             write_bundle(staging / MODEL_FILE, fitted.bundle)
             registered = register(staging / MODEL_FILE, fitted, windows, tp, tracker, parent.info.run_id)
-        write_meta(staging / META_FILE, model_meta(tp, seed, study, fitted, registered, windows, tracker.git_commit))
+        write_meta(staging / META_FILE, model_meta(tp, seed, study, fitted, registered, windows))
     summary = train_summary(tp, study, fitted, registered, windows, sample, plateau)
     write_outputs(paths, summary, tp, windows.features_md5)
     log.info("train: version %s, threshold %.4f (%s), valid recall %.3f precision %.3f", registered.version,

@@ -4,8 +4,10 @@ model.joblib     a ModelBundle (read_bundle / write_bundle): the fitted pipeline
                  and its input columns. Defined in pipelines/model/pyfunc_model.py, the MLflow
                  model code, which may import nothing of the package but its errors; re-exported
                  here, so stages import the bundle and the metadata from this module.
-model_meta.json  a ModelMeta (read_meta / write_meta): threshold, registered version, run id,
-                 features, split dates. The JSON keeps the keys and values train always wrote.
+model_meta.json  a ModelMeta (read_meta / write_meta): threshold, registered version, features,
+                 split dates. No run id, git revision or time: the file is a DVC output, and the same
+                 params and seed must give the same bytes on any machine (the run id is the registered
+                 version's `run_id` in MLflow; older files that still hold one are read as before).
 
 A file that cannot be used raises a PipelineInputError naming it (BundleError, ModelMetaError;
 MissingInputError when absent).
@@ -42,7 +44,6 @@ class ModelMeta:
     model_name: str
     version: str  # the registered model version
     model_uri: str  # models:/<model_name>/<version>
-    run_id: str  # the parent MLflow run of the study
     experiment: str
     threshold: float  # rounded to metrics_io.DIGITS (the bundle holds the exact one)
     threshold_rule: str
@@ -54,7 +55,6 @@ class ModelMeta:
     best_params: dict[str, Any]
     seed: int
     features_md5: str
-    git_commit: str
     # how validation precision met min_precision (thresholds.BOUNDS); files written before say nothing: point
     threshold_bound: str = "point"
 
@@ -75,13 +75,13 @@ class ModelMeta:
         try:
             return cls(
                 model_name=str(data["model_name"]), version=str(data["version"]), model_uri=str(data["model_uri"]),
-                run_id=str(data["run_id"]), experiment=str(data["experiment"]), threshold=float(data["threshold"]),
+                experiment=str(data["experiment"]), threshold=float(data["threshold"]),
                 threshold_rule=str(data["threshold_rule"]), min_precision=float(data["min_precision"]),
                 numeric_features=tuple(data["numeric_features"]),
                 categorical_features=tuple(data["categorical_features"]),
                 train_end=date.fromisoformat(data["train_end"]), valid_end=date.fromisoformat(data["valid_end"]),
                 best_params=dict(data["best_params"]), seed=int(data["seed"]),
-                features_md5=str(data["features_md5"]), git_commit=str(data["git_commit"]),
+                features_md5=str(data["features_md5"]),
                 threshold_bound=str(data.get("threshold_bound", "point")),
             )
         except (TypeError, ValueError) as exc:

@@ -123,12 +123,20 @@ def predict_positive(model: Any, x: pd.DataFrame, chunk_rows: int = PREDICT_CHUN
 
 
 def predict_frame_chunked(bundle: ModelBundle, frame: pd.DataFrame,
-                          chunk_rows: int = PREDICT_CHUNK_ROWS) -> pd.DataFrame:
-    """pyfunc_model.predict_frame (probability, high_risk) in slices of `chunk_rows` rows."""
-    from pipelines.model.pyfunc_model import predict_frame
+                          chunk_rows: int = PREDICT_CHUNK_ROWS, threads: int = 1) -> pd.DataFrame:
+    """pyfunc_model.predict_frame (probability, high_risk) in slices of `chunk_rows` rows.
+
+    `threads` > 1 scores slices side by side (`predict_positive`): the same bits as one thread,
+    as long as the bundle's forest keeps n_jobs=1 (as train saves it)."""
+    from pipelines.model.pyfunc_model import model_frame, predict_frame
 
     if chunk_rows < 1:
         raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}")
+    if threads > 1:
+        probability = bundle.calibration.apply(
+            predict_positive(bundle.pipeline, model_frame(bundle, frame), chunk_rows, threads))
+        return pd.DataFrame({"probability": probability,
+                             "high_risk": (probability >= bundle.threshold).astype(np.int64)}, index=frame.index)
     if len(frame) <= chunk_rows:
         return predict_frame(bundle, frame)
     parts = [predict_frame(bundle, frame.iloc[i:i + chunk_rows]) for i in range(0, len(frame), chunk_rows)]

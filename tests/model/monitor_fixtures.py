@@ -134,7 +134,7 @@ def write_model(root: Path, train: pl.DataFrame, train_end: date, valid_end: dat
     models.mkdir(parents=True, exist_ok=True)
     write_bundle(models / MODEL_FILE, ModelBundle(fit_pipeline(train), threshold, tuple(NUMERIC), tuple(CATEGORICAL)))
     write_meta(models / META_FILE, ModelMeta(
-        model_name="test-model", version=version, model_uri=f"models:/test-model/{version}", run_id="run",
+        model_name="test-model", version=version, model_uri=f"models:/test-model/{version}",
         experiment="test", threshold=threshold, threshold_rule="min_precision", min_precision=0.25,
         numeric_features=tuple(NUMERIC), categorical_features=tuple(CATEGORICAL), train_end=train_end,
-        valid_end=valid_end, best_params={}, seed=0, features_md5="md5", git_commit="unknown"))
+        valid_end=valid_end, best_params={}, seed=0, features_md5="md5"))

@@ -41,10 +41,10 @@ from tests.support.feature_fixtures import write_fixture
 TRAIN_END, VALID_END = date(2023, 10, 1), date(2024, 4, 1)
 FLOOR = 0.2
 META = ModelMeta(
-    model_name="m", version="7", model_uri="models:/m/7", run_id="run", experiment="exp", threshold=0.5,
+    model_name="m", version="7", model_uri="models:/m/7", experiment="exp", threshold=0.5,
     threshold_rule=RULE_FLOOR, min_precision=FLOOR, numeric_features=tuple(fdata.NUMERIC),
     categorical_features=tuple(fdata.CATEGORICAL), train_end=TRAIN_END, valid_end=VALID_END, best_params={},
-    seed=3, features_md5="md5", git_commit="unknown",
+    seed=3, features_md5="md5",
 )
 
 

@@ -144,16 +144,17 @@ def test_runs_and_registered_version(project: dict[str, Any]) -> None:
     meta = project["meta"]
     client = tracking.connect(paths)
     assert (paths.mlruns / "mlflow.db").exists()
-    parent = client.get_run(meta.run_id)
+    run_id = client.get_model_version(meta.model_name, meta.version).run_id
+    parent = client.get_run(run_id)
     assert parent.data.metrics["best_cv_recall_at_floor"] == project["train"]["best_cv_objective"]
     assert "test_rf_roc_auc" in parent.data.metrics
     children = client.search_runs([parent.info.experiment_id],
-                                  filter_string=f"tags.mlflow.parentRunId = '{meta.run_id}'")
+                                  filter_string=f"tags.mlflow.parentRunId = '{run_id}'")
     assert len(children) == 3
     assert all("fold0_recall_at_floor" in c.data.metrics for c in children)
-    artifacts = {a.path for a in client.list_artifacts(meta.run_id, "evaluation")}
+    artifacts = {a.path for a in client.list_artifacts(run_id, "evaluation")}
     assert "evaluation/evaluation.html" in artifacts
-    assert any(a.path == "optuna" for a in client.list_artifacts(meta.run_id))
+    assert any(a.path == "optuna" for a in client.list_artifacts(run_id))
     experiment = client.get_experiment(parent.info.experiment_id)
     assert Path(experiment.artifact_location.removeprefix("file://")).is_relative_to(paths.mlruns)
 

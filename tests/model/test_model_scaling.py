@@ -219,21 +219,22 @@ def test_train_tunes_on_the_sample_and_caps_the_refit(tmp_path: Path) -> None:
     assert n_train > 900
 
     client = tracking.connect(paths)
-    run = client.get_run(meta.run_id)
+    run_id = client.get_model_version(meta.model_name, meta.version).run_id
+    run = client.get_run(run_id)
     assert run.data.params["n_tune"] == "900"
     assert run.data.params["refit_bootstrap_rows"] == "250"
-    history = client.get_metric_history(meta.run_id, "lc_roc_auc")
+    history = client.get_metric_history(run_id, "lc_roc_auc")
     steps = sorted(m.step for m in history)
     assert steps == scaling.learning_curve_sizes(n_train, 3, 200)
     assert all(0.5 < m.value <= 1 for m in history)
     assert result["learning_curve_plateau_rows"] in steps
-    artifacts = {a.path for a in client.list_artifacts(meta.run_id, "learning_curve")}
+    artifacts = {a.path for a in client.list_artifacts(run_id, "learning_curve")}
     assert artifacts == {"learning_curve/learning_curve.csv", "learning_curve/learning_curve.html"}
-    csv_path = client.download_artifacts(meta.run_id, "learning_curve/learning_curve.csv", str(tmp_path))
+    csv_path = client.download_artifacts(run_id, "learning_curve/learning_curve.csv", str(tmp_path))
     curve = pl.read_csv(csv_path)
     assert curve["rows"].to_list() == steps
     assert curve["bootstrap_rows"].max() <= 250
     # trials train on the sample's folds: fold training sets are smaller than the sample
-    trials = client.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{meta.run_id}'")
+    trials = client.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{run_id}'")
     assert len(trials) == 2
     assert meta.train_end == date(2023, 10, 1)

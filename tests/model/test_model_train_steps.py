@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import re
 import signal
 import sys
@@ -141,6 +142,8 @@ def test_version_tags_carry_the_operating_point(windows: Windows) -> None:
     assert float(tags["valid_recall"]) == pytest.approx(fitted.valid_metrics["recall"], abs=1e-6)
     assert (tags["train_end"], tags["valid_end"]) == (tp.train_end.isoformat(), tp.valid_end.isoformat())
     assert (tags["features_md5"], tags["git_commit"], tags["run_id"]) == ("md5", "abc123", "run-1")
+    assert tags["dvc_experiment"] == os.environ.get("DVC_EXP_NAME", "")
+    assert tags["dvc_baseline_rev"] == os.environ.get("DVC_EXP_BASELINE_REV", "abc123")
 
 
 # ---- run_study and register (an MLflow store in tmp_path) ---------------------------------------------
@@ -324,9 +327,9 @@ META_JSON = {
     "best_params": {"max_depth": 6, "max_features": 0.5, "max_samples": 0.7510895538546418,
                     "min_samples_leaf": 24, "n_estimators": 15},
     "categorical_features": ["department", "diagnosis_group"], "experiment": "idf-readmission",
-    "features_md5": "7332fca9061987130505a779fba8a977", "git_commit": "unknown", "min_precision": 0.25,
+    "features_md5": "7332fca9061987130505a779fba8a977", "min_precision": 0.25,
     "model_name": "idf-readmission-rf", "model_uri": "models:/idf-readmission-rf/1",
-    "numeric_features": ["age", "sex"], "run_id": "d5f7ab33", "seed": 20240601, "threshold": 0.49225,
+    "numeric_features": ["age", "sex"], "seed": 20240601, "threshold": 0.49225,
     "threshold_bound": "wilson_lower", "threshold_rule": "min_precision", "train_end": "2023-10-01",
     "valid_end": "2024-04-01", "version": "1",
 }
@@ -347,12 +350,16 @@ def test_meta_round_trip_keeps_the_bytes(tmp_path: Path) -> None:
     older = {k: v for k, v in META_JSON.items() if k != "threshold_bound"}  # written before the bound existed
     path.write_text(json.dumps(older), encoding="utf-8")
     assert read_meta(path).threshold_bound == "point"
+    # files written before the lock was made reproducible still held the run id and git revision
+    path.write_text(json.dumps({**META_JSON, "run_id": "d5f7ab33", "git_commit": "abc"}), encoding="utf-8")
+    assert read_meta(path) == meta
+    assert not {"run_id", "git_commit"} & set(meta.to_json())
 
 
 def test_meta_names_what_is_missing(tmp_path: Path) -> None:
     path = tmp_path / "model_meta.json"
-    path.write_text(json.dumps({k: v for k, v in META_JSON.items() if k not in ("seed", "run_id")}))
-    with pytest.raises(ModelMetaError, match=r"missing key.*run_id, .*seed"):
+    path.write_text(json.dumps({k: v for k, v in META_JSON.items() if k not in ("seed", "model_uri")}))
+    with pytest.raises(ModelMetaError, match=r"missing key.*model_uri, .*seed"):
         read_meta(path)
     path.write_text(json.dumps({**META_JSON, "train_end": "October"}))
     with pytest.raises(ModelMetaError, match=r"model_meta\.json: Invalid isoformat string: 'October'"):

@@ -118,10 +118,10 @@ class Store:
         """models/model_meta.json as train writes it (promote reads the name and version)."""
         self.paths.models.mkdir(parents=True, exist_ok=True)
         write_meta(self.paths.models / META_FILE, ModelMeta(
-            model_name=NAME, version=version, model_uri=f"models:/{NAME}/{version}", run_id="run", experiment="exp",
+            model_name=NAME, version=version, model_uri=f"models:/{NAME}/{version}", experiment="exp",
             threshold=0.5, threshold_rule=RULE_FLOOR, min_precision=FLOOR, numeric_features=tuple(fdata.NUMERIC),
             categorical_features=tuple(fdata.CATEGORICAL), train_end=TRAIN_END, valid_end=VALID_END,
-            best_params={}, seed=0, features_md5="md5", git_commit="unknown"))
+            best_params={}, seed=0, features_md5="md5"))
 
     @staticmethod
     def _write(path: Path, payload: dict[str, Any]) -> None:

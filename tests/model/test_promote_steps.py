@@ -138,10 +138,10 @@ def _window_frame() -> Any:
 
 def _meta(name: str, version: str) -> ModelMeta:
     return ModelMeta(
-        model_name=name, version=version, model_uri=f"models:/{name}/{version}", run_id="r", experiment="e",
+        model_name=name, version=version, model_uri=f"models:/{name}/{version}", experiment="e",
         threshold=0.5, threshold_rule="min_precision", min_precision=0.25, numeric_features=("age",),
         categorical_features=("sex",), train_end=date(2023, 10, 1), valid_end=date(2024, 4, 1), best_params={},
-        seed=0, features_md5="m", git_commit="unknown")
+        seed=0, features_md5="m")
 
 
 def _inputs(root: Path, meta: ModelMeta, evaluated: str, monitored: str, ratio: float | None) -> Paths:
@@ -173,7 +173,7 @@ def test_read_challenge_refuses_stale_or_foreign_inputs(tmp_path: Path) -> None:
     with pytest.raises(PromoteError, match=r"fairness\.json: monitoring is about version 3, not the challenger 5"):
         read_challenge(paths, TP)
     (paths.models / META_FILE).write_text(json.dumps({"model_name": NAME, "version": "5"}))
-    with pytest.raises(PromoteError, match=r"model_meta\.json: missing key\(s\) model_uri, run_id"):
+    with pytest.raises(PromoteError, match=r"model_meta\.json: missing key\(s\) model_uri"):
         read_challenge(paths, TP)
     (paths.models / META_FILE).unlink()
     with pytest.raises(PromoteError, match=r"model_meta\.json: model metadata not found \(run the train stage\)"):

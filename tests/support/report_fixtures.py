@@ -102,7 +102,7 @@ def write_stage_outputs(paths: Paths, *, promotion: bool = True) -> None:
                                           "threshold_rule": "min_precision", "min_precision": 0.25,
                                           "rows": {"train": 4000, "valid": 1200, "test": 1300}})
     meta = {"model_name": "idf-readmission-rf", "version": "3", "model_uri": "models:/idf-readmission-rf/3",
-            "run_id": "abc", "threshold": 0.1234, "threshold_rule": "min_precision", "min_precision": 0.25,
+            "threshold": 0.1234, "threshold_rule": "min_precision", "min_precision": 0.25,
             "train_end": "2023-10-01", "valid_end": "2024-04-01", "seed": 1}
     _write(paths.models / "model_meta.json", meta)
 
