@@ -126,21 +126,20 @@ def predict_frame_chunked(bundle: ModelBundle, frame: pd.DataFrame,
                           chunk_rows: int = PREDICT_CHUNK_ROWS, threads: int = 1) -> pd.DataFrame:
     """pyfunc_model.predict_frame (probability, high_risk) in slices of `chunk_rows` rows.
 
-    `threads` > 1 scores slices side by side (`predict_positive`): the same bits as one thread,
-    as long as the bundle's forest keeps n_jobs=1 (as train saves it)."""
-    from pipelines.model.pyfunc_model import model_frame, predict_frame
+    `threads` > 1 scores the slices side by side: the same bits as one thread, as long as the
+    bundle's forest keeps n_jobs=1 (as train saves it; see `predict_positive`)."""
+    from pipelines.model.pyfunc_model import predict_frame
 
     if chunk_rows < 1:
         raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}")
-    if threads > 1:
-        probability = bundle.calibration.apply(
-            predict_positive(bundle.pipeline, model_frame(bundle, frame), chunk_rows, threads))
-        return pd.DataFrame({"probability": probability,
-                             "high_risk": (probability >= bundle.threshold).astype(np.int64)}, index=frame.index)
-    if len(frame) <= chunk_rows:
+    if len(frame) < 2 or (threads <= 1 and len(frame) <= chunk_rows):
         return predict_frame(bundle, frame)
-    parts = [predict_frame(bundle, frame.iloc[i:i + chunk_rows]) for i in range(0, len(frame), chunk_rows)]
-    return pd.concat(parts)
+    rows = max(1, min(chunk_rows, -(-len(frame) // max(threads, 1))))
+    slices = [frame.iloc[i:i + rows] for i in range(0, len(frame), rows)]
+    if threads <= 1 or len(slices) < 2:
+        return pd.concat([predict_frame(bundle, part) for part in slices])
+    with ThreadPoolExecutor(max_workers=threads) as pool:  # tree traversal releases the GIL
+        return pd.concat(list(pool.map(lambda part: predict_frame(bundle, part), slices)))
 
 
 def _chunked(fn: Callable[[pd.DataFrame], np.ndarray], x: pd.DataFrame, chunk_rows: int) -> np.ndarray:
