@@ -174,7 +174,8 @@ def _count_formats(files: list[Path], header: tuple[str, ...], sep: str, col: st
     position = _positions(header)[col.upper()]
     well_formed = pl.col(RAW).str.count_matches(sep, literal=True) + 1 == len(header)
     value = _field(sep, position).str.strip_chars()
-    scan = pl.scan_parquet(files).filter((pl.col(LINE) <= last_line) & well_formed & (value != ""))
+    scan = (pl.scan_parquet(files).filter((pl.col(LINE) <= last_line) & well_formed & (value != ""))
+            .unique(subset=[RAW]))  # as the whole-file reader: exact duplicate lines count once
     parsed = [_parse(value, fmt).is_not_null().sum().alias(label) for label, fmt in DATE_FORMATS.items()]
     counts = scan.select(pl.len().alias("_present"), *parsed).collect(engine="streaming")
     return {name: int(counts[name].item()) for name in counts.columns}

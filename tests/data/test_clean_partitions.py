@@ -20,7 +20,7 @@ from unittest import mock
 
 import polars as pl
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from pipelines import clean
@@ -90,6 +90,12 @@ def test_the_dirty_extract_in_partitions_is_the_dirty_extract_whole(dirty_extrac
 
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(tables=st.fixed_dictionaries({name: dirty_table(name) for name in RAW_TABLES}), parts=st.integers(2, 4))
+@example(tables={  # a duplicate line with an unparsable date: counted once by both readers ("1 of 1")
+    "patients": [{"BEN_NIR_PSA": "P1", "BEN_DCD_DTE": "-1"}, {"BEN_NIR_PSA": "P1", "BEN_DCD_DTE": "-1"}],
+    "hospitals": [{"IDE_ETA_NUM": "750000001", "IDE_BDI_COD": "75013"}],
+    "stays": [{"ETA_NUM": "750000001", "RSA_NUM": "1"}],
+    "diagnoses": [{"ETA_NUM": "750000001", "RSA_NUM": "1", "DGN_ASS_NUM": "1"}],
+    "dispensings": [{"DCT_ORD_NUM": "1"}]}, parts=2)
 def test_random_dirty_tables_clean_the_same_in_partitions(tables: dict[str, Any], parts: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         whole_paths = write_raw(Path(tmp) / "whole", **tables)
